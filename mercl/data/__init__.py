@@ -1,0 +1,1 @@
+"""Recordings -> segments -> features -> Parquet shards, and back to torch."""

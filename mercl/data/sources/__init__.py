@@ -1,0 +1,70 @@
+"""Recording sources: each turns a raw directory into picklable load units.
+
+A source module exposes ``discover(raw: Path, options: SourceOptions) -> list[LoadUnit]``.
+A :class:`LoadUnit` (usually one subject's file) is picklable so that ``prepare`` can
+load units in parallel worker processes; ``unit.load()`` returns that unit's trials.
+Every problem with a file raises :class:`mercl.errors.InputFileError` naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from mercl.config import FieldProblem
+from mercl.data.trial import Trial
+
+SOURCE_NAMES = ("deap", "seed", "manifest")
+
+
+@dataclass
+class SourceOptions:
+    """Options shared by all sources (typed, validated on load).
+
+    baseline: DEAP's 3 s pre-trial baseline: ``remove`` (drop it) or ``correct``
+        (subtract its per-channel mean, then drop it).
+    channels: pick these EEG channels (by name, in this order); None keeps all.
+    resample: resample EEG to this rate in Hz; None keeps the file's rate
+        (a manifest whose recordings disagree on the rate must set it).
+    lag: default EEG-to-clip lag in seconds where the source gives none.
+    min_channels: fewer EEG channels than this is an error.
+    """
+
+    baseline: Literal["remove", "correct"] = "remove"
+    channels: list[str] | None = None
+    resample: float | None = None
+    lag: float = 0.0
+    min_channels: int = 1
+
+    def validate(self) -> None:
+        if self.resample is not None and self.resample <= 0:
+            raise FieldProblem("resample", f"must be > 0 Hz, got {self.resample}")
+        if self.min_channels < 1:
+            raise FieldProblem("min_channels", "must be >= 1")
+
+
+class LoadUnit(Protocol):
+    """A picklable piece of a source that loads into trials (e.g. one subject's file)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self) -> list[Trial]: ...
+
+
+def discover(source: str, raw: Path, options: SourceOptions | None = None) -> list[LoadUnit]:
+    """The load units of ``raw`` read as ``source`` (one of SOURCE_NAMES)."""
+    from mercl.errors import MerclError
+
+    options = options or SourceOptions()
+    raw = Path(raw)
+    if source == "deap":
+        from mercl.data.sources import deap as mod
+    elif source == "seed":
+        from mercl.data.sources import seed as mod
+    elif source == "manifest":
+        from mercl.data.sources import manifest as mod
+    else:
+        raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
+    return mod.discover(raw, options)
