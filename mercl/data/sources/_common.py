@@ -1,0 +1,92 @@
+"""Checks and small steps shared by the recording sources.
+
+Every check raises :class:`~mercl.errors.InputFileError` naming the file and, where it
+helps, the trial or manifest row, so that a bad recording stops ``prepare`` with one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mne
+import numpy as np
+
+from mercl.data.trial import RATING_NAMES
+from mercl.errors import InputFileError
+
+RATING_RANGE = (1.0, 9.0)
+
+
+def check_finite(eeg: np.ndarray, path: Path, where: str) -> None:
+    """Refuse EEG holding NaN or Inf; ``where`` names the trial (e.g. ``"trial 3"``)."""
+    if not np.isfinite(eeg).all():
+        bad = int(np.count_nonzero(~np.isfinite(eeg)))
+        raise InputFileError(path, f"{where}: EEG holds {bad} NaN/Inf value(s)")
+
+
+def check_ratings(ratings: dict[str, float], path: Path, where: str) -> None:
+    """Ratings must be finite numbers on the 1-9 scale."""
+    low, high = RATING_RANGE
+    for name, value in ratings.items():
+        if not np.isfinite(value) or not low <= value <= high:
+            raise InputFileError(path, f"{where}: {name} rating {value!r} is outside {low:g}-{high:g}")
+
+
+def pick_indices(ch_names: list[str], options, path: Path) -> list[int]:
+    """Indices of the channels to keep: ``options.channels`` (in that order) or all;
+    fewer than ``options.min_channels`` is an error."""
+    if options.channels is None:
+        index = list(range(len(ch_names)))
+    else:
+        index = channel_indices(ch_names, options.channels, path)
+    check_channel_count(len(index), options.min_channels, path)
+    return index
+
+
+def channel_indices(ch_names: list[str], picks: list[str], path: Path) -> list[int]:
+    """Indices of ``picks`` in ``ch_names``, in the order of ``picks``.
+
+    Names match exactly first, then ignoring case (``Fp1`` finds SEED's ``FP1``); the
+    caller reports the file's own spelling.
+    """
+    lower = {}
+    for i, name in enumerate(ch_names):
+        lower.setdefault(name.lower(), i)
+    index = []
+    for name in picks:
+        if name in ch_names:
+            index.append(ch_names.index(name))
+        elif name.lower() in lower:
+            index.append(lower[name.lower()])
+        else:
+            shown = ", ".join(ch_names[:12]) + (", ..." if len(ch_names) > 12 else "")
+            raise InputFileError(path, f"channel '{name}' not present (has {shown})")
+    if len(set(index)) != len(index):
+        raise InputFileError(path, f"channel picks {picks} name the same channel twice")
+    return index
+
+
+def check_channel_count(n_channels: int, min_channels: int, path: Path) -> None:
+    """Refuse recordings with fewer EEG channels than ``min_channels``."""
+    if n_channels < min_channels:
+        raise InputFileError(path, f"{n_channels} EEG channel(s), fewer than min_channels={min_channels}")
+
+
+def resample(eeg: np.ndarray, sfreq: float, new_sfreq: float | None) -> tuple[np.ndarray, float]:
+    """Resample (C, S) EEG with MNE's FFT resampler; None or the same rate is a no-op."""
+    if new_sfreq is None or np.isclose(new_sfreq, sfreq):
+        return eeg, float(sfreq)
+    out = mne.filter.resample(eeg, up=new_sfreq / sfreq, down=1.0, axis=-1, verbose="error")
+    return out.astype(np.float64, copy=False), float(new_sfreq)
+
+
+def rating_dict(values, names=RATING_NAMES) -> dict[str, float]:
+    """``{"valence": v, ...}`` from a sequence of numbers in RATING_NAMES order."""
+    return {name: float(v) for name, v in zip(names, values, strict=False)}
+
+
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception, prefixed by its type, for one-line messages."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
