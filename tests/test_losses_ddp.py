@@ -1,0 +1,87 @@
+"""mercl_loss(gather=True) in a real 2-process gloo group equals the loss of the whole batch."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mercl.losses import LossConfig, mercl_loss
+
+MODS = ("video", "audio", "eeg")
+WORLD = 2
+SPLIT = (7, 4)  # unequal shards: a short last batch on rank 1
+CFG = LossConfig(l1=1.0, l2=0.7, l3=1.3, alpha=0.5, temperature=0.2)
+
+
+def _global_batch():
+    g = torch.Generator().manual_seed(5)
+    n = sum(SPLIT)
+    z = {m: torch.randn(n, 8, generator=g, dtype=torch.float64) for m in MODS}
+    labels = torch.randint(0, 3, (n,), generator=g)
+    valid = {m: torch.rand(n, generator=g) < 0.8 for m in MODS}
+    return z, labels, valid
+
+
+def _shard(rank: int) -> slice:
+    start = sum(SPLIT[:rank])
+    return slice(start, start + SPLIT[rank])
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        z, labels, valid = _global_batch()
+        part = _shard(rank)
+        local = {m: v[part].clone().requires_grad_(True) for m, v in z.items()}
+        out = mercl_loss(local, labels[part], {m: v[part] for m, v in valid.items()}, CFG, gather=True)
+        out.total.backward()
+        result = {
+            "total": out.total.detach(),
+            "terms": [out.amcl.detach(), out.emcl.detach(), out.smcl.detach()],
+            "counts": [out.amcl_anchors, out.emcl_anchors, out.smcl_pairs],
+            "grad": {m: v.grad for m, v in local.items()},
+        }
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gathered_loss_and_gradients_equal_single_process(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+
+    z, labels, valid = _global_batch()
+    whole = {m: v.clone().requires_grad_(True) for m, v in z.items()}
+    ref = mercl_loss(whole, labels, valid, CFG)
+    ref.total.backward()
+
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(got["total"], ref.total.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got["terms"], [ref.amcl.detach(), ref.emcl.detach(), ref.smcl.detach()])
+        assert got["counts"] == [ref.amcl_anchors, ref.emcl_anchors, ref.smcl_pairs]
+        # all_gather's backward sums every rank's (identical) loss gradient onto the local slice;
+        # DDP's averaging over WORLD ranks then gives exactly the single-process gradient.
+        for m in MODS:
+            torch.testing.assert_close(got["grad"][m] / WORLD, whole[m].grad[_shard(rank)])
+
+
+def test_gather_is_identity_without_a_process_group():
+    z, labels, valid = _global_batch()
+    assert not dist.is_initialized()
+    plain = mercl_loss(z, labels, valid, CFG)
+    gathered = mercl_loss(z, labels, valid, CFG, gather=True)
+    assert torch.equal(plain.total, gathered.total)

@@ -1,0 +1,322 @@
+"""The MERCL model with tiny widths: every modality subset, masking, ablation, freezing, cache, weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+
+from mercl.config import from_dict
+from mercl.errors import ConfigError, InputFileError, MerclError
+from mercl.models import (
+    AudioEncoderConfig,
+    ConcatFusion,
+    CrossModalFusion,
+    DataShapes,
+    EegEncoderConfig,
+    ModelConfig,
+    TcnConfig,
+    VggishSpatialEncoder,
+    VideoEncoderConfig,
+    VideoSpatialEncoder,
+    build_model,
+)
+
+B = 4
+SHAPES = DataShapes(eeg=(5, 6, 5), audio=(150, 20), video=(3, 3, 40, 40), n_classes=3)
+WIDTH = 16
+BACKBONE = "test_vit"  # timm's 0.3 M-parameter ViT (patch 16, 64 features)
+SUBSETS = ["v", "a", "e", "av", "ae", "ve", "ave"]
+NAMES = {"v": "video", "a": "audio", "e": "eeg"}
+
+
+def tiny_config(modalities="ave", **changes) -> ModelConfig:
+    cfg = ModelConfig(
+        video=VideoEncoderConfig(backbone=BACKBONE, img_size=32),
+        audio=AudioEncoderConfig(width=2, embed_dim=12, patch_frames=32),
+        eeg=EegEncoderConfig(channels_out=8, kernel=25),
+        tcn=TcnConfig(dilations=[1, 2, 4]),
+        width=WIDTH,
+        embed_dim=8,
+        heads=2,
+        classifier_hidden=8,
+        modalities=[NAMES[c] for c in modalities],
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+def make_batch(seed=0, n=B) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "eeg": torch.randn(n, *SHAPES.eeg, generator=g) - 11.0,  # log10 band power in V^2
+        "audio": torch.randn(n, *SHAPES.audio, generator=g),
+        "video": torch.randint(0, 256, (n, *SHAPES.video), generator=g, dtype=torch.uint8),
+        "present": torch.ones(n, 3, dtype=torch.bool),
+        "audio_energy": torch.full((n,), -20.0),
+        "label": torch.randint(0, SHAPES.n_classes, (n,), generator=g),
+    }
+
+
+def expected_steps(modality: str) -> int:
+    return {"video": SHAPES.video[0], "audio": 5, "eeg": SHAPES.eeg[0]}[modality]  # audio: ceil(150 / 32)
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_forward_and_backward_every_subset(subset):
+    torch.manual_seed(0)
+    trainable = tiny_config(
+        subset,
+        video=VideoEncoderConfig(BACKBONE, 32, freeze=False),
+        audio=AudioEncoderConfig(width=2, embed_dim=12, patch_frames=32, freeze=False),
+    )
+    model = build_model(trainable, SHAPES)
+    model.train()
+    batch = make_batch()
+    mods = model.modalities
+    assert set(mods) == {NAMES[c] for c in subset}
+
+    s = model.spatial(batch)
+    h = model.encode(batch)
+    z = model.project(h)
+    feature_dims = {"video": 64, "audio": 12, "eeg": 8}
+    for m in mods:
+        assert s[m].shape == (B, expected_steps(m), feature_dims[m])
+        assert h[m].shape == (B, expected_steps(m), WIDTH)
+        assert z[m].shape == (B, 8)
+        torch.testing.assert_close(z[m].norm(dim=-1), torch.ones(B))
+
+    logits = model(batch)
+    assert logits.shape == (B, SHAPES.n_classes) and torch.isfinite(logits).all()
+    n_pairs = {1: 1, 2: 2, 3: 6}[len(mods)]
+    assert model.fusion.out_dim == n_pairs * WIDTH
+
+    # one backward through both stages' outputs reaches every parameter
+    loss = torch.nn.functional.cross_entropy(logits, batch["label"]) + sum(v.sum() for v in z.values())
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_missing_audio_is_masked_not_nan():
+    torch.manual_seed(1)
+    model = build_model(tiny_config(), SHAPES)
+    batch = make_batch(1)
+    batch["present"][1, 1] = False
+    batch["audio"][1] = float("nan")  # whatever an absent sample holds must not leak
+
+    model.train()
+    logits = model(batch)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+    # in eval mode the absent sample's audio content has no effect at all
+    model.eval()
+    with torch.no_grad():
+        reference = model(batch)
+        batch["audio"][1] = 1e3
+        assert torch.equal(model(batch), reference)
+        batch["present"][1, 1] = True
+        assert not torch.allclose(model(batch)[1], reference[1])  # present again: it counts
+
+    # a sample with every modality absent still gives finite logits
+    batch["present"][2] = False
+    with torch.no_grad():
+        assert torch.isfinite(model(batch)).all()
+
+
+def test_concatenation_ablation():
+    model = build_model(tiny_config(cross_attention=False), SHAPES)
+    assert isinstance(model.fusion, ConcatFusion)
+    assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    assert model.fusion.out_dim == 3 * WIDTH
+    logits = model(make_batch())
+    assert logits.shape == (B, SHAPES.n_classes)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.classifier.parameters())
+
+    with_cma = build_model(tiny_config(), SHAPES)
+    assert isinstance(with_cma.fusion, CrossModalFusion)
+    assert len(with_cma.fusion.attentions) == 6
+
+
+def test_freeze_encoders_freezes_exactly_the_encoders():
+    model = build_model(tiny_config(), SHAPES)
+    encoder = {id(p) for p in model.encoder_parameters()}
+    head = {id(p) for p in model.head_parameters()}
+    every = {id(p) for p in model.parameters()}
+    assert encoder and head and not encoder & head and encoder | head == every
+    backbone = {id(p) for p in model.spatial_encoders["video"].parameters()}
+    backbone |= {id(p) for p in model.spatial_encoders["audio"].parameters()}
+
+    # config freeze=True: the backbones are frozen from the start, the rest trains
+    assert all(p.requires_grad == (id(p) not in backbone) for p in model.parameters())
+
+    model.freeze_encoders(True)
+    model.train()
+    assert all(p.requires_grad == (id(p) in head) for p in model.parameters())
+    bn = model.temporal_encoders["eeg"].blocks[0].net[1]
+    assert not bn.training and model.classifier.training
+    stats = bn.running_mean.clone()
+    model(make_batch()).sum().backward()
+    assert torch.equal(bn.running_mean, stats)  # BatchNorm in eval: statistics untouched
+    assert all((p.grad is not None) == (id(p) in head) for p in model.parameters())
+
+    model.freeze_encoders(False)
+    model.train()
+    assert bn.training
+    assert all(p.requires_grad == (id(p) not in backbone) for p in model.parameters())
+
+
+def test_cached_backbone_features_equal_live_path():
+    torch.manual_seed(2)
+    model = build_model(tiny_config(), SHAPES)
+    assert model.uses_backbone_cache
+    batch = make_batch(2)
+    batch["present"][3, 0] = False  # an absent video sample must match too
+    model.eval()
+    cache = model.backbone_features(batch)
+    assert cache["video_feat"].shape == (B, 3, 64) and cache["audio_feat"].shape == (B, 5, 12)
+    cached = {k: v for k, v in batch.items() if k not in ("video", "audio")} | cache
+    live_s, cached_s = model.spatial(batch), model.spatial(cached)
+    for m in model.modalities:
+        torch.testing.assert_close(cached_s[m], live_s[m], rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(cached), model(batch), rtol=0, atol=0)
+
+    unfrozen = tiny_config(video=VideoEncoderConfig(BACKBONE, 32, freeze=False))
+    assert not build_model(unfrozen, SHAPES).uses_backbone_cache
+    assert not build_model(tiny_config("e"), SHAPES).uses_backbone_cache
+
+
+def test_video_input_uint8_and_float_agree():
+    encoder = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32)).eval()
+    frames = torch.randint(0, 256, (2, 3, 3, 40, 40), dtype=torch.uint8)
+    torch.testing.assert_close(encoder(frames), encoder(frames.float() / 255.0))
+    assert encoder(frames).shape == (2, 3, 64)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"width": 30, "heads": 4}, "heads"),
+        ({"modalities": ["video", "smell"]}, "modalities[1]"),
+        ({"modalities": []}, "modalities"),
+        ({"tcn": {"dilations": [1, 0]}}, "tcn.dilations[1]"),
+        ({"eeg": {"dropout": 1.0}}, "eeg.dropout"),
+    ],
+)
+def test_bad_model_config_names_field(changes, field):
+    with pytest.raises(ConfigError) as info:
+        from_dict(ModelConfig, changes)
+    assert info.value.field == field
+
+
+def test_build_model_validates_configs_built_in_python():
+    with pytest.raises(ConfigError, match=r"'model\.heads'.*must divide width"):
+        build_model(tiny_config(heads=3), SHAPES)
+    with pytest.raises(ConfigError, match=r"'model\.modalities\[0\]'.*'smell'"):
+        build_model(dataclasses.replace(tiny_config(), modalities=["smell"]), SHAPES)
+    with pytest.raises(ConfigError, match=r"'model\.video\.backbone'.*no_such_net"):
+        build_model(tiny_config(video=VideoEncoderConfig("no_such_net")), SHAPES)
+    with pytest.raises(ConfigError, match=r"'model\.video\.feature_dim'"):
+        build_model(tiny_config(video=VideoEncoderConfig(BACKBONE, 32, feature_dim=65)), SHAPES)
+    with pytest.raises(ConfigError, match=r"'shapes\.n_classes'"):
+        build_model(tiny_config(), dataclasses.replace(SHAPES, n_classes=1))
+
+
+def test_wrong_batch_shape_is_a_one_line_error():
+    model = build_model(tiny_config("e"), SHAPES)
+    batch = make_batch()
+    batch["eeg"] = batch["eeg"][:, :, :4]
+    with pytest.raises(MerclError, match=r"batch 'eeg' must be \(B, T_e, 6, 5\)"):
+        model(batch)
+    with pytest.raises(MerclError, match="batch has no 'video'"):
+        build_model(tiny_config("v"), SHAPES)({"eeg": batch["eeg"]})
+
+
+def test_video_weights_round_trip(tmp_path):
+    frames = torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(3)
+    source = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32)).eval()
+    path = tmp_path / "vit.pth"
+    torch.save(source.backbone.state_dict(), path)
+    torch.manual_seed(4)
+    fresh = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32)).eval()
+    assert not torch.allclose(fresh(frames), source(frames))
+    loaded = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32, weights=str(path))).eval()
+    torch.testing.assert_close(loaded(frames), source(frames), rtol=0, atol=0)
+
+    # a full classifier checkpoint (with its head, wrapped as {"state_dict": ...}) loads too
+    classifier = timm.create_model(BACKBONE, pretrained=False, num_classes=7, img_size=32)
+    torch.save({"state_dict": classifier.state_dict()}, tmp_path / "full.pth")
+    cfg = VideoEncoderConfig(BACKBONE, img_size=32, weights=str(tmp_path / "full.pth"))
+    trunk = VideoSpatialEncoder(cfg).backbone.state_dict()
+    assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in trunk.items())
+
+
+def test_audio_weights_round_trip(tmp_path):
+    cfg = AudioEncoderConfig(width=2, embed_dim=12, patch_frames=32)
+    audio = torch.randn(2, 70, 20)
+    source = VggishSpatialEncoder(cfg, n_mels=20)
+    path = tmp_path / "vggish.pt"
+    torch.save(source.state_dict(), path)
+    loaded = VggishSpatialEncoder(dataclasses.replace(cfg, weights=str(path)), n_mels=20)
+    torch.testing.assert_close(loaded(audio), source(audio), rtol=0, atol=0)
+    assert loaded(audio).shape == (2, 3, 12)
+
+
+def test_bad_weights_files_are_input_file_errors(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(InputFileError, match=r"nope\.pth: no such weights file"):
+        VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, 32, weights=str(missing)))
+    with pytest.raises(InputFileError, match=r"nope\.pth: no such weights file"):
+        build_model(tiny_config("a", audio=AudioEncoderConfig(weights=str(missing))), SHAPES)
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputFileError, match="garbage.pth: cannot read weights") as info:
+        VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, 32, weights=str(garbage)))
+    assert "\n" not in str(info.value)
+
+    other = tmp_path / "other.pth"  # weights of a different architecture
+    torch.save(VggishSpatialEncoder(AudioEncoderConfig(width=2, embed_dim=12), n_mels=20).state_dict(), other)
+    with pytest.raises(InputFileError, match="other.pth: weights do not fit") as info:
+        VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, 32, weights=str(other)))
+    assert "\n" not in str(info.value)
+    wider = tmp_path / "wider.pth"  # same names, other shapes
+    torch.save(VggishSpatialEncoder(AudioEncoderConfig(width=4, embed_dim=12), n_mels=20).state_dict(), wider)
+    with pytest.raises(InputFileError, match="wider.pth: weights do not fit") as info:
+        VggishSpatialEncoder(AudioEncoderConfig(width=2, embed_dim=12, weights=str(wider)), n_mels=20)
+    assert "\n" not in str(info.value)
+
+
+def test_vggish_pools_time_only_when_mels_run_out():
+    # 96-frame patches of 20 Mel bands: four time pools (96 -> 6), Mel 20 -> 10 -> 5 -> 3 -> 2
+    encoder = VggishSpatialEncoder(AudioEncoderConfig(width=1, embed_dim=4), n_mels=20)
+    assert encoder.embeddings[0].in_features == 8 * 6 * 2
+    # 3 Mel bands: pooled to 2 then 1, after which only time is pooled
+    encoder = VggishSpatialEncoder(AudioEncoderConfig(width=1, embed_dim=4), n_mels=3)
+    assert encoder.embeddings[0].in_features == 8 * 6 * 1
+    assert encoder(torch.randn(1, 200, 3)).shape == (1, 3, 4)
+    # the defaults on 64 Mel bands are VGGish itself: torchvggish's names, shapes and 72,141,184 weights
+    with torch.device("meta"):
+        vggish = VggishSpatialEncoder(AudioEncoderConfig(), n_mels=64)
+    shapes = {k: tuple(v.shape) for k, v in vggish.state_dict().items()}
+    assert shapes["features.0.weight"] == (64, 1, 3, 3)
+    assert shapes["features.13.weight"] == (512, 512, 3, 3)
+    assert shapes["embeddings.0.weight"] == (4096, 512 * 6 * 4)
+    assert shapes["embeddings.4.weight"] == (128, 4096)
+    assert sum(p.numel() for p in vggish.parameters()) == 72_141_184
+
+
+def test_data_shapes_from_a_manifest_like_dict():
+    data = {"eeg": [5, 6, 5], "audio": [150, 20], "video": [3, 3, 40, 40], "n_classes": 3}
+    assert from_dict(DataShapes, data) == SHAPES
+    with pytest.raises(ConfigError) as info:
+        from_dict(DataShapes, data | {"video": [3, 1, 40, 40]})
+    assert info.value.field == "video"
