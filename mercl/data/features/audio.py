@@ -1,0 +1,178 @@
+"""Stimulus audio: demux, mono, resample; per-segment log-Mel sequences and loudness.
+
+A clip's audio is read once with PyAV (first audio stream, downmixed to mono and
+resampled by libswresample through ``av.AudioResampler``). Its Mel power spectrogram
+is computed once with librosa (``n_fft`` = window = 50 ms Hamming, 10 ms hop,
+``center=False`` so frame ``i`` covers samples ``[i*hop, i*hop + win)``, power 2,
+``n_mels`` Slaney-normalised Mel bands) and converted to decibels with
+``librosa.power_to_db(S, ref=1.0, amin=log_floor, top_db=None)``, i.e.
+``10 * log10(max(S, log_floor))`` (``log_floor`` 1e-10 -> floor of -100 dB).
+Segment ``k`` is the frame slice starting at its start time rounded to the nearest hop
+(<= 5 ms off), of length ``T_a = n_audio_frames(seg_s, cfg)``; audio past the clip's end
+is zeros.
+
+Warm-up: librosa compiles its numba helpers on first use and caches them in its
+``__pycache__``. The very first call after installing took ~20 s on the 2-core dev machine
+(compile + cache write); after that the first call in each new process still costs ~1-4 s
+(imports, cache load, Mel filter bank), and later calls ~0.25 s per 60 s clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import librosa
+import numpy as np
+
+from mercl.config import FieldProblem
+from mercl.errors import InputFileError
+
+ENERGY_FLOOR_DB = -120.0
+
+
+@dataclass
+class AudioFeatureConfig:
+    """How stimulus audio becomes log-Mel sequences.
+
+    sample_rate: the clip's audio is resampled to this rate (Hz).
+    n_mels: Mel bands per frame.
+    win_s: STFT window (Hamming) and FFT length in seconds.
+    hop_s: STFT hop in seconds (one sequence step).
+    fmin, fmax: Mel range in Hz; fmax None = Nyquist.
+    log_floor: power floor before ``10*log10`` (dB values are >= 10*log10(log_floor)).
+    """
+
+    sample_rate: int = 16000
+    n_mels: int = 20
+    win_s: float = 0.05
+    hop_s: float = 0.01
+    fmin: float = 0.0
+    fmax: float | None = None
+    log_floor: float = 1e-10
+
+    def validate(self) -> None:
+        if self.sample_rate < 1000:
+            raise FieldProblem("sample_rate", f"must be >= 1000 Hz, got {self.sample_rate}")
+        if self.n_mels < 1:
+            raise FieldProblem("n_mels", f"must be >= 1, got {self.n_mels}")
+        if self.win_s <= 0 or self.win_s * self.sample_rate < 8:
+            raise FieldProblem("win_s", f"must give at least 8 samples, got {self.win_s} s")
+        if self.hop_s <= 0 or self.hop_s * self.sample_rate < 1:
+            raise FieldProblem("hop_s", f"must give at least 1 sample, got {self.hop_s} s")
+        if self.fmin < 0:
+            raise FieldProblem("fmin", f"must be >= 0 Hz, got {self.fmin}")
+        nyquist = self.sample_rate / 2
+        if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
+            raise FieldProblem("fmax", f"must be in (fmin, {nyquist:g}] Hz, got {self.fmax}")
+        if self.fmin >= (self.fmax or nyquist):
+            raise FieldProblem("fmin", f"must be below fmax/Nyquist, got {self.fmin}")
+        if self.log_floor <= 0:
+            raise FieldProblem("log_floor", f"must be > 0, got {self.log_floor}")
+
+
+def n_audio_frames(seg_s: float, cfg: AudioFeatureConfig) -> int:
+    """``T_a``: whole STFT frames in a segment of ``seg_s`` seconds."""
+    seg_len = int(round(seg_s * cfg.sample_rate))
+    win = int(round(cfg.win_s * cfg.sample_rate))
+    if seg_len < win:
+        raise ValueError(f"audio segment {seg_s} s is shorter than the STFT window {cfg.win_s} s")
+    return (seg_len - win) // int(round(cfg.hop_s * cfg.sample_rate)) + 1
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray | None:
+    """The clip's first audio stream as mono float32 at ``sample_rate``.
+
+    Returns (S,) float32 in [-1, 1], or None when the file has no audio stream.
+    Raises InputFileError when the file cannot be opened or decoded.
+    """
+    path = Path(path)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                frame.pts = None  # let the resampler count samples (robust to odd timestamps)
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    except (av.FFmpegError, OSError) as exc:
+        raise InputFileError(path, f"cannot read audio ({_one_line(exc)})") from None
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.clip(np.concatenate(chunks), -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def log_mel(wave: np.ndarray, sr: int, cfg: AudioFeatureConfig) -> np.ndarray:
+    """Log-Mel spectrogram in dB of a waveform: (S,) -> (n_frames, n_mels) float32."""
+    win = int(round(cfg.win_s * sr))
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(wave, dtype=np.float32),
+        sr=sr,
+        n_fft=win,
+        hop_length=int(round(cfg.hop_s * sr)),
+        win_length=win,
+        window="hamming",
+        center=False,
+        power=2.0,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+    )
+    db = librosa.power_to_db(mel, ref=1.0, amin=cfg.log_floor, top_db=None)
+    return db.T.astype(np.float32)
+
+
+def audio_segment_features(
+    wave: np.ndarray, sr: int, starts_s: np.ndarray, seg_s: float, cfg: AudioFeatureConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-segment log-Mel sequences and loudness of one clip's audio.
+
+    Args:
+        wave: (S,) mono waveform in [-1, 1] at ``sr`` Hz.
+        sr: its sampling rate (normally ``cfg.sample_rate``).
+        starts_s: (N,) segment start times in clip seconds.
+        seg_s: segment length in seconds.
+
+    Returns:
+        log_mel: (N, T_a, n_mels) float32 dB (see module docstring).
+        energy_db: (N,) float32 RMS of each segment's waveform in dBFS (full scale = 1.0),
+            floored at -120 (silence).
+    """
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    starts_s = np.asarray(starts_s, dtype=np.float64).reshape(-1)
+    win = int(round(cfg.win_s * sr))
+    hop = int(round(cfg.hop_s * sr))
+    seg_len = int(round(seg_s * sr))
+    if seg_len < win:
+        raise ValueError(f"audio segment {seg_s} s is shorter than the STFT window {cfg.win_s} s")
+    n_frames = (seg_len - win) // hop + 1
+    n = len(starts_s)
+    if n == 0:
+        return np.zeros((0, n_frames, cfg.n_mels), np.float32), np.zeros(0, np.float32)
+    if starts_s.min() < 0:
+        raise ValueError(f"audio segment start {starts_s.min():g} s is before the clip")
+
+    first_frame = np.rint(starts_s * sr / hop).astype(np.int64)  # (N,)
+    start_sample = np.rint(starts_s * sr).astype(np.int64)
+    need = max(int(first_frame.max()) * hop + seg_len, int(start_sample.max()) + seg_len)
+    padded = np.zeros(max(need, len(wave)), dtype=np.float32)
+    padded[: len(wave)] = wave
+
+    mel = log_mel(padded[: int(first_frame.max()) * hop + seg_len], sr, cfg)  # (F, n_mels)
+    frames = first_frame[:, None] + np.arange(n_frames)[None, :]
+    log_mel_seq = mel[frames]  # (N, T_a, n_mels)
+
+    segments = padded[start_sample[:, None] + np.arange(seg_len)[None, :]]  # (N, seg_len)
+    rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
+    with np.errstate(divide="ignore"):
+        energy = 20 * np.log10(rms)
+    energy_db = np.maximum(energy, ENERGY_FLOOR_DB).astype(np.float32)
+    return log_mel_seq, energy_db

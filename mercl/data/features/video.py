@@ -1,0 +1,195 @@
+"""Stimulus video: probe a clip, sample frames at a fixed rate, resize for the ViT.
+
+Frames are decoded sequentially with PyAV (FFmpeg threads on); for each sample time
+``t_i = i / fps`` (``t_i`` < the video's duration) the decoded frame whose timestamp
+is nearest is kept. Only kept frames are converted to RGB and resized (PIL, bicubic,
+antialiased) to ``size x size`` as they are decoded, so at most one full-resolution
+frame is alive at a time; decoding stops after the last sample time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from mercl.config import FieldProblem
+from mercl.errors import InputFileError
+
+_EPS = 1e-6
+
+
+@dataclass
+class VideoFeatureConfig:
+    """How stimulus video becomes frame sequences.
+
+    fps: frames sampled per second of clip (``T_v = round(seg_s * fps)`` per segment).
+    size: frames are resized to ``size x size`` RGB (the ViT input).
+    """
+
+    fps: float = 1.0
+    size: int = 224
+
+    def validate(self) -> None:
+        if self.fps <= 0:
+            raise FieldProblem("fps", f"must be > 0, got {self.fps}")
+        if self.size < 8:
+            raise FieldProblem("size", f"must be >= 8 pixels, got {self.size}")
+
+
+@dataclass
+class ClipInfo:
+    """What a stimulus clip holds: duration in seconds, streams, video rate and size."""
+
+    path: Path
+    duration: float
+    has_video: bool
+    has_audio: bool
+    fps: float | None
+    width: int
+    height: int
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _stream_duration(stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def probe_clip(path: Path) -> ClipInfo:
+    """Streams, duration, frame rate and size of a clip (no decoding).
+
+    Raises InputFileError when the file is missing, unreadable, truncated or holds
+    neither an audio nor a video stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    try:
+        with av.open(str(path)) as container:
+            video = container.streams.video[0] if container.streams.video else None
+            audio = container.streams.audio[0] if container.streams.audio else None
+            if video is None and audio is None:
+                raise InputFileError(path, "holds no audio or video stream")
+            durations = [_stream_duration(s) for s in (video, audio) if s is not None]
+            durations = [d for d in durations if d]
+            if container.duration is not None:
+                durations.append(container.duration / av.time_base)
+            if not durations:
+                raise InputFileError(path, "has no known duration")
+            rate = (video.average_rate or video.guessed_rate) if video is not None else None
+            return ClipInfo(
+                path=path,
+                duration=max(durations),
+                has_video=video is not None,
+                has_audio=audio is not None,
+                fps=float(rate) if rate else None,
+                width=video.codec_context.width if video is not None else 0,
+                height=video.codec_context.height if video is not None else 0,
+            )
+    except (av.FFmpegError, OSError) as exc:
+        raise InputFileError(path, f"cannot read clip ({_one_line(exc)})") from None
+
+
+def _resize(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """(3, size, size) uint8 RGB of a decoded frame."""
+    image = frame.to_image().resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def read_video_frames(path: Path, cfg: VideoFeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Frames sampled every ``1 / cfg.fps`` seconds, resized.
+
+    Returns:
+        frames: (F, 3, size, size) uint8 RGB, the decoded frame nearest each sample time.
+        times: (F,) float64 sample times ``i / fps`` in clip seconds.
+
+    Raises InputFileError when the file cannot be opened/decoded or has no video stream.
+    """
+    path = Path(path)
+    empty = np.zeros((0, 3, cfg.size, cfg.size), np.uint8), np.zeros(0)
+    kept: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputFileError(path, "holds no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            duration = _stream_duration(stream) or (container.duration or 0) / av.time_base
+            t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            n_targets = int(np.ceil(duration * cfg.fps - _EPS)) if duration > 0 else None
+            prev, prev_t, prev_img = None, None, None
+            index = 0
+            for count, frame in enumerate(container.decode(stream)):
+                t = frame.time - t0 if frame.time is not None else count / rate
+                img = None
+                while (n_targets is None or len(kept) < n_targets) and index / cfg.fps <= t + _EPS:
+                    target = index / cfg.fps
+                    if prev is not None and target - prev_t < t - target:
+                        prev_img = prev_img if prev_img is not None else _resize(prev, cfg.size)
+                        kept.append(prev_img)
+                    else:
+                        img = img if img is not None else _resize(frame, cfg.size)
+                        kept.append(img)
+                    index += 1
+                if n_targets is not None and len(kept) >= n_targets:
+                    break
+                prev, prev_t, prev_img = frame, t, img
+            # sample times after the last frame's timestamp but within its display time
+            if prev is not None:
+                last_img = None
+                while (
+                    n_targets is None or len(kept) < n_targets
+                ) and index / cfg.fps < prev_t + 1 / rate - _EPS:
+                    last_img = last_img if last_img is not None else _resize(prev, cfg.size)
+                    kept.append(last_img)
+                    index += 1
+    except (av.FFmpegError, OSError) as exc:
+        raise InputFileError(path, f"cannot decode video ({_one_line(exc)})") from None
+    if not kept:
+        return empty
+    return np.stack(kept), np.arange(len(kept)) / cfg.fps
+
+
+def n_video_frames(seg_s: float, cfg: VideoFeatureConfig) -> int:
+    """``T_v``: sampled frames per segment of ``seg_s`` seconds."""
+    n = int(round(seg_s * cfg.fps))
+    if n < 1:
+        raise ValueError(f"video: a {seg_s} s segment at {cfg.fps} frames/s holds no frame")
+    return n
+
+
+def video_segment_frames(
+    frames: np.ndarray, times: np.ndarray, starts_s: np.ndarray, seg_s: float, cfg: VideoFeatureConfig
+) -> np.ndarray:
+    """The sampled frames of each segment.
+
+    Args:
+        frames: (F, 3, H, W) uint8 from :func:`read_video_frames`.
+        times: (F,) increasing sample times in seconds.
+        starts_s: (N,) segment start times in clip seconds.
+
+    Returns:
+        (N, T_v, 3, H, W) uint8: the frames whose time lies in ``[start, start + seg_s)``,
+        in order; slots with no frame (past the clip's end) are zeros.
+    """
+    starts_s = np.asarray(starts_s, dtype=np.float64).reshape(-1)
+    times = np.asarray(times, dtype=np.float64)
+    n_slots = n_video_frames(seg_s, cfg)
+    out = np.zeros((len(starts_s), n_slots, *frames.shape[1:]), dtype=np.uint8)
+    if len(times) == 0 or len(starts_s) == 0:
+        return out
+    first = np.searchsorted(times, starts_s - _EPS, side="left")
+    index = first[:, None] + np.arange(n_slots)[None, :]  # (N, T_v)
+    clipped = np.minimum(index, len(times) - 1)
+    valid = (index < len(times)) & (times[clipped] < (starts_s + seg_s)[:, None] - _EPS)
+    out[valid] = frames[clipped[valid]]
+    return out
