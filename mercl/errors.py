@@ -23,6 +23,9 @@ class InputFileError(MerclError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # rebuild from (path, problem) when crossing a process boundary
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(MerclError):
     """A config field has a bad value; the message names the field."""
@@ -30,5 +33,9 @@ class ConfigError(MerclError):
     def __init__(self, field: str, problem: str, source: str | Path | None = None):
         self.field = field
         self.problem = problem
+        self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}config field '{field}': {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.field, self.problem, self.source)

@@ -1,0 +1,125 @@
+"""Class labels from ratings: binary/ternary per rating, the valence-arousal quadrants, SEED's labels.
+
+Schemes (defaults follow the MERCL paper and common DEAP practice; ratings are 1-9):
+
+* ``valence2`` / ``arousal2`` / ``dominance2``: rating <= 5 -> 0 (low), > 5 -> 1 (high)
+* ``valence3`` / ``arousal3`` / ``dominance3``: <= 3 -> 0, <= 6 -> 1, > 6 -> 2
+* ``quadrant4``: HVHA 0, LVHA 1, LVLA 2, HVLA 3 (high = valence/arousal > 5)
+* ``seed3``: SEED's label -1/0/1 (negative/neutral/positive) -> 0/1/2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mercl.errors import MerclError
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Cut points on the 1-9 rating scale (a rating equal to a cut point goes to the lower class)."""
+
+    binary: float = 5.0
+    ternary: tuple[float, float] = (3.0, 6.0)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+_RATING_SCHEMES = {f"{rating}{n}": rating for rating in ("valence", "arousal", "dominance") for n in (2, 3)}
+_CLASS_NAMES = {
+    **{f"{r}2": (f"low {r}", f"high {r}") for r in ("valence", "arousal", "dominance")},
+    **{f"{r}3": (f"low {r}", f"medium {r}", f"high {r}") for r in ("valence", "arousal", "dominance")},
+    "quadrant4": ("HVHA", "LVHA", "LVLA", "HVLA"),
+    "seed3": ("negative", "neutral", "positive"),
+}
+SCHEMES: tuple[str, ...] = tuple(_CLASS_NAMES)
+
+
+def required_columns(scheme: str) -> tuple[str, ...]:
+    """The table columns a scheme reads; an unknown scheme raises MerclError listing the known ones."""
+    if scheme in _RATING_SCHEMES:
+        return (_RATING_SCHEMES[scheme],)
+    if scheme == "quadrant4":
+        return ("valence", "arousal")
+    if scheme == "seed3":
+        return ("label",)
+    raise MerclError(f"unknown label scheme '{scheme}' (known: {', '.join(SCHEMES)})")
+
+
+def class_names(scheme: str) -> tuple[str, ...]:
+    """Human-readable class names, index = class id."""
+    required_columns(scheme)
+    return _CLASS_NAMES[scheme]
+
+
+def n_classes(scheme: str) -> int:
+    return len(class_names(scheme))
+
+
+def available_schemes(columns: Iterable[str]) -> list[str]:
+    """The schemes whose columns are all among ``columns`` (in SCHEMES order)."""
+    have = set(columns)
+    return [s for s in SCHEMES if set(required_columns(s)) <= have]
+
+
+def _column(table: pd.DataFrame | pa.Table | Mapping, name: str, scheme: str) -> np.ndarray:
+    if isinstance(table, pa.Table):
+        names = table.column_names
+    else:
+        names = list(table.keys())
+    if name not in names:
+        have = ", ".join(str(c) for c in names if c != "eeg") or "none"
+        raise MerclError(f"label scheme '{scheme}' needs a '{name}' column, the data has: {have}")
+    values = table[name]
+    if isinstance(values, pa.ChunkedArray):
+        values = values.to_numpy()
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values).any():
+        raise MerclError(f"label scheme '{scheme}': column '{name}' has missing values")
+    return values
+
+
+def assign_labels(
+    table: pd.DataFrame | pa.Table | Mapping, scheme: str, thresholds: Thresholds | Mapping | None = None
+) -> np.ndarray:
+    """Class ids (N,) int64 for every row of ``table`` under ``scheme``.
+
+    ``table``: a pandas DataFrame, pyarrow Table or dict of columns holding the rating
+    columns (``valence``, ``arousal``, ``dominance``) or SEED's ``label``.
+    ``thresholds``: a :class:`Thresholds` or a dict like ``{"binary": 5.0, "ternary": (3.0, 6.0)}``.
+    """
+    if isinstance(thresholds, Mapping):
+        thresholds = Thresholds(**thresholds)
+    th = thresholds or DEFAULT_THRESHOLDS
+    low, high = th.ternary
+    if low >= high:
+        raise MerclError(f"ternary thresholds must increase, got {th.ternary}")
+    cols = required_columns(scheme)
+    if scheme in _RATING_SCHEMES:
+        r = _column(table, cols[0], scheme)
+        if scheme.endswith("2"):
+            return (r > th.binary).astype(np.int64)
+        return np.where(r <= low, 0, np.where(r <= high, 1, 2)).astype(np.int64)
+    if scheme == "quadrant4":
+        hv = _column(table, "valence", scheme) > th.binary
+        ha = _column(table, "arousal", scheme) > th.binary
+        # HVHA 0, LVHA 1, LVLA 2, HVLA 3
+        return np.select([hv & ha, ~hv & ha, ~hv & ~ha], [0, 1, 2], default=3).astype(np.int64)
+    # seed3
+    label = _column(table, "label", scheme)
+    bad = ~np.isin(label, (-1, 0, 1))
+    if bad.any():
+        raise MerclError(f"label scheme 'seed3': 'label' must be -1, 0 or 1, got {label[bad][0]:g}")
+    return (label + 1).astype(np.int64)
+
+
+def class_counts(table: pd.DataFrame | pa.Table | Mapping, scheme: str) -> dict[str, int]:
+    """``{class name: number of rows}`` for one scheme (every class listed, zeros included)."""
+    labels = assign_labels(table, scheme)
+    counts = np.bincount(labels, minlength=n_classes(scheme))
+    return {name: int(c) for name, c in zip(class_names(scheme), counts, strict=True)}

@@ -1,0 +1,641 @@
+"""``mercl prepare``: recordings + stimulus clips -> per-segment features in Parquet shards.
+
+Pipeline (see docs/CONTRACTS.md for the on-disk layout and the row schemas):
+
+1. ``discover`` the source's load units (usually one per subject).
+2. EEG, one job per unit (in worker processes): load the unit's trials, cut each into
+   segments (segment k: clip time ``[k*hop, k*hop + seg)``, EEG time shifted by the lag),
+   compute band-power sequences, write ``eeg/<unit>.parquet``.
+3. Stimuli, one job per clip: probe it, decode audio and frames once, compute the
+   log-Mel and frame features of every segment, write ``stimuli/<stimulus>.parquet``.
+   A stimulus is stored once however many subjects watched it.
+4. ``manifest.json`` last (counts, shapes, checksums): its presence marks a complete dataset.
+
+The dataset directory is ``OUT/<source>-<hash>``, the hash covering the config, the
+source and the resolved input paths, so a changed config never reuses stale shards. A
+re-run with the same config skips every shard already written with a matching checksum
+(recorded in ``progress.json`` as each job finishes) and builds only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from tqdm import tqdm
+
+from mercl.config import FieldProblem, config_hash, from_dict, load_yaml, set_dotted, to_dict
+from mercl.data import shards
+from mercl.data.features.audio import AudioFeatureConfig, audio_segment_features, n_audio_frames, read_audio
+from mercl.data.features.eeg import EegFeatureConfig, eeg_trial_features, n_subwindows
+from mercl.data.features.video import (
+    VideoFeatureConfig,
+    n_video_frames,
+    probe_clip,
+    read_video_frames,
+    video_segment_frames,
+)
+from mercl.data.labels import available_schemes, class_counts
+from mercl.data.sources import SOURCE_NAMES, SourceOptions, discover
+from mercl.data.sources.manifest import default_stimuli_dir
+from mercl.data.trial import RATING_NAMES, Trial
+from mercl.errors import ConfigError, InputFileError, MerclError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CLIP_EXTENSIONS = ("mp4", "mkv", "avi", "mov", "webm")
+SILENT_DB = -120.0  # audio_energy of a silent or missing segment
+_EPS = 1e-6
+
+
+@dataclass
+class PrepareConfig:
+    """How recordings become segments and features (loaded from prepare.yaml + CLI flags).
+
+    segment_s: segment length in seconds (the paper: 4 s).
+    overlap: fraction of a segment shared with the next one; hop = segment_s * (1 - overlap).
+    eeg / audio / video: feature settings per modality.
+    source: options for reading the recordings (baseline, channels, resampling, lag).
+    """
+
+    segment_s: float = 4.0
+    overlap: float = 0.5
+    eeg: EegFeatureConfig = field(default_factory=EegFeatureConfig)
+    audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    video: VideoFeatureConfig = field(default_factory=VideoFeatureConfig)
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+    def validate(self) -> None:
+        if not self.segment_s > 0:
+            raise FieldProblem("segment_s", f"must be > 0 s, got {self.segment_s}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise FieldProblem("overlap", f"must be in [0, 1), got {self.overlap}")
+        if self.eeg.subwindow_s > self.segment_s:
+            raise FieldProblem(
+                "eeg.subwindow_s", f"{self.eeg.subwindow_s} s is longer than the segment ({self.segment_s} s)"
+            )
+        for name in ("audio", "video"):
+            try:
+                self.shapes(1)[name]
+            except ValueError as exc:
+                raise FieldProblem(name, str(exc)) from None
+
+    @property
+    def hop_s(self) -> float:
+        return self.segment_s * (1.0 - self.overlap)
+
+    def shapes(self, n_channels: int) -> dict[str, list[int]]:
+        """Per-row array shapes: eeg (T_e, C, bands), audio (T_a, n_mels), video (T_v, 3, H, W)."""
+        return {
+            "eeg": [n_subwindows(self.segment_s, self.eeg), n_channels, len(self.eeg.bands)],
+            "audio": [n_audio_frames(self.segment_s, self.audio), self.audio.n_mels],
+            "video": [n_video_frames(self.segment_s, self.video), 3, self.video.size, self.video.size],
+        }
+
+
+def load_prepare_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PrepareConfig:
+    """PrepareConfig from an optional YAML file plus dotted-key overrides (``{"video.fps": 2}``)."""
+    data = (load_yaml(path) or {}) if path is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "expected a mapping", path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, key, value)
+    return from_dict(PrepareConfig, data, source=path)
+
+
+def n_segments(eeg_duration: float, lag: float, segment_s: float, hop_s: float) -> int:
+    """``floor((eeg_duration - lag - seg) / hop) + 1`` segments, 0 if the trial is too short."""
+    usable = eeg_duration - lag
+    if usable + _EPS < segment_s:
+        return 0
+    return int(math.floor((usable - segment_s) / hop_s + _EPS)) + 1
+
+
+def segment_starts(n: int, hop_s: float) -> np.ndarray:
+    """(n,) segment start times in clip time: ``k * hop``."""
+    return np.arange(n, dtype=np.float64) * hop_s
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a unit or stimulus id."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(name)) or "_"
+
+
+def find_clip(stimuli_dir: Path | None, stimulus: str) -> Path | None:
+    """``<stimuli_dir>/<stimulus>.<ext>`` for the first ext in CLIP_EXTENSIONS that exists."""
+    if stimuli_dir is None:
+        return None
+    for ext in CLIP_EXTENSIONS:
+        for candidate in (stimuli_dir / f"{stimulus}.{ext}", stimuli_dir / f"{stimulus}.{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# ---------------------------------------------------------------- EEG jobs
+
+
+def _eeg_unit_table(trials: list[Trial], unit_name: str, cfg: PrepareConfig) -> pa.Table:
+    """All segments of one unit's trials as an EEG-row table (schema in CONTRACTS.md)."""
+    hop = cfg.hop_s
+    columns: dict[str, list] = {
+        k: [] for k in ("subject", "trial", "segment", "stimulus", "start_s", "lag_s")
+    }
+    ratings: dict[str, list] = {}
+    labels: list = []
+    features = []
+    trial_info = []
+    rating_names = [r for r in RATING_NAMES if any(r in t.ratings for t in trials)]
+    has_label = any(t.label is not None for t in trials)
+    ch_names = list(trials[0].ch_names) if trials else []
+    sfreqs = sorted({float(t.sfreq) for t in trials})
+    for t in trials:
+        where = t.source_file or unit_name
+        if list(t.ch_names) != ch_names:
+            raise InputFileError(where, f"trial {t.trial}: channels differ from the unit's first trial")
+        if t.lag < 0:
+            raise InputFileError(where, f"trial {t.trial}: negative lag {t.lag} s (EEG must trail the clip)")
+        n = n_segments(t.duration, t.lag, cfg.segment_s, hop)
+        trial_info.append(
+            {
+                "subject": t.subject,
+                "trial": int(t.trial),
+                "stimulus": str(t.stimulus),
+                "eeg_duration_s": float(t.duration),
+                "lag_s": float(t.lag),
+                "n_segments": n,
+            }
+        )
+        if n == 0:
+            log.warning("%s: trial %s is shorter than one segment after the lag; skipped", where, t.trial)
+            continue
+        starts = segment_starts(n, hop)
+        try:
+            feats = eeg_trial_features(t.eeg, t.sfreq, starts + t.lag, cfg.segment_s, cfg.eeg)
+        except ValueError as exc:
+            raise InputFileError(where, f"trial {t.trial}: {exc}") from None
+        features.append(feats)
+        columns["subject"] += [t.subject] * n
+        columns["trial"] += [int(t.trial)] * n
+        columns["segment"] += list(range(n))
+        columns["stimulus"] += [str(t.stimulus)] * n
+        columns["start_s"] += list(starts)
+        columns["lag_s"] += [float(t.lag)] * n
+        for r in rating_names:
+            ratings.setdefault(r, []).extend([t.ratings.get(r, np.nan)] * n)
+        labels += [t.label] * n
+    shape = cfg.shapes(len(ch_names))["eeg"]
+    eeg = np.concatenate(features) if features else np.zeros((0, *shape), np.float32)
+    arrays = {
+        "subject": pa.array(columns["subject"], pa.string()),
+        "trial": pa.array(columns["trial"], pa.int32()),
+        "segment": pa.array(columns["segment"], pa.int32()),
+        "stimulus": pa.array(columns["stimulus"], pa.string()),
+        "start_s": pa.array(columns["start_s"], pa.float32()),
+        "lag_s": pa.array(columns["lag_s"], pa.float32()),
+    }
+    for r in rating_names:
+        arrays[r] = pa.array(np.asarray(ratings.get(r, []), np.float32), pa.float32())
+    if has_label:
+        arrays["label"] = pa.array(labels, pa.int32())
+    arrays["eeg"] = shards.fixed_list_array(eeg.astype(np.float32, copy=False), pa.float32())
+    info = {
+        "unit": unit_name,
+        "ch_names": ch_names,
+        "sfreq": sfreqs[0] if len(sfreqs) == 1 else sfreqs,
+        "bands": list(cfg.eeg.bands),
+        "trials": trial_info,
+        "source_files": sorted({str(t.source_file) for t in trials if t.source_file is not None}),
+    }
+    table = pa.table(arrays)
+    return table.replace_schema_metadata(shards.shapes_metadata({"eeg": shape}, info))
+
+
+def build_eeg_shard(unit: Any, cfg: PrepareConfig, path: Path) -> str:
+    """Load one unit, write its EEG shard atomically, return the shard's sha256 (runs in a worker)."""
+    trials = unit.load()
+    table = _eeg_unit_table(trials, unit.name, cfg)
+    shards.write_table(table, path)
+    return shards.sha256_file(path)
+
+
+# ---------------------------------------------------------------- stimulus jobs
+
+
+@dataclass
+class StimulusJob:
+    """What one stimulus shard needs: its clip, how many segments, how much clip they cover."""
+
+    stimulus: str
+    clip: Path
+    n_segments: int
+    eeg_after_lag_s: float  # the longest EEG (minus its lag) paired with this clip
+
+
+def _stimulus_table(job: StimulusJob, cfg: PrepareConfig) -> pa.Table:
+    """One row per (stimulus, segment): log-Mel, energy, frames, presence flags."""
+    info = probe_clip(job.clip)
+    if info.duration + cfg.hop_s + _EPS < job.eeg_after_lag_s:
+        raise InputFileError(
+            job.clip,
+            f"clip is {info.duration:.2f} s long, shorter than its EEG "
+            f"({job.eeg_after_lag_s:.2f} s after the lag)",
+        )
+    n = job.n_segments
+    shapes = cfg.shapes(0)
+    starts = segment_starts(n, cfg.hop_s)
+    wave = read_audio(job.clip, cfg.audio.sample_rate) if info.has_audio else None
+    if wave is not None:
+        audio, energy = audio_segment_features(wave, cfg.audio.sample_rate, starts, cfg.segment_s, cfg.audio)
+        energy = np.maximum(np.nan_to_num(energy, nan=SILENT_DB, neginf=SILENT_DB), SILENT_DB)
+    else:
+        audio = np.zeros((n, *shapes["audio"]), np.float32)
+        energy = np.full(n, SILENT_DB, np.float32)
+    has_video = False
+    video = np.zeros((n, *shapes["video"]), np.uint8)
+    if info.has_video:
+        frames, times = read_video_frames(job.clip, cfg.video)
+        if len(frames):
+            has_video = True
+            video = video_segment_frames(frames, times, starts, cfg.segment_s, cfg.video)
+    if tuple(audio.shape[1:]) != tuple(shapes["audio"]) or tuple(video.shape[1:]) != tuple(shapes["video"]):
+        raise MerclError(
+            f"{job.clip}: feature shapes audio {audio.shape[1:]} / video {video.shape[1:]} differ from the "
+            f"expected {shapes['audio']} / {shapes['video']}"
+        )
+    table = pa.table(
+        {
+            "stimulus": pa.array([job.stimulus] * n, pa.string()),
+            "segment": pa.array(np.arange(n), pa.int32()),
+            "start_s": pa.array(starts, pa.float32()),
+            "audio_present": pa.array(np.full(n, wave is not None), pa.bool_()),
+            "audio_energy": pa.array(np.asarray(energy, np.float32), pa.float32()),
+            "audio": shards.fixed_list_array(audio.astype(np.float32, copy=False), pa.float32()),
+            "video_present": pa.array(np.full(n, has_video), pa.bool_()),
+            "video": shards.fixed_list_array(video.astype(np.uint8, copy=False), pa.uint8()),
+        }
+    )
+    meta = {
+        "stimulus": job.stimulus,
+        "clip": str(job.clip),
+        "duration_s": float(info.duration),
+        "has_audio": wave is not None,
+        "has_video": has_video,
+        "n_segments": n,
+    }
+    return table.replace_schema_metadata(
+        shards.shapes_metadata({"audio": shapes["audio"], "video": shapes["video"]}, meta)
+    )
+
+
+def build_stimulus_shard(job: StimulusJob, cfg: PrepareConfig, path: Path) -> str:
+    """Write one stimulus shard atomically, return its sha256 (runs in a worker)."""
+    shards.write_table(_stimulus_table(job, cfg), path)
+    return shards.sha256_file(path)
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+@dataclass
+class PrepareResult:
+    """Where the dataset is and what this run did (relative shard paths)."""
+
+    dataset_dir: Path
+    manifest: dict
+    built: list[str]
+    skipped: list[str]
+
+
+def dataset_id(source: str, raw: Path, stimuli: Path | None, cfg: PrepareConfig) -> str:
+    """``<source>-<12 hex>``: hash of the config, the source and the resolved input paths."""
+    key = {
+        "config": to_dict(cfg),
+        "source": source,
+        "raw": str(Path(raw).resolve()),
+        "stimuli": str(Path(stimuli).resolve()) if stimuli is not None else None,
+    }
+    return f"{source}-{config_hash(key)}"
+
+
+def _default_stimuli_dir(source: str, raw: Path) -> Path | None:
+    """Manifest sources keep clips in ``stimuli/`` beside the manifest by default."""
+    if source != "manifest":
+        return None
+    candidate = default_stimuli_dir(raw)
+    return candidate if candidate.is_dir() else None
+
+
+def _remove_stale_temp_files(root: Path) -> None:
+    """Delete ``*.tmp-<pid>`` leftovers of killed runs (not those of a live process)."""
+    for tmp in root.rglob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        tmp.unlink(missing_ok=True)
+
+
+class _Progress:
+    """``progress.json``: {relative shard path: sha256} of shards finished so far."""
+
+    def __init__(self, root: Path):
+        self.path = root / "progress.json"
+        self.done: dict[str, str] = {}
+        if self.path.is_file():
+            try:
+                self.done = dict(json.loads(self.path.read_text()))
+            except (ValueError, TypeError):
+                self.done = {}
+        manifest = root / "manifest.json"
+        if manifest.is_file():
+            try:
+                self.done = {**json.loads(manifest.read_text()).get("files", {}), **self.done}
+            except (ValueError, TypeError, AttributeError):
+                pass
+
+    def is_done(self, root: Path, rel: str) -> bool:
+        path = root / rel
+        return rel in self.done and path.is_file() and shards.sha256_file(path) == self.done[rel]
+
+    def record(self, rel: str, digest: str) -> None:
+        self.done[rel] = digest
+        shards.write_json(self.done, self.path)
+
+
+def _run_jobs(
+    jobs: list[tuple[str, Callable, tuple]],
+    workers: int,
+    on_done: Callable[[str, str], None],
+    desc: str,
+    progress: bool,
+) -> None:
+    """Run ``fn(*args)`` for each (name, fn, args) job, in ``workers`` processes (inline if 1).
+
+    The first failure cancels what has not started and is re-raised (a MerclError keeps
+    its one-line message across the process boundary).
+    """
+    if not jobs:
+        return
+    bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(jobs) == 1:
+            for name, fn, args in jobs:
+                on_done(name, fn(*args))
+                bar.update()
+            return
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            pending = {pool.submit(fn, *args): name for name, fn, args in jobs}
+            error = None
+            while pending and error is None:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    name = pending.pop(future)
+                    if future.exception() is not None:
+                        error = error or future.exception()
+                        continue
+                    on_done(name, future.result())
+                    bar.update()
+            if error is not None:
+                # keep what the running jobs finish (for the resume), skip what has not started
+                for future in pending:
+                    future.cancel()
+                wait(pending)
+                for future, name in pending.items():
+                    if not future.cancelled() and future.exception() is None:
+                        on_done(name, future.result())
+                raise error
+    finally:
+        bar.close()
+
+
+def prepare(
+    raw: str | Path,
+    source: str,
+    out: str | Path,
+    *,
+    stimuli: str | Path | None = None,
+    config: PrepareConfig | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareResult:
+    """Build (or finish) the dataset for ``raw`` read as ``source`` under ``out``.
+
+    Returns the dataset directory, its manifest and which shards were built or skipped.
+    """
+    cfg = config or PrepareConfig()
+    if source not in SOURCE_NAMES:
+        raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
+    raw = Path(raw)
+    if not raw.exists():
+        raise InputFileError(raw, "no such file or directory")
+    if stimuli is not None:
+        stimuli = Path(stimuli)
+        if not stimuli.is_dir():
+            raise InputFileError(stimuli, "stimuli directory does not exist")
+    else:
+        stimuli = _default_stimuli_dir(source, raw)
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+
+    ds_id = dataset_id(source, raw, stimuli, cfg)
+    root = Path(out) / ds_id
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(root)
+    done = _Progress(root)
+    built: list[str] = []
+    skipped: list[str] = []
+
+    def record(rel: str, digest: str) -> None:
+        done.record(rel, digest)
+        built.append(rel)
+
+    # 1-2. EEG shards, one per load unit
+    units = discover(source, raw, cfg.source)
+    if not units:
+        raise InputFileError(raw, f"no {source} recordings found")
+    unit_rel = {}
+    for unit in units:
+        rel = f"eeg/{safe_name(unit.name)}.parquet"
+        if rel in unit_rel.values():
+            raise MerclError(f"two load units map to the same shard {rel}; rename one")
+        unit_rel[unit.name] = rel
+    eeg_jobs = []
+    for unit in units:
+        rel = unit_rel[unit.name]
+        if done.is_done(root, rel):
+            skipped.append(rel)
+        else:
+            eeg_jobs.append((rel, build_eeg_shard, (unit, cfg, root / rel)))
+    if eeg_jobs:
+        (root / "manifest.json").unlink(missing_ok=True)
+    _run_jobs(eeg_jobs, workers, record, "EEG units", progress)
+
+    rows, infos = _read_eeg_index(root, [unit_rel[u.name] for u in units])
+    ch_names, sfreq = _common_channels(infos)
+
+    # 3. stimulus shards, one per clip
+    needs = _stimulus_needs(infos)
+    stim_rel: dict[str, str] = {}
+    stim_jobs = []
+    no_clip = []
+    for stimulus, (n, after_lag) in sorted(needs.items()):
+        clip = find_clip(stimuli, stimulus)
+        if clip is None:
+            no_clip.append(stimulus)
+            continue
+        rel = f"stimuli/{safe_name(stimulus)}.parquet"
+        if rel in stim_rel.values():
+            raise MerclError(f"two stimuli map to the same shard {rel}; rename one")
+        stim_rel[stimulus] = rel
+        if done.is_done(root, rel) and _stimulus_shard_fits(root / rel, n):
+            skipped.append(rel)
+        else:
+            stim_jobs.append(
+                (rel, build_stimulus_shard, (StimulusJob(stimulus, clip, n, after_lag), cfg, root / rel))
+            )
+    if stim_jobs:
+        (root / "manifest.json").unlink(missing_ok=True)
+    _run_jobs(stim_jobs, workers, record, "stimuli", progress)
+
+    # 4. manifest last
+    stim_info = {s: shards.read_info(shards.read_schema(root / rel)) for s, rel in stim_rel.items()}
+    files = {rel: done.done[rel] for rel in [*unit_rel.values(), *stim_rel.values()]}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset_id": ds_id,
+        "source": source,
+        "raw": str(raw.resolve()),
+        "stimuli": str(stimuli.resolve()) if stimuli is not None else None,
+        "config": to_dict(cfg),
+        "config_hash": ds_id.split("-", 1)[1],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "counts": _counts(rows, infos, stim_info, no_clip),
+        "shapes": cfg.shapes(len(ch_names)),
+        "ch_names": ch_names,
+        "sfreq": sfreq,
+        "bands": {name: list(edges) for name, edges in cfg.eeg.bands.items()},
+        "segment_s": cfg.segment_s,
+        "hop_s": cfg.hop_s,
+        "label_columns": [c for c in (*RATING_NAMES, "label") if c in rows.columns],
+        "label_schemes": available_schemes(rows.columns),
+        "units": {name: rel for name, rel in unit_rel.items()},
+        "stimulus_files": stim_rel,
+        "files": files,
+    }
+    shapes = manifest["shapes"]
+    manifest.update(eeg_shape=shapes["eeg"], audio_shape=shapes["audio"], video_shape=shapes["video"])
+    shards.write_json(manifest, root / "manifest.json")
+    return PrepareResult(root, manifest, built, skipped)
+
+
+def _read_eeg_index(root: Path, rels: Iterable[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """The non-feature columns of every EEG shard (one DataFrame) and each shard's info metadata."""
+    frames, infos = [], []
+    for rel in rels:
+        path = root / rel
+        schema = shards.read_schema(path)
+        columns = [c for c in schema.names if c != "eeg"]
+        frames.append(shards.read_table(path, columns=columns).to_pandas())
+        infos.append(
+            {**shards.read_info(schema), "shard": rel, "eeg_shape": shards.read_shapes(schema)["eeg"]}
+        )
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return rows, infos
+
+
+def _common_channels(infos: list[dict]) -> tuple[list[str], float | list[float]]:
+    """The channel list every unit shares (an error names the first shard that differs)."""
+    with_trials = [i for i in infos if i.get("trials")]
+    if not with_trials:
+        raise MerclError("no trials found in any load unit")
+    first = with_trials[0]
+    for info in with_trials[1:]:
+        if info["ch_names"] != first["ch_names"]:
+            where = ", ".join(info.get("source_files", [])) or info["shard"]
+            raise InputFileError(
+                where,
+                f"EEG channels ({len(info['ch_names'])}) differ from {first['unit']}'s "
+                f"({len(first['ch_names'])}); pick a common set with --channels",
+            )
+    rates = sorted({r for i in with_trials for r in np.atleast_1d(i["sfreq"]).tolist()})
+    return list(first["ch_names"]), rates[0] if len(rates) == 1 else rates
+
+
+def _stimulus_needs(infos: list[dict]) -> dict[str, tuple[int, float]]:
+    """stimulus -> (segments needed, longest EEG after lag in seconds) over every trial showing it."""
+    needs: dict[str, tuple[int, float]] = {}
+    for info in infos:
+        for t in info.get("trials", []):
+            if t["n_segments"] == 0:
+                continue
+            n, after = needs.get(t["stimulus"], (0, 0.0))
+            needs[t["stimulus"]] = (max(n, t["n_segments"]), max(after, t["eeg_duration_s"] - t["lag_s"]))
+    return needs
+
+
+def _stimulus_shard_fits(path: Path, n_segments: int) -> bool:
+    try:
+        return shards.read_info(shards.read_schema(path)).get("n_segments") == n_segments
+    except InputFileError:
+        return False
+
+
+def _counts(rows: pd.DataFrame, infos: list[dict], stim_info: dict[str, dict], no_clip: list[str]) -> dict:
+    """Segments per subject / trial / class, and what is missing (for the manifest and summary)."""
+    trials_total = sum(len(i.get("trials", [])) for i in infos)
+    too_short = sum(1 for i in infos for t in i.get("trials", []) if t["n_segments"] == 0)
+    has_audio = {s for s, i in stim_info.items() if i.get("has_audio")}
+    has_video = {s for s, i in stim_info.items() if i.get("has_video")}
+    stim = rows["stimulus"].astype(str) if len(rows) else pd.Series([], dtype=str)
+    trial_key = rows["subject"].astype(str) + "/" + rows["trial"].astype(str) if len(rows) else stim
+    trials_without_clip = int(trial_key[~stim.isin(list(stim_info))].nunique()) if len(rows) else 0
+    classes = {}
+    for scheme in available_schemes(rows.columns):
+        try:
+            classes[scheme] = class_counts(rows, scheme)
+        except MerclError as exc:  # e.g. some units lack a rating
+            log.warning("no class counts for %s: %s", scheme, exc)
+    return {
+        "segments": int(len(rows)),
+        "subjects": int(rows["subject"].nunique()) if len(rows) else 0,
+        "trials": int(trial_key.nunique()) if len(rows) else 0,
+        "trials_read": trials_total,
+        "trials_too_short": too_short,
+        "stimuli": int(stim.nunique()),
+        "segments_per_subject": {str(k): int(v) for k, v in rows.groupby("subject").size().items()}
+        if len(rows)
+        else {},
+        "segments_per_trial": {
+            str(k): int(v) for k, v in trial_key.value_counts(sort=False).sort_index().items()
+        },
+        "classes": classes,
+        "missing": {
+            "audio_segments": int((~stim.isin(list(has_audio))).sum()),
+            "video_segments": int((~stim.isin(list(has_video))).sum()),
+            "trials_without_clip": trials_without_clip,
+            "stimuli_without_clip": sorted(no_clip),
+            "clips_without_audio": sorted(set(stim_info) - has_audio),
+            "clips_without_video": sorted(set(stim_info) - has_video),
+        },
+    }

@@ -1,0 +1,130 @@
+"""A readable summary of a prepared dataset: segments per subject and class, missing modalities, paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mercl.errors import InputFileError
+
+INCOMPLETE = "incomplete dataset: no manifest.json, re-run mercl prepare"
+
+
+def find_dataset_dir(path: str | Path) -> Path:
+    """The dataset directory holding ``manifest.json``: ``path`` itself, or its only dataset subfolder.
+
+    An output folder (``-o OUT``) with exactly one dataset is accepted; with several, the
+    error lists them. A folder with shards but no manifest is an incomplete dataset.
+    """
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    if not path.exists():
+        raise InputFileError(path, "no such dataset directory")
+    if not path.is_dir():
+        raise InputFileError(path, "not a dataset directory")
+    if (path / "eeg").is_dir() or (path / "progress.json").exists():
+        raise InputFileError(path, INCOMPLETE)
+    candidates = sorted(p for p in path.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(p.name for p in candidates)
+        raise InputFileError(path, f"holds several datasets ({names}); name one")
+    partial = [p for p in path.iterdir() if p.is_dir() and (p / "eeg").is_dir()]
+    if partial:
+        raise InputFileError(partial[0], INCOMPLETE)
+    raise InputFileError(path, "no dataset here (no manifest.json)")
+
+
+def read_manifest(path: str | Path) -> tuple[Path, dict]:
+    """(dataset dir, manifest dict) for a dataset directory (see :func:`find_dataset_dir`)."""
+    root = find_dataset_dir(path)
+    manifest_path = root / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, OSError) as exc:
+        raise InputFileError(manifest_path, f"not a readable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or "files" not in manifest or "counts" not in manifest:
+        raise InputFileError(manifest_path, "not a mercl dataset manifest (no 'files' or 'counts')")
+    return root, manifest
+
+
+def _n(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*map(str, r)) for r in rows]
+    return ["  " + line for line in lines]
+
+
+def format_summary(manifest: dict, root: str | Path) -> str:
+    """The summary text of a dataset from its manifest."""
+    root = Path(root).resolve()
+    counts = manifest["counts"]
+    shapes = manifest.get("shapes", {})
+    missing = counts.get("missing", {})
+    lines = [
+        f"dataset   {manifest.get('dataset_id', root.name)}",
+        f"source    {manifest.get('source')}  raw {manifest.get('raw')}",
+        f"stimuli   {manifest.get('stimuli') or 'none given'}",
+        f"segments  {counts['segments']} ({manifest.get('segment_s', '?')} s, "
+        f"hop {manifest.get('hop_s', '?')} s) from {counts['trials']} trials "
+        f"of {counts['subjects']} subjects, "
+        f"{counts.get('stimuli', '?')} stimuli",
+        "shapes    " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()),
+        f"channels  {len(manifest.get('ch_names', []))} @ {manifest.get('sfreq')} Hz",
+        "",
+        "segments per subject:",
+    ]
+    per_trial = counts.get("segments_per_trial", {})
+    trials_of: dict[str, int] = {}
+    for key in per_trial:
+        subject = key.rsplit("/", 1)[0]
+        trials_of[subject] = trials_of.get(subject, 0) + 1
+    lines += _table(
+        ["subject", "segments", "trials"],
+        [[s, n, trials_of.get(s, "?")] for s, n in counts.get("segments_per_subject", {}).items()],
+    )
+    classes = counts.get("classes", {})
+    if classes:
+        lines += ["", "segments per class:"]
+        width = max(len(scheme) for scheme in classes)
+        for scheme, per in classes.items():
+            lines.append(f"  {scheme:<{width}}  " + " | ".join(f"{name} {n}" for name, n in per.items()))
+    else:
+        lines += ["", "segments per class: no rating or label columns"]
+    lines += ["", "missing modalities:"]
+    total = counts["segments"]
+    lines.append(f"  audio missing in {missing.get('audio_segments', 0)} of {total} segments")
+    lines.append(f"  video missing in {missing.get('video_segments', 0)} of {total} segments")
+    no_clip = missing.get("stimuli_without_clip", [])
+    if no_clip:
+        shown = ", ".join(no_clip[:8]) + (", ..." if len(no_clip) > 8 else "")
+        lines.append(
+            f"  {_n(missing.get('trials_without_clip', 0), 'trial')} without a clip "
+            f"({_n(len(no_clip), 'stimulus', 'stimuli')}: {shown})"
+        )
+    for key, what in (("clips_without_audio", "no audio stream"), ("clips_without_video", "no video stream")):
+        names = missing.get(key, [])
+        if names:
+            more = ", ..." if len(names) > 8 else ""
+            lines.append(f"  {_n(len(names), 'clip')} with {what}: {', '.join(names[:8])}{more}")
+    if counts.get("trials_too_short"):
+        lines.append(f"  {_n(counts['trials_too_short'], 'trial')} shorter than one segment, skipped")
+    files = manifest.get("files", {})
+    n_eeg = sum(1 for f in files if f.startswith("eeg/"))
+    n_stim = sum(1 for f in files if f.startswith("stimuli/"))
+    lines += ["", f"shards    {root / 'eeg'} ({n_eeg} files), {root / 'stimuli'} ({n_stim} files)"]
+    lines.append(f"manifest  {root / 'manifest.json'}")
+    return "\n".join(lines)
+
+
+def summarize(path: str | Path) -> str:
+    """The summary text of the dataset at ``path`` (a dataset dir or an output dir with one dataset)."""
+    root, manifest = read_manifest(path)
+    return format_summary(manifest, root)
