@@ -75,9 +75,21 @@ def test_missing_column_is_a_clear_error():
 
 
 def test_available_schemes_and_counts():
-    assert available_schemes(["subject", "label"]) == ["seed3"]
+    assert available_schemes(["subject", "label"]) == ["seed3", "class2"]
+    assert available_schemes(["label"], pd.DataFrame({"label": [-1, 0, 1]})) == ["seed3"]
+    assert available_schemes(["label"], pd.DataFrame({"label": [0, 1]})) == ["seed3", "class2"]
     deap = available_schemes(["valence", "arousal", "dominance", "liking"])
     assert deap == ["valence2", "arousal2", "dominance2", "valence3", "arousal3", "dominance3", "quadrant4"]
     assert available_schemes(["valence"]) == ["valence2", "valence3"]
     counts = class_counts(pd.DataFrame({"valence": [1.0, 9.0, 9.0]}), "valence2")
     assert counts == {"low valence": 1, "high valence": 2}
+
+
+def test_class2_keeps_binary_labels_and_rejects_others():
+    import pandas as pd
+
+    from mercl.errors import MerclError
+
+    assert assign_labels(pd.DataFrame({"label": [0, 1, 1]}), "class2").tolist() == [0, 1, 1]
+    with pytest.raises(MerclError, match="class2"):
+        assign_labels(pd.DataFrame({"label": [0, 2]}), "class2")

@@ -6,6 +6,7 @@ Schemes (defaults follow the MERCL paper and common DEAP practice; ratings are 1
 * ``valence3`` / ``arousal3`` / ``dominance3``: <= 3 -> 0, <= 6 -> 1, > 6 -> 2
 * ``quadrant4``: HVHA 0, LVHA 1, LVLA 2, HVLA 3 (high = valence/arousal > 5)
 * ``seed3``: SEED's label -1/0/1 (negative/neutral/positive) -> 0/1/2
+* ``class2``: a two-class ``label`` already 0/1 (e.g. the UEA EEG recordings), kept as is
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _CLASS_NAMES = {
     **{f"{r}3": (f"low {r}", f"medium {r}", f"high {r}") for r in ("valence", "arousal", "dominance")},
     "quadrant4": ("HVHA", "LVHA", "LVLA", "HVLA"),
     "seed3": ("negative", "neutral", "positive"),
+    "class2": ("class 0", "class 1"),
 }
 SCHEMES: tuple[str, ...] = tuple(_CLASS_NAMES)
 
@@ -46,7 +48,7 @@ def required_columns(scheme: str) -> tuple[str, ...]:
         return (_RATING_SCHEMES[scheme],)
     if scheme == "quadrant4":
         return ("valence", "arousal")
-    if scheme == "seed3":
+    if scheme in ("seed3", "class2"):
         return ("label",)
     raise MerclError(f"unknown label scheme '{scheme}' (known: {', '.join(SCHEMES)})")
 
@@ -61,10 +63,24 @@ def n_classes(scheme: str) -> int:
     return len(class_names(scheme))
 
 
-def available_schemes(columns: Iterable[str]) -> list[str]:
-    """The schemes whose columns are all among ``columns`` (in SCHEMES order)."""
+def available_schemes(columns: Iterable[str], table: pd.DataFrame | None = None) -> list[str]:
+    """The schemes whose columns are all among ``columns`` (in SCHEMES order).
+
+    With ``table``, also drop schemes its values do not fit (``seed3`` and ``class2`` both
+    read ``label``: -1/0/1 versus 0/1).
+    """
     have = set(columns)
-    return [s for s in SCHEMES if set(required_columns(s)) <= have]
+    schemes = [s for s in SCHEMES if set(required_columns(s)) <= have]
+    if table is None:
+        return schemes
+    usable = []
+    for scheme in schemes:
+        try:
+            assign_labels(table, scheme)
+        except MerclError:
+            continue
+        usable.append(scheme)
+    return usable
 
 
 def _column(table: pd.DataFrame | pa.Table | Mapping, name: str, scheme: str) -> np.ndarray:
@@ -110,8 +126,13 @@ def assign_labels(
         ha = _column(table, "arousal", scheme) > th.binary
         # HVHA 0, LVHA 1, LVLA 2, HVLA 3
         return np.select([hv & ha, ~hv & ha, ~hv & ~ha], [0, 1, 2], default=3).astype(np.int64)
-    # seed3
     label = _column(table, "label", scheme)
+    if scheme == "class2":
+        bad = ~np.isin(label, (0, 1))
+        if bad.any():
+            raise MerclError(f"label scheme 'class2': 'label' must be 0 or 1, got {label[bad][0]:g}")
+        return label.astype(np.int64)
+    # seed3
     bad = ~np.isin(label, (-1, 0, 1))
     if bad.any():
         raise MerclError(f"label scheme 'seed3': 'label' must be -1, 0 or 1, got {label[bad][0]:g}")

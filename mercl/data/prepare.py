@@ -538,7 +538,7 @@ def prepare(
         "segment_s": cfg.segment_s,
         "hop_s": cfg.hop_s,
         "label_columns": [c for c in (*RATING_NAMES, "label") if c in rows.columns],
-        "label_schemes": available_schemes(rows.columns),
+        "label_schemes": available_schemes(rows.columns, rows),
         "units": {name: rel for name, rel in unit_rel.items()},
         "stimulus_files": stim_rel,
         "files": files,
@@ -611,7 +611,7 @@ def _counts(rows: pd.DataFrame, infos: list[dict], stim_info: dict[str, dict], n
     trial_key = rows["subject"].astype(str) + "/" + rows["trial"].astype(str) if len(rows) else stim
     trials_without_clip = int(trial_key[~stim.isin(list(stim_info))].nunique()) if len(rows) else 0
     classes = {}
-    for scheme in available_schemes(rows.columns):
+    for scheme in available_schemes(rows.columns, rows):
         try:
             classes[scheme] = class_counts(rows, scheme)
         except MerclError as exc:  # e.g. some units lack a rating

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 from mercl.config import FieldProblem
 from mercl.data.trial import Trial
 
-SOURCE_NAMES = ("deap", "seed", "manifest")
+SOURCE_NAMES = ("deap", "seed", "manifest", "uea")
 
 
 @dataclass
@@ -65,6 +65,8 @@ def discover(source: str, raw: Path, options: SourceOptions | None = None) -> li
         from mercl.data.sources import seed as mod
     elif source == "manifest":
         from mercl.data.sources import manifest as mod
+    elif source == "uea":
+        from mercl.data.sources import uea as mod
     else:
         raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
     return mod.discover(raw, options)
