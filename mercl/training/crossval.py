@@ -1,0 +1,556 @@
+"""Honest cross-validation of MERCL on a prepared dataset (DESIGN.md "Evaluation: honest by default").
+
+For every outer fold: the fold's training rows are split again into inner-train and
+inner-validation TRIALS (:meth:`~mercl.data.splits.CrossValidation.inner_split`); the
+normalisation statistics come from the inner-train rows only; early stopping and the choice
+of the final epoch use the inner-validation split only; the outer test fold is touched once,
+for the final predictions. Beside every MERCL score stands the majority-class baseline (the
+most frequent class of the fold's training rows).
+
+Protocols: ``trial`` (default; trial-grouped k-fold), ``subject`` (leave-one-subject-out)
+and ``segment`` (the paper's segment-level k-fold, flagged LEAKY everywhere: overlapping
+windows of one trial land on both sides of the split).
+
+Outputs in RUN_DIR: ``results.csv`` (method, fold, accuracy, macro_f1, n_test, protocol,
+label, variant), ``summary.md``, ``predictions.parquet`` (per fold and row: subject, trial,
+segment, stimulus, label, prediction, class probabilities), ``tb/fold<k>/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from mercl.config import to_dict
+from mercl.data.labels import class_names as scheme_class_names
+from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
+from mercl.data.splits import make_folds
+from mercl.errors import MerclError
+from mercl.models.config import MODALITIES, DataShapes
+from mercl.models.mercl_model import build_model
+from mercl.training.config import TrainConfig
+from mercl.training.feature_cache import ensure_feature_cache
+from mercl.training.loop import (
+    EpochReport,
+    TrainResult,
+    predict_batches,
+    resolve_device,
+    seed_everything,
+    train_two_stage,
+)
+from mercl.training.metrics import classification_metrics, majority_baseline
+from mercl.training.normalize import NormStats, fit_normalization
+from mercl.training.tensorboard import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = {"trial": "trial", "subject": "loso", "segment": "segment"}
+PROTOCOL_TEXT = {
+    "trial": "trial-grouped {k}-fold",
+    "subject": "leave-one-subject-out",
+    "segment": "segment-level {k}-fold (LEAKY)",
+}
+MODALITY_CODES = {"v": "video", "a": "audio", "e": "eeg"}
+
+
+# ----------------------------------------------------------------------------- configuration helpers
+
+
+def parse_modalities(codes: str) -> list[str]:
+    """``"ave"`` -> ``["video", "audio", "eeg"]`` (canonical order); unknown letters -> MerclError."""
+    bad = [c for c in codes if c not in MODALITY_CODES]
+    if bad or not codes:
+        raise MerclError(f"--modalities: expected letters from 'ave' (audio, video, eeg), got {codes!r}")
+    chosen = {MODALITY_CODES[c] for c in codes}
+    return [m for m in MODALITIES if m in chosen]
+
+
+def apply_ablations(
+    cfg: TrainConfig,
+    *,
+    modalities: Sequence[str] | None = None,
+    contrastive: bool = True,
+    cross_attention: bool = True,
+    energy_gate: bool = True,
+) -> TrainConfig:
+    """A copy of ``cfg`` with the CLI's ablation switches applied (each only ever switches off)."""
+    cfg = copy.deepcopy(cfg)
+    if modalities is not None:
+        cfg.model.modalities = list(modalities)
+        cfg.model.validate()
+    cfg.contrastive = cfg.contrastive and contrastive
+    cfg.model.cross_attention = cfg.model.cross_attention and cross_attention
+    cfg.loss.energy_gate = cfg.loss.energy_gate and energy_gate
+    return cfg
+
+
+def variant_name(cfg: TrainConfig) -> str:
+    """Short description of the model variant: modality letters plus any ablation, e.g. ``ae,no-contrastive``."""
+    letters = "".join(code for code, m in (("a", "audio"), ("v", "video"), ("e", "eeg")) if m in cfg.model.modalities)
+    tags = [letters]
+    if not cfg.contrastive:
+        tags.append("no-contrastive")
+    if not cfg.model.cross_attention:
+        tags.append("no-cross-attention")
+    if not cfg.loss.energy_gate:
+        tags.append("no-energy-gate")
+    return ",".join(tags)
+
+
+def data_shapes(prepared: PreparedDataset, n_classes: int) -> DataShapes:
+    """The model's input shapes from the dataset manifest."""
+    shapes = prepared.manifest["shapes"]
+    return DataShapes(
+        eeg=tuple(shapes["eeg"]), audio=tuple(shapes["audio"]), video=tuple(shapes["video"]), n_classes=n_classes
+    )
+
+
+# ----------------------------------------------------------------------------- data for one split
+
+
+def make_batches(
+    dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    transform: Callable[[dict], dict] | None = None,
+    num_workers: int = 0,
+) -> Callable[..., object]:
+    """``batches(epoch=0)`` -> an iterable of collated (and transformed) batches.
+
+    The shuffling order is a function of (seed, epoch) only (a seeded DataLoader generator),
+    so a resumed run sees the same batches as an uninterrupted one. Training batches drop a
+    last incomplete batch (contrastive sets and BatchNorm need more than one sample).
+    """
+
+    def batches(epoch: int = 0):
+        generator = torch.Generator()
+        generator.manual_seed(seed * 100_003 + epoch)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > batch_size,
+            generator=generator,
+            collate_fn=collate,
+            num_workers=num_workers,
+        )
+        for batch in loader:
+            yield transform(batch) if transform is not None else batch
+
+    return batches
+
+
+def fit_split_normalization(prepared: PreparedDataset, train_rows: np.ndarray, normalize_audio: bool) -> NormStats:
+    """Normalisation statistics from the training rows only (EEG rows; their stimuli's log-Mel)."""
+    audio = None
+    if normalize_audio:
+        stim_rows = np.unique(prepared.stimulus_index[train_rows])
+        stim_rows = stim_rows[stim_rows >= 0]
+        stim_rows = stim_rows[prepared.stimuli.audio_present[stim_rows]]
+        audio = prepared.stimuli.audio[stim_rows]
+    return fit_normalization(prepared.eeg[train_rows], audio)
+
+
+@dataclass
+class SplitRun:
+    """What :func:`train_split` returns: the trained model and what is needed to use it."""
+
+    result: TrainResult
+    model: torch.nn.Module
+    norm: NormStats
+    feature_table: Path | None
+    shapes: DataShapes
+    device: torch.device
+    seconds: float
+
+    def batches(self, prepared: PreparedDataset, rows, scheme: str, cfg: TrainConfig):
+        """Eval batches (no shuffling) of ``rows``, normalised and with cached features like training."""
+        dataset = SegmentDataset(prepared, rows, scheme, cfg.model.modalities, self.extra_tables)
+        return make_batches(dataset, cfg.finetune.batch_size, shuffle=False, seed=cfg.seed, transform=self.norm.apply,
+                            num_workers=cfg.num_workers)()
+
+    @property
+    def extra_tables(self) -> tuple:
+        return (self.feature_table,) if self.feature_table is not None else ()
+
+
+def train_split(
+    prepared: PreparedDataset,
+    label_scheme: str,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    tb: TensorBoardLogger | None = None,
+    on_epoch_end: Callable[[EpochReport], None] | None = None,
+    resume: dict | None = None,
+    show_progress: bool = False,
+) -> SplitRun:
+    """Build, (cache backbones,) normalise and train MERCL on one inner train/validation split."""
+    start = time.perf_counter()
+    n_classes = len(scheme_class_names(label_scheme))
+    shapes = data_shapes(prepared, n_classes)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)  # same seed -> same (frozen) backbones in every fold
+    model = build_model(cfg.model, shapes)
+
+    feature_table = None
+    if cfg.cache_backbone_features:
+        feature_table = ensure_feature_cache(
+            model, prepared, batch_size=64, device=device, show_progress=show_progress
+        )
+    audio_trainable = "audio" in model.spatial_encoders and not model.spatial_encoders["audio"].frozen
+    norm = fit_split_normalization(prepared, train_rows, normalize_audio=audio_trainable)
+
+    extra = (feature_table,) if feature_table is not None else ()
+    modalities = cfg.model.modalities
+    train_ds = SegmentDataset(prepared, train_rows, label_scheme, modalities, extra)
+    val_ds = SegmentDataset(prepared, val_rows, label_scheme, modalities, extra)
+
+    def train_batches(epoch: int, stage: str = "finetune"):
+        stage_cfg = cfg.pretrain if stage == "pretrain" else cfg.finetune
+        return make_batches(train_ds, stage_cfg.batch_size, shuffle=True, seed=cfg.seed, transform=norm.apply,
+                            num_workers=cfg.num_workers)(epoch)
+
+    val_batches = make_batches(val_ds, cfg.finetune.batch_size, shuffle=False, seed=cfg.seed, transform=norm.apply,
+                               num_workers=cfg.num_workers)
+    result = train_two_stage(
+        model,
+        train_batches,
+        val_batches,
+        cfg,
+        on_epoch_end=on_epoch_end,
+        resume=resume,
+        tb=tb,
+        class_names=list(scheme_class_names(label_scheme)),
+    )
+    return SplitRun(result, result.model, norm, feature_table, shapes, device, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- outer cross-validation
+
+
+@dataclass
+class CrossValResult:
+    """Per-fold scores (``results``: one row per method and fold) and per-row predictions."""
+
+    results: pd.DataFrame
+    predictions: pd.DataFrame
+    protocol: str  # as written in every output, e.g. "trial" or "segment (LEAKY)"
+    leaky: bool
+    out_dir: Path | None = None
+    histories: list[list[dict]] = field(default_factory=list)
+
+    def mean(self, method: str = "mercl", metric: str = "accuracy") -> float:
+        return float(self.results.loc[self.results["method"] == method, metric].mean())
+
+
+def protocol_label(protocol: str) -> str:
+    """The protocol as every output states it: ``segment`` carries ``(LEAKY)``."""
+    return "segment (LEAKY)" if protocol == "segment" else protocol
+
+
+def _prediction_frame(prepared: PreparedDataset, rows: np.ndarray, fold: int, method: str, variant: str,
+                      labels: np.ndarray, preds: np.ndarray, probs: np.ndarray | None, protocol: str) -> pd.DataFrame:
+    meta = prepared.rows.iloc[rows]
+    frame = pd.DataFrame({
+        "method": method,
+        "variant": variant,
+        "fold": fold,
+        "row": rows.astype(np.int64),
+        "subject": meta["subject"].astype(str).to_numpy(),
+        "trial": meta["trial"].to_numpy(np.int64),
+        "segment": meta["segment"].to_numpy(np.int64),
+        "stimulus": meta["stimulus"].astype(str).to_numpy(),
+        "label": labels.astype(np.int64),
+        "prediction": preds.astype(np.int64),
+        "protocol": protocol,
+    })
+    if probs is not None:
+        for k in range(probs.shape[1]):
+            frame[f"prob_{k}"] = probs[:, k].astype(np.float32)
+    return frame
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _epoch_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=not enabled)
+
+
+def cross_validate(
+    dataset: str | Path | PreparedDataset,
+    label_scheme: str,
+    cfg: TrainConfig,
+    *,
+    protocol: str = "trial",
+    folds: int = 4,
+    out_dir: str | Path | None = None,
+    show_progress: bool = True,
+    console: Callable[[str], None] | None = print,
+    config_name: str = "",
+) -> CrossValResult:
+    """Outer k-fold CV (or LOSO) of MERCL and the majority baseline; writes RUN_DIR outputs.
+
+    dataset: a prepared dataset dir (or an already loaded :class:`PreparedDataset`).
+    protocol: ``trial`` | ``subject`` | ``segment`` (LEAKY). ``folds`` is ignored by ``subject``.
+    out_dir: where results.csv, summary.md, predictions.parquet and tb/ go (None: nothing written).
+    """
+    if protocol not in PROTOCOLS:
+        raise MerclError(f"unknown protocol '{protocol}' (choose from {', '.join(PROTOCOLS)})")
+    say = console or (lambda _msg: None)
+    prepared = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
+    labels = prepared.labels(label_scheme)
+    names = list(scheme_class_names(label_scheme))
+    n_classes = len(names)
+    cv = make_folds(PROTOCOLS[protocol], prepared.subjects, prepared.trials, labels, folds, seed=cfg.seed)
+    plabel = protocol_label(protocol)
+    variant = variant_name(cfg)
+    if cv.leaky:
+        say(f"LEAKY: {cv.warning}")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
+    say(f"cross-validation: {dataset_id}, label {label_scheme}, protocol {plabel}, "
+        f"{len(cv)} folds, variant {variant}")
+
+    rows, frames, histories = [], [], []
+    for fold in cv:
+        inner_train, inner_val = cv.inner_split(fold.train, labels, cfg.val_fraction)
+        tb = TensorBoardLogger(out / "tb" / f"fold{fold.index}") if out is not None else None
+        total_epochs = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
+        bar = _epoch_bar(total_epochs, f"fold {fold.index + 1}/{len(cv)}", show_progress)
+
+        def on_epoch_end(report: EpochReport, bar=bar) -> None:
+            bar.update(1)
+            bar.set_postfix(stage=report.stage, val=f"{report.metrics['val_metric']:.3f}",
+                            loss=f"{report.metrics['loss']:.3f}")
+
+        try:
+            run = train_split(prepared, label_scheme, inner_train, inner_val, cfg, tb=tb,
+                              on_epoch_end=on_epoch_end, show_progress=show_progress)
+        finally:
+            bar.close()
+        pred = predict_batches(run.model, run.batches(prepared, fold.test, label_scheme, cfg), run.device)
+        order = np.argsort(pred["index"], kind="stable")
+        test_rows = pred["index"][order]
+        if not np.array_equal(test_rows, fold.test):
+            raise RuntimeError("predictions do not cover the test fold")  # a bug, not a user error
+        scores = classification_metrics(pred["label"][order], pred["pred"][order], n_classes)
+        majority_pred, majority = majority_baseline(labels[fold.train], labels[fold.test], n_classes)
+        histories.append(run.result.history)
+        for method, sc in (("mercl", scores), ("majority", majority)):
+            rows.append({"method": method, "fold": fold.index, "accuracy": sc.accuracy, "macro_f1": sc.macro_f1,
+                         "n_test": sc.n, "protocol": plabel, "label": label_scheme, "variant": variant,
+                         "held_out_subject": fold.held_out_subject or ""})
+        frames.append(_prediction_frame(prepared, test_rows, fold.index, "mercl", variant, pred["label"][order],
+                                        pred["pred"][order], pred["prob"][order], plabel))
+        frames.append(_prediction_frame(prepared, fold.test, fold.index, "majority", variant, labels[fold.test],
+                                        majority_pred, None, plabel))
+        if tb is not None:
+            step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
+            tb.scalars(scores.scalars(), step, prefix="test")
+            tb.scalars(majority.scalars(), step, prefix="test_majority")
+            tb.confusion(scores.confusion, names, step, tag="confusion/test")
+            tb.text("protocol", f"{plabel}; {cv.warning or ''}")
+            tb.close()
+        say(f"fold {fold.index + 1}/{len(cv)} [{plabel}]: mercl accuracy {scores.accuracy:.3f} "
+            f"(macro-F1 {scores.macro_f1:.3f}), majority {majority.accuracy:.3f}, n_test {scores.n}, "
+            f"best inner-val epoch {run.result.best_epoch}, {run.seconds:.0f} s")
+
+    results = pd.DataFrame(rows)
+    predictions = pd.concat(frames, ignore_index=True)
+    result = CrossValResult(results, predictions, plabel, cv.leaky, out, histories)
+    summary = summary_markdown(result, dataset_id=dataset_id, label_scheme=label_scheme, cfg=cfg,
+                               protocol=protocol, n_folds=len(cv), warning=cv.warning, config_name=config_name)
+    if out is not None:
+        _write_atomic(out / "results.csv", lambda p: results.to_csv(p, index=False))
+        _write_atomic(out / "predictions.parquet", lambda p: predictions.to_parquet(p, index=False))
+        _write_atomic(out / "summary.md", lambda p: p.write_text(summary))
+        _write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
+    for method in ("mercl", "majority"):
+        acc = results.loc[results["method"] == method, "accuracy"]
+        say(f"{method}: accuracy {acc.mean():.3f} +- {acc.std(ddof=0):.3f} [{plabel}]")
+    if cv.leaky:
+        say(f"LEAKY: {cv.warning}")
+    if out is not None:
+        say(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'predictions.parquet'}; "
+            f"tensorboard --logdir {out / 'tb'}")
+    return result
+
+
+def _fmt(values: pd.Series) -> str:
+    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+
+
+def summary_markdown(result: CrossValResult, *, dataset_id: str, label_scheme: str, cfg: TrainConfig,
+                     protocol: str, n_folds: int, warning: str | None, config_name: str = "") -> str:
+    """summary.md: mean ± std per method, per-fold and per-subject accuracy, protocol beside each score."""
+    plabel = result.protocol
+    res = result.results
+    lines = [f"# MERCL cross-validation: {dataset_id}", ""]
+    lines.append(f"- label scheme: `{label_scheme}`")
+    lines.append(f"- protocol: **{plabel}**: {PROTOCOL_TEXT[protocol].format(k=n_folds)}, {n_folds} folds; "
+                 "hyperparameters and the final epoch chosen on an inner validation split of the training "
+                 "trials; normalisation from training rows only")
+    lines.append(f"- model variant: `{variant_name(cfg)}`" + (f", config `{config_name}`" if config_name else ""))
+    if warning:
+        lines += ["", f"> **LEAKY PROTOCOL.** {warning}"]
+    lines += ["", "## Accuracy (mean ± std over folds)", "",
+              "| method | protocol | accuracy | macro-F1 | folds |", "|---|---|---|---|---|"]
+    for method in ("mercl", "majority"):
+        part = res[res["method"] == method]
+        lines.append(f"| {method} | {plabel} | {_fmt(part['accuracy'])} | {_fmt(part['macro_f1'])} | {len(part)} |")
+    lines += ["", "## Per fold", "", "| fold | n_test | mercl accuracy | majority accuracy | protocol |",
+              "|---|---|---|---|---|"]
+    for fold, part in res.groupby("fold"):
+        acc = dict(zip(part["method"], part["accuracy"], strict=True))
+        n_test = int(part["n_test"].iloc[0])
+        lines.append(f"| {fold} | {n_test} | {acc['mercl']:.3f} | {acc['majority']:.3f} | {plabel} |")
+    pred = result.predictions
+    pred = pred.assign(correct=pred["label"] == pred["prediction"])
+    per_subject = pred.pivot_table(index="subject", columns="method", values="correct", aggfunc="mean")
+    counts = pred[pred["method"] == "mercl"].groupby("subject").size()
+    lines += ["", "## Per subject accuracy (test rows over all folds)", "",
+              "| subject | n | mercl accuracy | majority accuracy | protocol |", "|---|---|---|---|---|"]
+    for subject, row in per_subject.iterrows():
+        lines.append(f"| {subject} | {int(counts.get(subject, 0))} | {row.get('mercl', float('nan')):.3f} | "
+                     f"{row.get('majority', float('nan')):.3f} | {plabel} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- one training run (mercl train)
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def train_once(
+    dataset: str | Path | PreparedDataset,
+    label_scheme: str,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Callable[[str], None] | None = print,
+    config_name: str = "",
+) -> SplitRun:
+    """Train on one train/validation split of the dataset's trials and save the model.
+
+    Writes ``model.pt`` (weights, configs, shapes, normalisation, class names), ``checkpoint.pt``
+    after every epoch (``resume=True`` continues from it), ``history.csv``, ``metrics.json``
+    (inner-validation scores beside the majority baseline), ``config.json`` and ``tb/``.
+    """
+    from mercl.data.splits import inner_split
+    from mercl.training.checkpoint import load_checkpoint, save_checkpoint
+
+    say = console or (lambda _msg: None)
+    prepared = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = prepared.labels(label_scheme)
+    names = list(scheme_class_names(label_scheme))
+    train_rows, val_rows = inner_split(np.arange(len(prepared)), prepared.trial_groups(), labels,
+                                       cfg.val_fraction, cfg.seed)
+    state = load_checkpoint(out / CHECKPOINT_FILE) if resume and (out / CHECKPOINT_FILE).is_file() else None
+    if state is not None:
+        say(f"resuming from {out / CHECKPOINT_FILE} ({state['stage']} epoch {state['epoch']})")
+    dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
+    say(f"training on {dataset_id}: {len(train_rows)} training rows, {len(val_rows)} validation rows "
+        f"(held-out trials), label {label_scheme}, variant {variant_name(cfg)}")
+    total = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
+    bar = _epoch_bar(total, "epochs", show_progress)
+    if state is not None:
+        bar.update(len(state["history"]))
+
+    def on_epoch_end(report: EpochReport) -> None:
+        save_checkpoint(report.state(), out / CHECKPOINT_FILE)
+        bar.update(1)
+        bar.set_postfix(stage=report.stage, val=f"{report.metrics['val_metric']:.3f}",
+                        loss=f"{report.metrics['loss']:.3f}")
+
+    tb = TensorBoardLogger(out / "tb")
+    try:
+        run = train_split(prepared, label_scheme, train_rows, val_rows, cfg, tb=tb, on_epoch_end=on_epoch_end,
+                          resume=state, show_progress=show_progress)
+    finally:
+        bar.close()
+    pred = predict_batches(run.model, run.batches(prepared, val_rows, label_scheme, cfg), run.device)
+    scores = classification_metrics(pred["label"], pred["pred"], len(names))
+    _, majority = majority_baseline(labels[train_rows], labels[val_rows], len(names))
+    step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
+    tb.confusion(scores.confusion, names, step, tag="confusion/val_final")
+    tb.close()
+    metrics = {
+        "label": label_scheme, "dataset": dataset_id, "variant": variant_name(cfg), "protocol": "trial",
+        "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_per_class_f1": scores.per_class_f1,
+        "val_confusion": scores.confusion.tolist(), "majority_val_accuracy": majority.accuracy,
+        "majority_val_macro_f1": majority.macro_f1, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+        "best_epoch": run.result.best_epoch, "seconds": run.seconds,
+    }
+    save_checkpoint(model_file_state(run, cfg, label_scheme, names, dataset_id), out / MODEL_FILE)
+    _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    _write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
+    _write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
+    say(f"validation accuracy {scores.accuracy:.3f} (macro-F1 {scores.macro_f1:.3f}) [held-out trials], "
+        f"majority {majority.accuracy:.3f}; best epoch {run.result.best_epoch}")
+    say(f"wrote {out / MODEL_FILE}; tensorboard --logdir {out / 'tb'}")
+    return run
+
+
+def model_file_state(run: SplitRun, cfg: TrainConfig, label_scheme: str, names: list[str], dataset_id: str) -> dict:
+    """What ``model.pt`` holds: weights plus everything needed to rebuild and feed the model."""
+    return {
+        "format": "mercl-model/1",
+        "model": run.model.state_dict(),
+        "config": to_dict(cfg),
+        "shapes": to_dict(run.shapes),
+        "norm": run.norm.to_dict(),
+        "label_scheme": label_scheme,
+        "class_names": names,
+        "dataset": dataset_id,
+    }
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a model saved by :func:`train_once` -> (model in eval mode, NormStats, the saved dict)."""
+    from mercl.training.checkpoint import load_checkpoint
+    from mercl.training.config import train_config_from_dict
+
+    saved = load_checkpoint(path, map_location=device)
+    if saved.get("format") != "mercl-model/1":
+        raise MerclError(f"{path}: not a mercl model file (expected format mercl-model/1)")
+    cfg = train_config_from_dict(saved["config"])
+    s = saved["shapes"]
+    shapes = DataShapes(eeg=tuple(s["eeg"]), audio=tuple(s["audio"]), video=tuple(s["video"]),
+                        n_classes=int(s["n_classes"]))
+    model = build_model(cfg.model, shapes)
+    model.load_state_dict(saved["model"])
+    model.to(device).eval()
+    return model, NormStats.from_dict(saved["norm"]), saved

@@ -1,0 +1,261 @@
+"""The two-stage training loop: configs, metrics, normalisation, resume after a kill, TensorBoard, DDP.
+
+The data is a small synthetic study written by ``mercl synth`` (real mp4 + EDF files) and
+prepared by ``mercl prepare`` with 32 px frames; :func:`build_demo_dataset` builds it once per
+pytest session (tests/test_crossval.py and tests/test_feature_cache.py reuse it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mercl.cli import main as mercl_main
+from mercl.data.reader import load_dataset
+from mercl.data.summary import find_dataset_dir
+from mercl.errors import ConfigError, MerclError
+from mercl.training.checkpoint import load_checkpoint, save_checkpoint
+from mercl.training.config import load_train_config
+from mercl.training.crossval import fit_split_normalization, train_split
+from mercl.training.metrics import classification_metrics, majority_baseline
+from mercl.training.tensorboard import TensorBoardLogger
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_demo_dataset(base: Path) -> Path:
+    """A 4-subject x 8-clip x 12 s synthetic study prepared with 32 px frames (160 segments)."""
+    root = base / "mercl-demo-small"
+    done = root / "DATASET"
+    if done.is_file():
+        return Path(done.read_text())
+    raw, shards = root / "raw", root / "shards"
+    assert mercl_main(["synth", str(raw), "--subjects", "4", "--stimuli", "8", "--duration", "12",
+                       "--video-size", "32", "--fps", "4"]) == 0
+    assert mercl_main(["prepare", str(raw), "--source", "manifest", "-o", str(shards), "--video-size", "32",
+                       "--workers", "1", "--no-progress"]) == 0
+    dataset = find_dataset_dir(shards)
+    done.write_text(str(dataset))
+    return dataset
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    return build_demo_dataset(tmp_path_factory.getbasetemp())
+
+
+def tiny(**overrides):
+    return load_train_config("tiny", overrides)
+
+
+def _split(prepared):
+    rows = np.arange(len(prepared))
+    groups = prepared.trial_groups()
+    val = np.isin(groups, np.unique(groups)[::5])
+    return rows[~val], rows[val]
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_named_configs_load_with_the_papers_sizes():
+    paper = load_train_config("paper")
+    assert paper.model.video.backbone == "vit_base_patch16_224" and paper.model.video.img_size == 224
+    assert paper.model.tcn.dilations == [1, 2, 4, 8] and paper.model.tcn.dropout == 0.5
+    assert paper.model.audio.embed_dim == 128 and paper.model.audio.patch_frames == 96
+    assert paper.model.video.freeze and paper.model.audio.freeze and not paper.unfreeze_encoders
+    small, t = load_train_config("small"), load_train_config("tiny")
+    assert small.model.width >= t.model.width == 32 and t.model.video.img_size == 32
+    assert load_train_config("tiny", {"finetune.epochs": 3, "model.width": 64}).finetune.epochs == 3
+
+
+def test_bad_config_fields_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="'pretrain.lr'"):
+        load_train_config("tiny", {"pretrain.lr": 0})
+    with pytest.raises(ConfigError, match="'model.heads'"):
+        load_train_config("tiny", {"model.heads": 5})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: config field 'finetune.epoch': unknown field"):
+        load_train_config(bad)
+    with pytest.raises(MerclError, match="no such config file .*paper, small, tiny"):
+        load_train_config("huge")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_metrics_and_majority_baseline_of_the_training_fold():
+    m = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], n_classes=3)
+    assert m.accuracy == pytest.approx(3 / 5)
+    # F1: class 0 = 2*1/(2+1+1) = 0.5, class 1 = 2*2/(4+1) = 0.8, class 2 = 0
+    assert m.per_class_f1 == pytest.approx([0.5, 0.8, 0.0])
+    assert m.macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert m.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    # the training fold's majority (class 2), not the test fold's (class 0)
+    pred, base = majority_baseline(train_labels=[2, 2, 2, 0], test_labels=[0, 0, 0, 2], n_classes=3)
+    assert pred.tolist() == [2, 2, 2, 2] and base.accuracy == pytest.approx(0.25)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_normalisation_statistics_come_from_training_rows_only(demo_dataset):
+    prepared = load_dataset(demo_dataset)
+    train, val = _split(prepared)
+    stats = fit_split_normalization(prepared, train, normalize_audio=True)
+    eeg = prepared.eeg[train].astype(np.float64)
+    np.testing.assert_allclose(stats.eeg_mean, eeg.mean(axis=(0, 1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.eeg_std, eeg.std(axis=(0, 1)), rtol=1e-5, atol=1e-6)
+    assert stats.eeg_mean.shape == prepared.eeg.shape[2:]
+    stim = np.unique(prepared.stimulus_index[train])
+    stim = stim[(stim >= 0) & prepared.stimuli.audio_present[np.maximum(stim, 0)]]
+    np.testing.assert_allclose(stats.audio_mean, prepared.stimuli.audio[stim].mean(axis=(0, 1)), rtol=1e-4, atol=1e-5)
+    # validation rows do not move the statistics
+    prepared.eeg[val] += 1000.0
+    again = fit_split_normalization(prepared, train, normalize_audio=True)
+    np.testing.assert_array_equal(again.eeg_mean, stats.eeg_mean)
+    # applied to a batch: training rows end up standardised per (channel, band)
+    batch = stats.apply({"eeg": torch.from_numpy(prepared.eeg[train])})
+    np.testing.assert_allclose(batch["eeg"].mean(dim=(0, 1)).numpy(), 0.0, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+class _Killed(Exception):
+    pass
+
+
+def _state_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("stop_at", [2, 5], ids=["during-pretrain", "during-finetune"])
+def test_killed_run_resumes_to_the_same_result(demo_dataset, tmp_path, stop_at):
+    prepared = load_dataset(demo_dataset)
+    train, val = _split(prepared)
+    cfg = tiny(**{"pretrain.epochs": 3, "finetune.epochs": 4, "finetune.patience": 3})
+    straight = train_split(prepared, "quadrant4", train, val, cfg)
+
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def killed_after(report):
+        save_checkpoint(report.state(), ckpt)
+        if report.global_epoch == stop_at:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_split(prepared, "quadrant4", train, val, cfg, on_epoch_end=killed_after)
+    state = load_checkpoint(ckpt)
+    assert state["stage"] == ("pretrain" if stop_at <= 3 else "finetune") and len(state["history"]) == stop_at
+    seen = []
+    resumed = train_split(prepared, "quadrant4", train, val, cfg, resume=state,
+                          on_epoch_end=lambda r: seen.append(r.global_epoch))
+    assert seen == list(range(stop_at + 1, 8))
+    assert resumed.result.history == straight.result.history
+    assert resumed.result.best_epoch == straight.result.best_epoch
+    _state_equal(resumed.model.state_dict(), straight.model.state_dict())
+
+
+def test_killed_cli_training_resumes_to_the_same_metrics(demo_dataset, tmp_path):
+    """`mercl train` killed with SIGKILL mid-run, then `--resume`: same metrics and weights as a whole run."""
+    args = ["train", str(demo_dataset), "--label", "quadrant4", "--config", "tiny", "--no-progress",
+            "--set", "pretrain.epochs=3", "--set", "finetune.epochs=6"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert mercl_main([*args, "-o", str(whole)]) == 0
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "mercl.cli", *args, "-o", str(cut)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (cut / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (cut / "checkpoint.pt").exists() and not (cut / "model.pt").exists(), "the run was not cut short"
+    done = len(load_checkpoint(cut / "checkpoint.pt")["history"])
+    assert 1 <= done < 9
+    assert mercl_main([*args, "-o", str(cut), "--resume"]) == 0
+
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, cut))
+    for key in ("val_accuracy", "val_macro_f1", "val_confusion", "best_epoch", "majority_val_accuracy"):
+        assert a[key] == b[key], key
+    _state_equal(load_checkpoint(whole / "model.pt")["model"], load_checkpoint(cut / "model.pt")["model"])
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_has_every_loss_term_metrics_confusion_and_embeddings(demo_dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    prepared = load_dataset(demo_dataset)
+    train, val = _split(prepared)
+    tb = TensorBoardLogger(tmp_path / "tb")
+    train_split(prepared, "quadrant4", train, val, tiny(**{"pretrain.epochs": 2, "finetune.epochs": 2}), tb=tb)
+    tb.close()
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("pretrain/amcl", "pretrain/emcl", "pretrain/smcl", "pretrain/loss", "pretrain/val_metric",
+                "finetune/ce", "finetune/val_accuracy", "finetune/val_macro_f1", "lr/pretrain", "lr/finetune"):
+        assert tag in scalars, tag
+    assert [e.step for e in events.Scalars("finetune/ce")] == [3, 4]  # global epochs after 2 pre-training ones
+    assert "confusion/val" in events.Tags()["images"]
+    projector = (tmp_path / "tb" / "projector_config.pbtxt").read_text()
+    assert "metadata.tsv" in projector
+    meta = next((tmp_path / "tb").glob("*/shared_embedding/metadata.tsv")).read_text().splitlines()
+    assert meta[0] == "class\tmodality"
+    assert {line.split("\t")[1] for line in meta[1:]} == {"video", "audio", "eeg"}
+    assert {line.split("\t")[0] for line in meta[1:]} <= {"HVHA", "LVHA", "LVLA", "HVLA"}
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _ddp_worker(rank: int, port: int, dataset: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120))
+    try:
+        prepared = load_dataset(dataset, verify=False)
+        train, val = _split(prepared)
+        n = len(train) // 2 * 2
+        mine = train[:n][rank::2]  # equal shards: the same number of batches on both ranks
+        cfg = tiny(**{"pretrain.epochs": 1, "finetune.epochs": 2, "unfreeze_encoders": True,
+                      "pretrain.batch_size": 16, "finetune.batch_size": 16})
+        run = train_split(prepared, "quadrant4", mine, val[rank::2], cfg)
+        torch.save({"state": run.model.state_dict(), "history": run.result.history},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_stay_in_sync(demo_dataset, tmp_path):
+    """Two gloo ranks train on their halves: weights stay identical, validation is global."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(demo_dataset), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    _state_equal(r0["state"], r1["state"])
+    assert [h["val_metric"] for h in r0["history"]] == [h["val_metric"] for h in r1["history"]]
+    assert len(r0["history"]) == 3
