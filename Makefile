@@ -28,8 +28,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/mercl synth $(DEMO_DIR)/raw
-	$(VENV)/bin/mercl prepare $(DEMO_DIR)/raw --source manifest -o $(DEMO_DIR)/shards
+	DEMO_DIR=$(DEMO_DIR) bash tuning/run_demo.sh
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest

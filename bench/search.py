@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Benchmark of the distributed search on this machine; prints every figure in one run.
+
+1. Trials per hour: a search of N trials with ASHA (grace 1 epoch, reduction factor 3) over
+   `tuning/configs/demo.yaml`'s space with the `tiny` training config, on a synthetic study
+   (4-class quadrant labels), on a local Ray cluster.
+2. What ASHA saved: the same N sampled configurations run again to the end (no scheduler;
+   Optuna replays the first search's configurations as ``points_to_evaluate``). Compute is
+   counted as epochs trained and as trial-seconds; both searches' best inner-validation scores
+   are printed beside it (target: ASHA at <= 1/3 of the compute for the same best).
+3. The overhead of a Ray Train trial over the same training loop in-process: one
+   configuration trained with ``mercl.training.crossval.train_split`` in this process vs. the
+   same configuration as a one-trial search with one Ray Train worker (both one torch thread),
+   sized to take about a minute in-process (target <= 10 %).
+
+    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-epochs 8,24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_dataset(work: Path, subjects: int, stimuli: int, duration: float) -> Path:
+    """A synthetic study prepared with 32 px frames (reused when already there)."""
+    from mercl.data.prepare import load_prepare_config, prepare
+    from mercl.data.synth import SynthConfig, synthesize
+
+    raw = work / "raw"
+    if not (raw / "manifest.csv").is_file():
+        synthesize(raw, SynthConfig(subjects=subjects, stimuli=stimuli, duration=duration, video_size=32, fps=4),
+                   force=True)
+    config = load_prepare_config(None, {"video.size": 32, "video.fps": 1.0})
+    return prepare(raw, "manifest", work / "shards", config=config, workers=2, progress=False).dataset_dir
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def plan_for(dataset: Path, work: Path, name: str, overrides: dict):
+    from tuning.search import plan_search
+
+    base = {"data.dataset": str(dataset), "storage": str(work / "searches"), "name": name,
+            "crossval.enabled": False, "progress": "quiet"}
+    return plan_search(str(ROOT / "tuning" / "configs" / "demo.yaml"), {**base, **overrides})
+
+
+def fresh(plan) -> None:
+    import shutil
+
+    if plan.exp_dir.exists():
+        shutil.rmtree(plan.exp_dir)
+
+
+def in_process_seconds(plan) -> tuple[float, float]:
+    """Train the plan's base config on its inner split in this process (1 torch thread): (seconds, best val)."""
+    import torch
+
+    from mercl.data.reader import load_dataset
+    from mercl.training.crossval import train_split
+    from tuning.data import SPLIT_IDS, prepare_search_data
+
+    data = prepare_search_data(plan.cfg.data, plan.base_cfg)
+    prepared = load_dataset(plan.cfg.data.dataset, verify=False)
+    rows = data.rows
+    train_rows = rows.index[rows["split"] == SPLIT_IDS["train"]].to_numpy()
+    val_rows = rows.index[rows["split"] == SPLIT_IDS["val"]].to_numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        run = train_split(prepared, plan.cfg.data.label, train_rows, val_rows, plan.base_cfg)
+        return time.perf_counter() - start, run.result.best_val_metric
+    finally:
+        torch.set_num_threads(threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
+    parser.add_argument("--label", default="quadrant4", help="label scheme (default quadrant4: 4 classes)")
+    parser.add_argument("--epochs", default="4,12", help="pre-training,fine-tuning epochs per trial")
+    parser.add_argument("--overhead-epochs", default="8,24",
+                        help="epochs of the overhead comparison (about a minute in-process here)")
+    parser.add_argument("--subjects", type=int, default=8)
+    parser.add_argument("--stimuli", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--work", default=str(ROOT / "out" / "bench-search"), help="data and results folder")
+    args = parser.parse_args(argv)
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    pre, fine = (int(x) for x in args.epochs.split(","))
+    o_pre, o_fine = (int(x) for x in args.overhead_epochs.split(","))
+
+    import ray
+
+    from tuning.search import connect_ray, execute_search
+
+    t0 = time.perf_counter()
+    dataset = make_dataset(work, args.subjects, args.stimuli, args.duration)
+    print(f"dataset {dataset.name}: {args.subjects} subjects x {args.stimuli} clips x {args.duration:g} s "
+          f"(prepared in {time.perf_counter() - t0:.0f} s)")
+    print(connect_ray("local", None))
+    epochs = {"train_overrides.pretrain.epochs": pre, "train_overrides.finetune.epochs": fine,
+              "num_samples": args.trials, "data.label": args.label,
+              "scheduler.grace_period": 1, "scheduler.reduction_factor": 3}
+
+    # 1 + 2: ASHA search, then the same configurations to the end
+    asha = plan_for(dataset, work, "bench-asha", epochs)
+    fresh(asha)
+    a = execute_search(asha, say=quiet)
+    configs = [dict(r.config) for r in sorted(a.results, key=lambda r: r.metrics.get("trial_id", ""))]
+    full = plan_for(dataset, work, "bench-full", {**epochs, "scheduler.asha": False})
+    full.points_to_evaluate = configs
+    fresh(full)
+    b = execute_search(full, say=quiet)
+    key = "best_finetune_val_metric"
+
+    def best(table) -> float:
+        done = table[table["status"] == "completed"][key].dropna()
+        return float(done.max()) if len(done) else float("nan")
+
+    same = sorted(map(str, a.table.sort_values("trial_id")["lr"])) == sorted(map(str, b.table["lr"]))
+
+    # 3: overhead of a Ray Train trial (one worker) over the loop in-process
+    fixed = {"train_overrides.pretrain.epochs": o_pre, "train_overrides.finetune.epochs": o_fine,
+             "data.label": args.label,
+             "num_samples": 1, "resources.num_workers": 1, "resources.cpus_per_worker": 1.0,
+             "scheduler.asha": False, "space": {"l1": {"choices": [1.0]}}}
+    one = plan_for(dataset, work, "bench-one", fixed)
+    fresh(one)
+    local_s, local_best = in_process_seconds(one)
+    o = execute_search(one, say=quiet)
+    trial_s = float(o.table["time_s"].iloc[0])
+    ray.shutdown()
+
+    n = len(a.table)
+    print()
+    print(f"search with ASHA: {n} trials in {a.tuning_seconds:.0f} s -> {3600 * n / a.tuning_seconds:.1f} trials/hour "
+          f"({args.trials} x (2 workers DDP, {pre}+{fine} epochs)); without ASHA: "
+          f"{3600 * len(b.table) / b.tuning_seconds:.1f} trials/hour")
+    ea, eb = int(a.table["epochs_run"].sum()), int(b.table["epochs_run"].sum())
+    sa, sb = float(a.table["time_s"].sum()), float(b.table["time_s"].sum())
+    stopped = int((a.table["status"] == "stopped_early").sum())
+    print(f"ASHA stopped {stopped} of {n} trials; compute with ASHA vs. the same configurations to the end"
+          f"{'' if same else ' (WARNING: the replayed configurations differ)'}:")
+    print(f"  epochs trained   {ea:5d} vs {eb:5d}  -> {ea / eb:.2f}x  (target <= 0.33)")
+    print(f"  trial-seconds    {sa:5.0f} vs {sb:5.0f}  -> {sa / sb:.2f}x  (per-trial start-up is not saved by ASHA)")
+    print(f"  search wall time {a.tuning_seconds:5.0f} vs {b.tuning_seconds:5.0f}  -> "
+          f"{a.tuning_seconds / b.tuning_seconds:.2f}x")
+    print(f"  best inner-validation accuracy: {best(a.table):.3f} with ASHA, {best(b.table):.3f} run to the end")
+    print(f"Ray Train trial overhead ({o_pre}+{o_fine} epochs, 1 worker, 1 torch thread each): in-process "
+          f"{local_s:.1f} s (best val {local_best:.3f}), Ray Train trial {trial_s:.1f} s (Tune's trial time), "
+          f"search wall time {o.tuning_seconds:.1f} s -> overhead {100 * (trial_s / local_s - 1):+.0f} % "
+          f"(trial), {100 * (o.tuning_seconds / local_s - 1):+.0f} % (wall)  (target <= 10 %)")
+    print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

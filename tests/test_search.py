@@ -1,0 +1,313 @@
+"""The search's pieces that need no cluster: config checks, the space, the Ray Data row path, outputs.
+
+Bad configs must fail before anything starts (no Ray, no experiment folder), with one line
+naming the field. The per-row batches the Ray Data path builds must equal mercl's own
+reader's items. The Ray side (trials, kills, restore) is in test_search_reliability.py.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
+
+import numpy as np
+import optuna
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mercl.data.prepare import load_prepare_config, prepare
+from mercl.data.reader import SegmentDataset, collate, load_dataset
+from mercl.data.synth import SynthConfig, synthesize
+from mercl.errors import ConfigError
+from tuning import search
+from tuning.config import load_search_config, parse_set
+from tuning.data import SPLIT_IDS, prepare_search_data, select_split_rows
+from tuning.space import (
+    BaseModelShape,
+    SpaceSampler,
+    check_space_against_base,
+    parse_space,
+    readable_hparams,
+    trial_overrides,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CONFIG = ROOT / "tuning" / "configs" / "test.yaml"
+
+
+def make_tiny_dataset(root: Path, subjects: int = 4, stimuli: int = 4, duration: float = 12.0) -> Path:
+    """A real prepared dataset: `mercl synth` (mp4 + EDF + ratings) then `mercl prepare` (32 px, 1 fps)."""
+    raw = root / "raw"
+    synthesize(raw, SynthConfig(subjects=subjects, stimuli=stimuli, duration=duration, video_size=32, fps=4))
+    config = load_prepare_config(None, {"video.size": 32, "video.fps": 1.0})
+    return prepare(raw, "manifest", root / "shards", config=config, workers=1, progress=False).dataset_dir
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("search-data"))
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str]:
+    code = search.main(args)
+    return code, capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad configs
+
+
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        ("space.l1.low=-0.5", "space.l1.low"),  # a negative loss weight in the space
+        ("train_overrides.loss.l2=-1", "train_overrides.loss.l2"),  # ... or in the fixed config
+        ("space.heads={choices: [3, 5]}", "space.heads"),  # no heads choice divides widths 16/32
+        ("train_overrides.model.heads=3", "train_overrides.model.heads"),  # base heads vs base width
+        ("data.modalities=[eeg, smell]", "data.modalities[1]"),  # unknown modality
+        ("space={}", "space"),  # empty search space
+        ("data.label=valence9", "data.label"),
+        ("resources.cpus_per_worker=-1", "resources.cpus_per_worker"),
+        ("space.tcn_growth={choices: [0, 2]}", "space.tcn_growth.choices[0]"),
+    ],
+)
+def test_bad_config_fails_before_anything_starts(setting, field, dataset, tmp_path, capsys):
+    code, err = run_main(["--config", str(TEST_CONFIG), "--dataset", str(dataset), "--storage", str(tmp_path),
+                          "--set", setting], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("search: error:"), err
+    assert f"'{field}'" in lines[0]
+    assert "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_missing_shard_is_named_before_anything_starts(dataset, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(dataset, broken)
+    victim = sorted((broken / "eeg").glob("*.parquet"))[1]
+    victim.unlink()
+    code, err = run_main(["--config", str(TEST_CONFIG), "--dataset", str(broken), "--storage",
+                          str(tmp_path / "res")], capsys)
+    assert code == 2
+    assert err.strip() == f"search: error: {victim}: shard listed in manifest.json is missing; re-run mercl prepare"
+    assert not (tmp_path / "res").exists()
+
+
+def test_the_entry_point_exits_2_with_one_line_and_no_ray(dataset, tmp_path):
+    """As a user runs it: a subprocess, a bad field, exit status 2, one stderr line, no Ray started."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tuning" / "search.py"), "--config", str(TEST_CONFIG), "--dataset",
+         str(dataset), "--storage", str(tmp_path), "--set", "space.alpha.high=1.5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"search: error: {TEST_CONFIG}: config field 'space.alpha.high': "
+                                   "must be <= 1.0, got 1.5")
+    assert "ray" not in proc.stdout.lower()
+    assert not any(tmp_path.iterdir())
+
+
+def test_check_mode_accepts_the_shipped_configs(dataset, tmp_path, capsys):
+    for config in ("test.yaml", "demo.yaml"):
+        code = search.main(["--config", str(ROOT / "tuning" / "configs" / config), "--dataset", str(dataset),
+                            "--storage", str(tmp_path), "--check"])
+        assert code == 0, capsys.readouterr().err
+    assert "config OK" in capsys.readouterr().out
+
+
+def test_cli_overrides_reach_the_config():
+    args = search.build_parser().parse_args(
+        ["--name", "n1", "--num-samples", "5", "--storage", "/x", "--dataset", "/d", "--workers", "3",
+         "--set", "scheduler.grace_period=3", "--set", "space.lr={low: 0.001, high: 0.01, log: true}",
+         "--set", "space.model.eeg.dropout={low: 0.1, high: 0.3}", "--no-crossval"])
+    cfg = load_search_config(TEST_CONFIG, search.cli_overrides(args))
+    assert (cfg.name, cfg.num_samples, cfg.storage, cfg.data.dataset) == ("n1", 5, "/x", "/d")
+    assert cfg.resources.num_workers == 3 and cfg.scheduler.grace_period == 3 and not cfg.crossval.enabled
+    assert cfg.space["lr"] == {"low": 0.001, "high": 0.01, "log": True}
+    assert cfg.space["model.eeg.dropout"] == {"low": 0.1, "high": 0.3}
+    assert cfg.space["l1"] == {"low": 0.1, "high": 2.0}  # untouched entries stay
+    with pytest.raises(Exception, match="expected KEY=VALUE"):
+        parse_set(["nothing"])
+
+
+# ----------------------------------------------------------------------------- the space
+
+
+def test_heads_are_drawn_from_divisors_of_the_sampled_width():
+    specs = parse_space({"width": {"choices": [12, 16]}, "heads": {"choices": [2, 3, 4, 8]}, "l1": [0.5, 1.0]})
+    sampler = SpaceSampler(specs, BaseModelShape(width=32, heads=4, dilations=[1, 2]))
+    assert sampler.conditional_heads
+    assert sampler.heads_by_width == {12: [2, 3, 4], 16: [2, 4, 8]}
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        constants = sampler(trial)
+        width, heads = trial.params["width"], constants["heads"]
+        assert width % heads == 0
+        assert trial.params[f"heads_w{width}"] == heads
+        seen.add((width, heads))
+        study.tell(trial, float(heads))
+    assert {(12, 3), (16, 8)} <= seen  # each width's own divisors are explored
+
+
+def test_plain_heads_choice_when_every_choice_divides_every_width():
+    specs = parse_space({"width": {"choices": [32, 64]}, "heads": {"choices": [1, 2, 4]}})
+    sampler = SpaceSampler(specs, BaseModelShape(width=32, heads=4, dilations=[1, 2]))
+    assert not sampler.conditional_heads
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    assert sampler(trial) is None and set(trial.params) == {"width", "heads"}
+
+
+def test_dilation_schedule_from_blocks_and_growth():
+    base = BaseModelShape(width=32, heads=4, dilations=[1, 2, 4, 8])
+    assert base.blocks == 4 and base.growth == 2
+    assert trial_overrides({"tcn_blocks": 3, "tcn_growth": 3}, base)["model.tcn.dilations"] == [1, 3, 9]
+    assert trial_overrides({"tcn_blocks": 2}, base)["model.tcn.dilations"] == [1, 2]  # growth from the base
+    row = readable_hparams({"tcn_blocks": np.int64(4), "lr": np.float64(0.01), "heads_w32": 4, "heads": 4}, base)
+    assert row == {"tcn_blocks": 4, "lr": 0.01, "heads": 4, "dilations": "1-2-4-8"}
+    assert type(row["tcn_blocks"]) is int and type(row["lr"]) is float
+    overrides = trial_overrides({"lr": 0.002, "dropout": 0.3, "l3": 0.5, "model.eeg.dropout": 0.2}, base)
+    assert overrides == {"pretrain.lr": 0.002, "finetune.lr": 0.002, "model.tcn.dropout": 0.3,
+                         "model.dropout": 0.3, "loss.l3": 0.5, "model.eeg.dropout": 0.2}
+
+
+def test_space_corners_are_checked_against_the_training_config():
+    specs = parse_space({"model.eeg.dropout": {"low": 0.1, "high": 1.5}})
+    with pytest.raises(ConfigError, match="space.model.eeg.dropout"):
+        check_space_against_base(specs, "tiny", {})
+    with pytest.raises(ConfigError, match="cannot be searched"):
+        parse_space({"model.video.img_size": [32, 64]})
+    with pytest.raises(ConfigError, match="'space.bogus'.*unknown hyperparameter"):
+        parse_space({"bogus": [1, 2]})
+
+
+def test_optuna_search_with_the_sampler_checkpoints_and_restores(tmp_path):
+    """Tune pickles the searcher (plain pickle): the define-by-run space and the study history survive."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    specs = parse_space({"width": {"choices": [12, 16]}, "heads": {"choices": [2, 3, 4]}, "lr": {"low": 1e-4,
+                                                                                                   "high": 1e-2,
+                                                                                                   "log": True}})
+    searcher = OptunaSearch(space=SpaceSampler(specs, BaseModelShape(32, 4, [1, 2])), metric="m", mode="max",
+                            seed=3)
+    for i in range(3):
+        config = searcher.suggest(f"t{i}")
+        assert config["width"] % config["heads"] == 0
+        searcher.on_trial_complete(f"t{i}", {"m": float(i), "training_iteration": 1})
+    searcher.save(str(tmp_path / "s.pkl"))
+    fresh = OptunaSearch()
+    fresh.restore(str(tmp_path / "s.pkl"))
+    assert len(fresh._ot_study.trials) == 3
+    assert fresh.suggest("t3")["width"] in (12, 16)
+    assert len(fresh._ot_study.trials) == 4
+    pickle.loads(pickle.dumps(fresh))  # stays picklable
+
+
+# ----------------------------------------------------------------------------- the data path
+
+
+def test_outer_fold_held_out_and_rows_match_mercls_reader(dataset):
+    """What the Ray Data path feeds a worker equals mercl's SegmentDataset batches, normalised."""
+    from mercl.training.config import load_train_config
+
+    base = load_train_config("tiny", {"val_fraction": 0.25})
+    cfg = load_search_config(TEST_CONFIG, {"data.dataset": str(dataset)})
+    data = prepare_search_data(cfg.data, base)
+    rows = data.rows
+    # the outer test fold never reaches the search: it is exactly mercl's fold 0 of the same seed
+    from mercl.data.splits import make_folds
+
+    prepared = load_dataset(dataset)
+    labels = prepared.labels("valence2")
+    cv = make_folds("trial", prepared.subjects, prepared.trials, labels, 4, seed=base.seed)
+    assert np.array_equal(np.flatnonzero(rows["split"] == SPLIT_IDS["test"]), cv.folds[0].test)
+    inner_train, inner_val = cv.inner_split(cv.folds[0].train, labels, 0.25)
+    assert np.array_equal(np.flatnonzero(rows["split"] == SPLIT_IDS["train"]), inner_train)
+    assert np.array_equal(np.flatnonzero(rows["split"] == SPLIT_IDS["val"]), inner_val)
+    groups = prepared.trial_groups()
+    assert not set(groups[inner_train]) & set(groups[cv.folds[0].test])
+
+    # the map_batches function on the real shards, then the worker-side join
+    parts = [select_split_rows(pq.read_table(f), rows, SPLIT_IDS["val"], tuple(data.shapes.eeg))
+             for f in data.eeg_files]
+    core = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+    assert set(core["index"].tolist()) == set(inner_val.tolist())
+    order = torch.argsort(core["index"])
+    core = {k: v[order] for k, v in core.items()}
+    ours = data.norm.apply(data.stimuli.join(core))
+
+    extra = (data.feature_table,) if data.feature_table is not None else ()
+    reference = SegmentDataset(prepared, inner_val, "valence2", base.model.modalities, extra)
+    theirs = data.norm.apply(collate([reference[i] for i in range(len(reference))]))
+    assert data.feature_table is not None and "video_feat" in ours and "video" not in ours
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert not ours["present"][:, 1].all()  # the clip without audio is marked missing
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_plots_and_summary_from_a_trial_table(tmp_path):
+    from tuning.results import study_from_table, summary_markdown, write_plots
+
+    specs = parse_space({"l1": {"low": 0.1, "high": 2.0}, "width": [16, 32], "tcn_blocks": [1, 2]})
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({
+        "trial_id": [f"t{i}" for i in range(6)],
+        "status": ["completed", "completed", "stopped_early", "completed", "stopped_early", "error"],
+        "l1": rng.uniform(0.1, 2.0, 6), "width": [16, 32, 16, 32, 16, 32], "tcn_blocks": [1, 2, 1, 2, 2, 1],
+        "dilations": ["1", "1-2", "1", "1-2", "1-2", "1"],
+        "best_val_metric": [0.6, 0.7, 0.5, 0.65, 0.4, np.nan], "best_finetune_val_metric": [0.6, 0.7, np.nan,
+                                                                                          0.65, np.nan, np.nan],
+        "last_val_metric": [0.6, 0.68, 0.5, 0.6, 0.4, np.nan], "best_epoch": [4, 5, 2, 5, 2, -1],
+        "epochs_run": [5, 5, 2, 5, 2, 0],
+    })
+    study = study_from_table(table, specs, "val_metric", "max")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("PRUNED") == 2
+    assert study.best_value == pytest.approx(0.7)
+    plots = write_plots(study, tmp_path / "plots")
+    for name in ("optimization_history", "param_importances", "parallel_coordinate"):
+        assert plots[name].endswith(".png"), plots[name]
+        assert Path(plots[name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = summary_markdown(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["l1"],
+                            metric="val_metric", data_text="d", protocol_text="trial-grouped, 4 folds",
+                            crossval=None, test_fold=0, plots=plots, study_trials=6, tensorboard_cmd="tb")
+    assert "**2 stopped early by ASHA**" in text and "Trial `t1`" in text
+
+
+def test_tensorboard_hparams_are_plain_values_with_a_readable_schedule(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from tuning.tensorboard import HParamsWriter
+
+    specs = parse_space({"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "tcn_blocks": [2, 4], "tcn_growth": [2]})
+    writer = HParamsWriter(tmp_path, specs, BaseModelShape(32, 4, [1, 2]), "val_metric", "max")
+    for epoch, value in enumerate([0.5, 0.7, 0.6], start=1):
+        writer.result("abc", {"global_epoch": epoch, "val_metric": np.float64(value), "stage": "pretrain"})
+    writer.hparams("abc", {"lr": np.float64(0.001), "tcn_blocks": np.int64(4), "tcn_growth": 2}, "completed")
+    acc = EventAccumulator(str(tmp_path / "abc"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("epoch/val_metric")] == pytest.approx([0.5, 0.7, 0.6])
+    assert acc.Scalars("hparam/best_val_metric")[0].value == pytest.approx(0.7)
+    content = acc.PluginTagToContent("hparams")
+    info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = info.session_start_info.hparams
+    assert hp["dilations"].string_value == "1-2-4-8"
+    assert hp["tcn_blocks"].number_value == 4 and hp["lr"].number_value == pytest.approx(0.001)
+    assert hp["status"].string_value == "completed"
+    assert json.dumps({k: str(v) for k, v in hp.items()})  # every value is a plain proto value

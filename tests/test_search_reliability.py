@@ -1,0 +1,197 @@
+"""The search on a real Ray cluster (loopback): a killed worker, a killed driver, both recovered.
+
+One local cluster serves the whole module (``ray.init`` here, 2 logical CPUs, with the
+dashboard: Ray Train's placement-group cleaner needs its State API); ``tuning/search.py``
+runs as a subprocess attached to it through ``RAY_ADDRESS``, exactly as a user runs it.
+The training is the real two-stage MERCL loop (``tiny`` config, few epochs) on a tiny
+``mercl synth`` study. Only the cluster this module started is shut down.
+
+Slow (about 4 minutes on 2 cores: every trial starts a Train controller and two DDP
+worker processes), hence ``slow`` and ``ray``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
+
+from test_search import make_tiny_dataset  # noqa: E402
+
+from tuning.results import searcher_study  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CONFIG = ROOT / "tuning" / "configs" / "test.yaml"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local 2-CPU Ray cluster for this module; its GCS address for the search subprocesses."""
+    if ray.is_initialized():
+        pytest.skip("another Ray session is active in this process")
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    address = ray.get_runtime_context().gcs_address
+    yield address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("reliability-data"))
+
+
+def search_command(dataset: Path, storage: Path | str, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "tuning" / "search.py"), "--config", str(TEST_CONFIG), "--dataset",
+            str(dataset), "--storage", str(storage), *args]
+
+
+def start_search(cluster: str, command: list[str], log: Path, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": cluster, "PYTHONUNBUFFERED": "1", **env_vars}
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float, what: str):
+    """Poll ``condition()`` every 0.1 s until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the search exited ({proc.returncode}) before {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def train_checkpoints(exp: Path, trial_id: str | None = None) -> list[str]:
+    return sorted(glob.glob(str(exp / "train_runs" / (trial_id or "*") / "checkpoint_*")))
+
+
+def trial_states(exp: Path) -> dict[str, str]:
+    """{trial_id: status} from Tune's persisted experiment state (what a restore starts from)."""
+    paths = sorted(glob.glob(str(exp / "experiment_state-*.json")))
+    if not paths:
+        return {}
+    try:
+        state = json.loads(Path(paths[-1]).read_text())
+    except ValueError:  # being replaced right now
+        return {}
+    trials = [json.loads(entry[0]) for entry in state["trial_data"]]
+    return {t["trial_id"]: t["status"] for t in trials}
+
+
+def reported(exp: Path, trial_id: str) -> bool:
+    paths = glob.glob(str(exp / f"run_trial_{trial_id}_*" / "result.json"))
+    return bool(paths) and bool(Path(paths[0]).read_text().strip())
+
+
+def result_rows(exp: Path, trial_id: str) -> list[dict]:
+    (path,) = glob.glob(str(exp / f"run_trial_{trial_id}_*" / "result.json"))
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def epochs_reported(exp: Path, trial_id: str) -> list[int]:
+    return [int(r["global_epoch"]) for r in result_rows(exp, trial_id)]
+
+
+def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
+    """SIGKILL one DDP worker mid-trial: Ray Train restarts the group from the last checkpoint.
+
+    The storage is given as a URI (``file://``, as ``s3://`` would be): Tune and Ray Train write
+    there through pyarrow, the search's own outputs are uploaded from a local mirror.
+    """
+    pid_dir, log = tmp_path / "pids", tmp_path / "search.log"
+    planned = 2 + 12
+    proc = start_search(cluster, search_command(
+        dataset, f"file://{tmp_path / 'store'}", "--name", "kill", "--num-samples", "1", "--set",
+        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=12"), log,
+        MERCL_LOCAL_RESULTS=str(tmp_path / "mirror"))
+    exp = tmp_path / "store" / "kill"
+
+    def checkpointed_epoch():  # Tune has a result, so Ray Train committed that epoch's checkpoint
+        results = glob.glob(str(exp / "run_trial_*" / "result.json"))
+        pids = list(pid_dir.glob("*-rank1.pid"))
+        return results and pids and Path(results[0]).read_text().strip() and (Path(results[0]), pids[0])
+
+    result_file, pid_file = wait_for(checkpointed_epoch, proc, log, 300, "the trial's first checkpoint")
+    victim = int(pid_file.read_text())
+    os.kill(victim, signal.SIGKILL)
+    reported_before_kill = len(result_file.read_text().splitlines())
+    assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
+
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["status"] == "completed"
+    assert row["restarts"] >= 1  # the worker group came back from a checkpoint
+    assert row["epochs_run"] == planned
+    assert int(pid_file.read_text()) != victim  # a new worker process wrote its PID
+    epochs = epochs_reported(exp, row["trial_id"])
+    assert epochs.count(1) == 1, epochs  # not restarted from scratch
+    assert sorted(set(epochs)) == list(range(1, planned + 1)), epochs
+    assert reported_before_kill < planned  # the kill really came mid-trial
+    assert f"Trial `{row['trial_id']}`" in (exp / "summary.md").read_text()
+    assert (exp / "tensorboard" / row["trial_id"]).is_dir() and (tmp_path / "mirror" / "kill" / "trials.csv").is_file()
+
+
+def test_interrupted_search_resumes_with_its_trials_and_optuna_history(cluster, dataset, tmp_path):
+    """Kill the driver after one trial finished and while the next runs; start it again."""
+    log = tmp_path / "first.log"
+    args = ["--name", "resume", "--num-samples", "3", "--set", "train_overrides.finetune.epochs=6"]
+    proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
+    exp = tmp_path / "resume"
+
+    def one_done_one_running():
+        states = trial_states(exp)
+        done = [t for t, s in states.items() if s == "TERMINATED"]
+        running = [t for t, s in states.items() if s == "RUNNING"]
+        # a result of the running trial reached Tune: Ray Train committed that epoch's checkpoint
+        if len(done) == 1 and len(running) == 1 and reported(exp, running[0]):
+            return done[0], running[0]
+        return None
+
+    finished, interrupted = wait_for(one_done_one_running, proc, log, 420, "one finished trial and one running")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    finished_rows = result_rows(exp, finished)
+    finished_checkpoints = train_checkpoints(exp, finished)
+    assert not (exp / "trials.csv").exists()
+
+    log2 = tmp_path / "second.log"
+    proc = start_search(cluster, search_command(dataset, tmp_path, *args), log2)
+    assert proc.wait(timeout=480) == 0, log2.read_text()[-4000:]
+    text = log2.read_text()
+    assert "resuming search resume" in text
+    assert "OptunaSearch state with 2 trials in its Optuna study" in text
+
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 3 and table["trial_id"].is_unique
+    assert {finished, interrupted} <= set(table["trial_id"])
+    assert (table["status"] != "error").all()
+    # the finished trial was neither lost nor run again
+    assert result_rows(exp, finished) == finished_rows
+    assert train_checkpoints(exp, finished) == finished_checkpoints
+    # the interrupted one resumed from its checkpoint, not from epoch 1
+    resumed = table.set_index("trial_id").loc[interrupted]
+    assert resumed["restarts"] >= 1
+    epochs = epochs_reported(exp, interrupted)
+    assert epochs.count(1) == 1 and max(epochs) == resumed["epochs_run"]
+    # the restored searcher is the OptunaSearch with its history: all 3 trials in one study
+    study = searcher_study(exp)
+    assert study is not None and len(study.trials) == 3
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert (exp / "best_config.yaml").is_file() and (exp / "summary.md").is_file()

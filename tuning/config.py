@@ -1,0 +1,304 @@
+"""The search config: typed dataclasses loaded from YAML, CLI overrides, checks before Ray starts.
+
+A search YAML (see ``tuning/configs/demo.yaml``) names the experiment and its storage,
+the base training config (a named mercl config or a YAML file, plus fixed overrides), the
+dataset and the outer/inner split, the search space (:mod:`tuning.space`), the resources of
+one trial, the scheduler (ASHA), the sampler (Optuna TPE), fault tolerance and the outer
+cross-validation run on the best configuration afterwards.
+
+:func:`load_search_config` applies CLI overrides and validates everything that can be
+checked without a cluster: types and ranges (the dotted field is named), the search space
+against the base training config (impossible heads/width, negative loss weights ...), the
+dataset (manifest, every shard present, the label scheme, the modalities). Every problem is
+a one-line :class:`~mercl.errors.MerclError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mercl.config import FieldProblem, from_dict, load_yaml, set_dotted, to_dict
+from mercl.errors import ConfigError, InputFileError, MerclError
+
+MODALITIES = ("video", "audio", "eeg")
+Modality = Literal["video", "audio", "eeg"]
+
+
+@dataclass
+class DataSection:
+    """Which data the search tunes on, and how the outer test fold is kept out of it.
+
+    dataset: a prepared dataset dir (``mercl prepare -o OUT`` writes ``OUT/<dataset_id>``;
+        OUT itself is accepted when it holds exactly one dataset).
+    protocol: outer split (``trial`` grouped k-fold, ``subject`` = leave-one-subject-out,
+        ``segment`` = the paper's leaky k-fold). ``test_fold`` of the outer folds is held out
+        before the search starts; trials train on an inner split of the remaining training
+        trials. The folds and the inner split are those ``mercl evaluate`` makes for the same
+        training config: seeded by its ``seed``, ``val_fraction`` of the trials validate
+        (set them in ``train_overrides``).
+    """
+
+    dataset: str = ""
+    label: str = "valence2"
+    modalities: list[Modality] = field(default_factory=lambda: list(MODALITIES))
+    protocol: Literal["trial", "subject", "segment"] = "trial"
+    folds: int = 4
+    test_fold: int = 0
+    verify_checksums: bool = True
+    in_memory_max_mb: float = 2048.0  # a worker's shard up to this size is held in memory for all epochs
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise FieldProblem("dataset", "is required (a prepared dataset dir: mercl prepare ... -o OUT)")
+        if not self.modalities:
+            raise FieldProblem("modalities", f"needs at least one of {', '.join(MODALITIES)}")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise FieldProblem("modalities", f"lists a modality twice: {self.modalities}")
+        if self.folds < 2:
+            raise FieldProblem("folds", f"must be >= 2, got {self.folds}")
+        if not 0 <= self.test_fold < self.folds and self.protocol != "subject":
+            raise FieldProblem("test_fold", f"must be in [0, folds={self.folds}), got {self.test_fold}")
+        if self.test_fold < 0:
+            raise FieldProblem("test_fold", f"must be >= 0, got {self.test_fold}")
+        if self.in_memory_max_mb < 0:
+            raise FieldProblem("in_memory_max_mb", f"must be >= 0, got {self.in_memory_max_mb}")
+
+
+@dataclass
+class ResourcesSection:
+    """What one trial asks of the cluster.
+
+    Each trial is a Ray Train run of ``num_workers`` DDP workers (gloo on CPU, NCCL when
+    ``gpus_per_worker`` > 0) started from a Tune function trainable that itself holds
+    ``trainable_cpus``. The defaults suit a small machine: Ray Data's read tasks need one
+    whole free CPU, so a trial must never reserve every core (2 cores: 0.01 + 2 x 0.45
+    leaves one free; reserving 1 + 2 x 1 deadlocks).
+    ``num_cpus``: logical CPUs of the local cluster search.py starts when none is running
+    (None: the machine's cores); ignored when attaching to a cluster.
+    """
+
+    num_workers: int = 2
+    cpus_per_worker: float = 0.45
+    gpus_per_worker: float = 0.0
+    trainable_cpus: float = 0.01
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_concurrent_trials: int = 1
+    num_cpus: int | None = None
+
+    def validate(self) -> None:
+        if self.num_workers < 1:
+            raise FieldProblem("num_workers", f"must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker < 0:
+            raise FieldProblem("cpus_per_worker", f"must be >= 0, got {self.cpus_per_worker}")
+        if self.gpus_per_worker < 0:
+            raise FieldProblem("gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}")
+        if self.trainable_cpus < 0:
+            raise FieldProblem("trainable_cpus", f"must be >= 0, got {self.trainable_cpus}")
+        if self.max_concurrent_trials < 1:
+            raise FieldProblem("max_concurrent_trials", f"must be >= 1, got {self.max_concurrent_trials}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise FieldProblem("num_cpus", f"must be >= 1, got {self.num_cpus}")
+
+    @property
+    def trial_cpus(self) -> float:
+        return self.trainable_cpus + self.num_workers * self.cpus_per_worker
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
+@dataclass
+class SchedulerSection:
+    """ASHA on the validation metric, reported every epoch of both stages.
+
+    ASHA's time axis is the reported ``global_epoch`` (pre-training epochs, then fine-tuning
+    epochs), not Tune's ``training_iteration`` (which restarts when a search is restored).
+    ``max_t`` defaults to the planned epochs of both stages.
+    """
+
+    asha: bool = True
+    grace_period: int = 2
+    reduction_factor: float = 2.0
+    brackets: int = 1
+    max_t: int | None = None
+
+    def validate(self) -> None:
+        if self.grace_period < 1:
+            raise FieldProblem("grace_period", f"must be >= 1, got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            raise FieldProblem("reduction_factor", f"must be > 1, got {self.reduction_factor}")
+        if self.brackets < 1:
+            raise FieldProblem("brackets", f"must be >= 1, got {self.brackets}")
+        if self.max_t is not None and self.max_t < self.grace_period:
+            raise FieldProblem("max_t", f"must be >= grace_period ({self.grace_period}), got {self.max_t}")
+
+
+@dataclass
+class SamplerSection:
+    """Optuna's TPE sampler (seeded): random start-up trials, then TPE."""
+
+    seed: int = 0
+    n_startup_trials: int = 4
+    multivariate: bool = False
+
+    def validate(self) -> None:
+        if self.n_startup_trials < 0:
+            raise FieldProblem("n_startup_trials", f"must be >= 0, got {self.n_startup_trials}")
+
+
+@dataclass
+class FaultSection:
+    """Trials checkpoint every epoch; a failed worker group restarts from the last checkpoint.
+
+    max_failures: Ray Train restarts of one trial (``ray.train.FailureConfig``).
+    keep_checkpoints: per trial (the newest are kept).
+    """
+
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+
+    def validate(self) -> None:
+        if self.max_failures < -1:
+            raise FieldProblem("max_failures", f"must be >= -1 (-1: retry forever), got {self.max_failures}")
+        if self.keep_checkpoints < 1:
+            raise FieldProblem("keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass
+class CrossvalSection:
+    """The outer cross-validation of the best configuration after the search."""
+
+    enabled: bool = True
+
+
+@dataclass
+class SearchConfig:
+    """A whole search; ``storage``/``name`` locate its results (``<storage>/<name>/``)."""
+
+    name: str = "mercl-search"
+    storage: str = "results/search"
+    num_samples: int = 8
+    metric: str = "val_metric"
+    mode: Literal["max", "min"] = "max"
+    train: str = "small"
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    space: dict[str, Any] = field(default_factory=dict)
+    data: DataSection = field(default_factory=DataSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    scheduler: SchedulerSection = field(default_factory=SchedulerSection)
+    sampler: SamplerSection = field(default_factory=SamplerSection)
+    fault: FaultSection = field(default_factory=FaultSection)
+    crossval: CrossvalSection = field(default_factory=CrossvalSection)
+    progress: Literal["table", "quiet"] = "table"
+    pid_dir: str | None = None  # workers write <pid_dir>/<trial>-rank<k>.pid (fault-injection tests)
+
+    def validate(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise FieldProblem("name", f"must be a plain folder name, got {self.name!r}")
+        if not self.storage:
+            raise FieldProblem("storage", "is required")
+        if self.num_samples < 1:
+            raise FieldProblem("num_samples", f"must be >= 1, got {self.num_samples}")
+        if not self.space:
+            raise FieldProblem("space", "is empty: give at least one hyperparameter to search")
+
+    @property
+    def experiment_dir(self) -> Path:
+        """The local folder of this search's own outputs (tables, plots, TensorBoard, ASHA state).
+
+        For a local ``storage`` it is ``<storage>/<name>``; for cloud storage (``s3://``,
+        ``gs://``, ``file://``) a local mirror ``$MERCL_LOCAL_RESULTS/<name>`` (default
+        ``~/mercl-search/<name>``) that is uploaded to :attr:`experiment_location`.
+        """
+        if is_uri(self.storage):
+            return Path(os.path.expanduser(os.environ.get("MERCL_LOCAL_RESULTS", "~/mercl-search"))) / self.name
+        return storage_path(self.storage) / self.name
+
+    @property
+    def experiment_location(self) -> str:
+        """Where Tune and Ray Train keep the experiment: a URI, or the local experiment_dir."""
+        if is_uri(self.storage):
+            return f"{self.storage.rstrip('/')}/{self.name}"
+        return str(self.experiment_dir)
+
+
+def is_uri(storage: str) -> bool:
+    """``s3://...``, ``gs://...``, ``file://...``: storage Ray reaches through pyarrow.fs."""
+    return "://" in storage
+
+
+def storage_path(storage: str) -> Path:
+    """The storage folder as an absolute path (Ray Tune and Ray Train need absolute paths).
+
+    A relative path is taken against ``$MERCL_STORAGE_BASE`` when set, else the current
+    directory (under ``ray job submit`` the job's working dir is a temporary copy: pass an
+    absolute ``--storage`` there, as ``make demo`` does).
+    """
+    path = Path(os.path.expanduser(storage))
+    if not path.is_absolute():
+        path = Path(os.environ.get("MERCL_STORAGE_BASE", os.getcwd())) / path
+    return path.resolve()
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["a.b=3", "c=[1, 2]"]`` -> ``{"a.b": 3, "c": [1, 2]}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise MerclError(f"--set {item!r}: expected KEY=VALUE, e.g. --set scheduler.grace_period=2")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise MerclError(f"--set {item!r}: the value is not valid YAML") from None
+    return out
+
+
+def load_search_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Read a search YAML (or the defaults when ``path`` is None), apply dotted overrides, validate types.
+
+    ``overrides`` keys are dotted fields (``data.dataset``, ``resources.num_workers``); the
+    search space and ``train_overrides`` are mappings whose own keys may contain dots, so a
+    key below them is split only at the first level (``space.lr`` sets ``space["lr"]``).
+    """
+    data = (load_yaml(path) if path is not None else {}) or {}
+    if not isinstance(data, dict):
+        raise InputFileError(path, "a search config must be a YAML mapping")
+    data = copy.deepcopy(data)
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head in ("space", "train_overrides") and rest:
+            data.setdefault(head, {})
+            if not isinstance(data[head], dict):
+                raise ConfigError(head, "expected a mapping", path)
+            _set_in_mapping(data[head], rest, value)
+        else:
+            set_dotted(data, key, value)
+    return from_dict(SearchConfig, data, source=path)
+
+
+def _set_in_mapping(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` in a mapping whose own keys may contain dots (the space, train_overrides).
+
+    ``l1.low`` sets ``mapping["l1"]["low"]`` when ``l1`` is an entry; ``model.eeg.dropout``
+    (no such entry) sets ``mapping["model.eeg.dropout"]``.
+    """
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        entry = ".".join(parts[:cut])
+        if isinstance(mapping.get(entry), dict):
+            set_dotted(mapping[entry], ".".join(parts[cut:]), value)
+            return
+    mapping[key] = value
+
+
+def dump_config(cfg: SearchConfig) -> str:
+    """The config as YAML (what ``<storage>/<name>/search_config.yaml`` holds)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,480 @@
+#!/usr/bin/env python
+"""The Ray job entry point: hyperparameter search of MERCL with Ray Tune, Optuna and ASHA.
+
+    ray job submit --working-dir . -- python tuning/search.py --config tuning/configs/demo.yaml
+    python tuning/search.py --config tuning/configs/demo.yaml --storage /abs/results
+
+Run as a Ray job it attaches to the job's cluster; run directly it attaches to the cluster
+named by ``RAY_ADDRESS`` or started with ``ray start`` on this machine, else it starts a
+local one (``--address local`` always starts a local one). Every trial is a Ray Train
+``TorchTrainer`` (DDP) launched from a Tune function trainable (:mod:`tuning.trial`);
+OptunaSearch (TPE, seeded, with a concurrency limit) samples the space, ASHA stops bad trials
+on the validation metric of every epoch of both training stages.
+
+The config is validated before anything starts (one-line error naming the field, exit 2).
+Re-running with the same ``--name`` and ``--storage`` resumes an interrupted search: its
+finished trials are kept, unfinished ones resume from their checkpoints, and the Optuna
+sampler continues with its history. Results: ``<storage>/<name>/`` (see :mod:`tuning.results`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# ``python tuning/search.py`` puts tuning/ first on sys.path, where tuning/tensorboard.py would shadow
+# the tensorboard package: put the repository root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "tuning"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mercl.errors import MerclError  # noqa: E402
+from tuning.config import SearchConfig, dump_config, load_search_config, parse_set  # noqa: E402
+from tuning.space import BaseModelShape, ParamSpec, check_space_against_base, parse_space  # noqa: E402
+
+PROG = "search"
+
+
+@dataclass
+class SearchPlan:
+    """A validated search, ready to run (nothing of Ray touched yet)."""
+
+    cfg: SearchConfig
+    config_path: str | None
+    specs: dict[str, ParamSpec]
+    base_cfg: Any  # mercl.training.config.TrainConfig (the data's modalities applied)
+    base_shape: BaseModelShape
+    dataset_dir: Path
+    exp_dir: Path  # local: our outputs (a mirror uploaded to ``location`` for cloud storage)
+    location: str  # where Tune and Ray Train keep the experiment (local path or URI)
+    points_to_evaluate: list[dict[str, Any]] | None = None  # configurations to try first (bench/search.py)
+
+    @property
+    def planned_epochs(self) -> int:
+        """Epochs of both stages a trial runs at most (ASHA's ``max_t``)."""
+
+        def most(key: str, default: int) -> int:
+            spec = self.specs.get(key)
+            return int(max(spec.values_at_bounds())) if spec is not None else default
+
+        pre = most("pretrain.epochs", self.base_cfg.pretrain.epochs) if self.base_cfg.contrastive else 0
+        return pre + most("finetune.epochs", self.base_cfg.finetune.epochs)
+
+
+# ----------------------------------------------------------------------------- CLI and validation
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Hyperparameter search of MERCL on Ray (Tune + Optuna + ASHA; every trial a Ray Train DDP run).",
+    )
+    parser.add_argument("--config", help="search config YAML (e.g. tuning/configs/demo.yaml)")
+    parser.add_argument("--storage", help="results folder; the search lands in <storage>/<name>")
+    parser.add_argument("--name", help="experiment name (re-use it to resume an interrupted search)")
+    parser.add_argument("--num-samples", type=int, help="number of trials")
+    parser.add_argument("--dataset", help="prepared dataset dir (mercl prepare ... -o OUT)")
+    parser.add_argument("--label", help="label scheme, e.g. valence2")
+    parser.add_argument("--train", help="base training config: paper | small | tiny | a YAML file")
+    parser.add_argument("--max-concurrent", type=int, help="trials running at the same time")
+    parser.add_argument("--workers", type=int, help="Ray Train workers (DDP ranks) per trial")
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0: CPU, gloo)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config field, e.g. --set scheduler.grace_period=2 (repeatable)")
+    parser.add_argument("--no-crossval", action="store_true", help="skip the outer CV of the best config")
+    parser.add_argument("--address", help="Ray cluster address; 'local' starts a local cluster "
+                                          "(default: RAY_ADDRESS, else a running `ray start` cluster, else local)")
+    parser.add_argument("--check", action="store_true", help="validate the config and the dataset, then exit")
+    return parser
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI options -> dotted config overrides (``--set`` first, named options win)."""
+    overrides = parse_set(args.set)
+    named = {
+        "storage": args.storage, "name": args.name, "num_samples": args.num_samples,
+        "data.dataset": args.dataset, "data.label": args.label, "train": args.train,
+        "resources.max_concurrent_trials": args.max_concurrent, "resources.num_workers": args.workers,
+        "resources.gpus_per_worker": args.gpus_per_worker,
+    }
+    overrides.update({k: v for k, v in named.items() if v is not None})
+    if args.no_crossval:
+        overrides["crossval.enabled"] = False
+    return overrides
+
+
+def plan_search(config_path: str | None, overrides: dict[str, Any]) -> SearchPlan:
+    """Load and check everything that can be checked without a cluster (raises MerclError)."""
+    from tuning.data import check_dataset
+
+    cfg = load_search_config(config_path, overrides)
+    specs = parse_space(cfg.space, config_path)
+    dataset_dir, _ = check_dataset(cfg.data, config_path)
+    cfg.data.dataset = str(dataset_dir.resolve())  # the dataset dir itself, absolute (saved, compared on resume)
+    train_overrides = {**cfg.train_overrides, "model.modalities": list(cfg.data.modalities)}
+    base_cfg, base_shape = check_space_against_base(specs, cfg.train, train_overrides)
+    return SearchPlan(cfg, config_path, specs, base_cfg, base_shape, dataset_dir, cfg.experiment_dir,
+                      cfg.experiment_location)
+
+
+def check_experiment_dir(plan: SearchPlan) -> bool:
+    """True when ``<storage>/<name>`` holds an earlier run of this search (to resume).
+
+    A folder from a search with a different config is refused (pick another --name).
+    """
+    saved = plan.exp_dir / "search_config.yaml"
+    if not saved.is_file():
+        return False
+    import yaml
+
+    from mercl.config import from_dict
+
+    old = from_dict(SearchConfig, yaml.safe_load(saved.read_text()), source=saved)
+    fields = ("space", "train", "train_overrides", "data", "metric", "mode", "sampler", "scheduler")
+    changed = [f for f in fields if dump_section(old, f) != dump_section(plan.cfg, f)]
+    if changed:
+        raise MerclError(f"{plan.exp_dir}: holds search '{plan.cfg.name}' with a different config "
+                         f"(changed: {', '.join(changed)}); use another --name to start a new search")
+    return True
+
+
+def dump_section(cfg: SearchConfig, name: str) -> Any:
+    """A config section as compared on resume (settings that change no result left out)."""
+    from mercl.config import to_dict
+
+    section = to_dict(getattr(cfg, name))
+    if name == "data":
+        section = {k: v for k, v in section.items() if k not in ("verify_checksums", "in_memory_max_mb")}
+    return section
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def connect_ray(address: str | None, num_cpus: int | None) -> str:
+    """Attach to a running cluster or start a local one; returns a one-line description.
+
+    The ``tuning`` package travels to every worker as a ``py_modules`` runtime env entry
+    (a Ray job's ``--working-dir`` provides it too; the two merge).
+    """
+    import ray
+    from ray._private.services import canonicalize_bootstrap_address, get_node_ip_address
+
+    if ray.is_initialized():  # a caller (e.g. bench/search.py) already connected this process
+        return f"using the Ray session of this process ({ray.cluster_resources().get('CPU', 0):g} CPUs)"
+
+    def runtime_env(gcs_address: str) -> dict:
+        # RAY_ADDRESS: Ray Train's PlacementGroupCleaner (a detached actor that frees the workers of
+        # a trial Tune stopped) finds the State API by auto-detection, which fails or picks the
+        # wrong cluster when a machine runs more than one; name ours for every task and actor.
+        return {"py_modules": [str(ROOT / "tuning")], "env_vars": {"RAY_ADDRESS": gcs_address}}
+
+    if address is None:
+        address = canonicalize_bootstrap_address(None)
+    elif address == "local":
+        address = None
+    if address is not None:
+        try:
+            ray.init(address=address, runtime_env=runtime_env(address))
+        except Exception as exc:
+            if "authentication" not in str(exc).lower() or os.environ.get("RAY_AUTH_MODE"):
+                raise
+            os.environ["RAY_AUTH_MODE"] = "token"  # the cluster uses token auth (~/.ray/auth_token)
+            ray.init(address=address, runtime_env=runtime_env(address))
+        return f"attached to the Ray cluster at {address} ({ray.cluster_resources().get('CPU', 0):g} CPUs)"
+    # A local cluster on a port chosen here, so that its address is known before it starts. It has
+    # the dashboard: the State API the PlacementGroupCleaner needs is served there; without it every
+    # trial ASHA stops keeps its workers' CPUs reserved and the next trial's data read deadlocks.
+    port = free_port()
+    gcs_address = f"{get_node_ip_address()}:{port}"
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, runtime_env=runtime_env(gcs_address))
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    return f"started a local Ray cluster at {gcs_address} ({ray.cluster_resources().get('CPU', 0):g} CPUs)"
+
+
+def free_port() -> int:
+    """A TCP port free on this machine right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def check_resources(plan: SearchPlan, say) -> None:
+    """Warn when a trial cannot fit, or leaves Ray Data no whole CPU (its read tasks need one)."""
+    import ray
+
+    res = plan.cfg.resources
+    total_cpu = ray.cluster_resources().get("CPU", 0)
+    total_gpu = ray.cluster_resources().get("GPU", 0)
+    if res.gpus_per_worker * res.num_workers > total_gpu and res.use_gpu:
+        say(f"warning: a trial asks for {res.gpus_per_worker * res.num_workers:g} GPUs, the cluster has "
+            f"{total_gpu:g} now (an autoscaling cluster adds GPU nodes on demand)")
+    busy = res.trial_cpus * res.max_concurrent_trials
+    if total_cpu - busy < 1:
+        say(f"warning: {res.max_concurrent_trials} trial(s) reserve {busy:g} of {total_cpu:g} CPUs: Ray Data "
+            "needs one whole free CPU; lower resources.cpus_per_worker or max_concurrent_trials")
+
+
+def build_tuner(plan: SearchPlan, setup, restore: bool):
+    """A new Tuner, or the restored one of ``<storage>/<name>`` (same searcher, scheduler, callbacks)."""
+    import ray.tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tuning.results import asha_state_path, asha_stopped, recording_asha, upload_outputs
+    from tuning.space import SpaceSampler
+    from tuning.tensorboard import hparams_callback
+    from tuning.trial import run_trial
+
+    cfg = plan.cfg
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(run_trial, setup=setup), {"cpu": cfg.resources.trainable_cpus})
+    if restore:
+        return ray.tune.Tuner.restore(plan.location, trainable=trainable,
+                                      resume_unfinished=True, resume_errored=True)
+
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=cfg.sampler.seed, n_startup_trials=cfg.sampler.n_startup_trials,
+                                         multivariate=cfg.sampler.multivariate)
+    searcher = OptunaSearch(space=SpaceSampler(plan.specs, plan.base_shape), metric=cfg.metric, mode=cfg.mode,
+                            sampler=sampler, points_to_evaluate=plan.points_to_evaluate)
+    searcher = ConcurrencyLimiter(searcher, max_concurrent=cfg.resources.max_concurrent_trials)
+    scheduler = None
+    if cfg.scheduler.asha:
+        scheduler = recording_asha(
+            asha_state_path(plan.exp_dir), time_attr="global_epoch", metric=cfg.metric, mode=cfg.mode,
+            max_t=cfg.scheduler.max_t or plan.planned_epochs, grace_period=cfg.scheduler.grace_period,
+            reduction_factor=cfg.scheduler.reduction_factor, brackets=cfg.scheduler.brackets)
+    exp_dir = plan.exp_dir
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(),
+                 hparams_callback(exp_dir / "tensorboard", plan.specs, plan.base_shape, cfg.metric, cfg.mode,
+                                  stopped_lookup=lambda trial_id: trial_id in asha_stopped(exp_dir),
+                                  after_trial=lambda: upload_outputs(exp_dir, plan.location))]
+    reporter = None
+    if cfg.progress == "table":
+        reporter = ray.tune.CLIReporter(
+            metric_columns={cfg.metric: "val", "global_epoch": "epoch", "stage": "stage", "loss": "loss"},
+            parameter_columns=[n for n in plan.specs if n != "heads"] + (["heads"] if "heads" in plan.specs else []),
+            max_report_frequency=20, sort_by_metric=True, metric=cfg.metric, mode=cfg.mode,
+            max_column_length=12)
+    return ray.tune.Tuner(
+        trainable,
+        tune_config=ray.tune.TuneConfig(num_samples=cfg.num_samples, search_alg=searcher, scheduler=scheduler,
+                                        metric=None if scheduler else cfg.metric,
+                                        mode=None if scheduler else cfg.mode),
+        run_config=ray.tune.RunConfig(
+            name=cfg.name, storage_path=plan.location.rsplit("/", 1)[0], callbacks=callbacks,
+            progress_reporter=reporter,
+            verbose=1 if cfg.progress == "table" else 0,
+            failure_config=ray.tune.FailureConfig(max_failures=0)),
+    )
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`execute_search` returns (bench/search.py reads the timings)."""
+
+    status: int
+    table: Any  # pandas DataFrame, one row per trial (trials.csv)
+    results: Any  # ray.tune.ResultGrid
+    tuning_seconds: float  # Tuner.fit() alone
+    total_seconds: float  # connect + data + search + outputs
+
+
+def run_search(plan: SearchPlan, address: str | None = None, say=print) -> int:
+    """Run (or resume) the search and write its outputs; returns the exit status."""
+    return execute_search(plan, address, say).status
+
+
+def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> SearchOutcome:
+    """Run (or resume) the search: connect, prepare the data once, tune, write the outputs."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own TensorBoard HParams writer
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table with our columns
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    # Save the experiment state (finished trials, searcher) every few seconds, not Tune's >= 10 s:
+    # a driver killed right after a trial finished must not run that trial again on resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
+    # A restored trial reports Tune's training_iteration from 1 again; Optuna only warns about it.
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this")
+    import ray
+    import ray.tune
+
+    from mercl.config import to_dict
+    from tuning.data import build_ray_datasets, core_row_bytes, prepare_search_data
+    from tuning.results import download_outputs, upload_outputs, write_text_atomic
+    from tuning.trial import TrialSetup
+    from tuning.worker import WorkerSetup
+
+    cfg = plan.cfg
+    download_outputs(plan.location, plan.exp_dir)
+    resuming = check_experiment_dir(plan)
+    started = time.time()
+    say(connect_ray(address, cfg.resources.num_cpus))
+    check_resources(plan, say)
+    data = prepare_search_data(cfg.data, plan.base_cfg)
+    say(f"data: {data.describe()}")
+    datasets = build_ray_datasets(data)
+    rows_per_worker = data.counts["train_rows"] / cfg.resources.num_workers + data.counts["val_rows"]
+    in_memory = rows_per_worker * core_row_bytes(data) / 2**20 <= cfg.data.in_memory_max_mb
+    setup = TrialSetup(
+        base_config=to_dict(plan.base_cfg),
+        base_shape=plan.base_shape,
+        worker=WorkerSetup(shapes=data.shapes, class_names=data.class_names, norm=data.norm,
+                           stimuli_ref=ray.put(data.stimuli), in_memory=in_memory, pid_dir=cfg.pid_dir),
+        datasets=datasets,
+        runs_path=f"{plan.location}/train_runs",
+        num_workers=cfg.resources.num_workers,
+        cpus_per_worker=cfg.resources.cpus_per_worker,
+        gpus_per_worker=cfg.resources.gpus_per_worker,
+        placement_strategy=cfg.resources.placement_strategy,
+        max_failures=cfg.fault.max_failures,
+        keep_checkpoints=cfg.fault.keep_checkpoints,
+    )
+    restore = resuming and ray.tune.Tuner.can_restore(plan.location)
+    if restore:
+        say(f"resuming search {cfg.name} from {plan.location}: {describe_restored_searcher(plan.location)}")
+    else:
+        plan.exp_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(plan.exp_dir / "search_config.yaml", dump_config(cfg))
+        upload_outputs(plan.exp_dir, plan.location)
+    tuner = build_tuner(plan, setup, restore)
+    say(f"search {cfg.name}: {cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
+        f"({'GPU, nccl' if cfg.resources.use_gpu else 'CPU, gloo'}), results in {plan.exp_dir}")
+    fit_started = time.time()
+    results = tuner.fit()
+    tuning_seconds = time.time() - fit_started
+    status, table = finish_search(plan, results, data, say)
+    upload_outputs(plan.exp_dir, plan.location)
+    say(f"search took {time.time() - started:.0f} s")
+    return SearchOutcome(status, table, results, tuning_seconds, time.time() - started)
+
+
+def describe_restored_searcher(location: str) -> str:
+    """What the saved searcher state holds (the searcher Tune restores from it)."""
+    from tuning.results import load_searcher_state
+
+    state = load_searcher_state(location)
+    if not isinstance(state, dict) or "_ot_study" not in state:
+        return "no saved searcher state (trials restart, the sampler starts afresh)"
+    study = state["_ot_study"]
+    return f"OptunaSearch state with {len(study.trials)} trials in its Optuna study"
+
+
+def finish_search(plan: SearchPlan, results, data, say) -> tuple[int, Any]:
+    """Trial table, best config, plots, outer CV of the best config, summary.md; prints where they are."""
+    from mercl.training.config import train_config_from_dict
+    from tuning.results import (
+        STATUS_STOPPED,
+        asha_stopped,
+        best_trial,
+        searcher_study,
+        study_from_table,
+        summary_markdown,
+        trial_table,
+        write_best_config,
+        write_plots,
+        write_text_atomic,
+        write_trial_tables,
+    )
+    from tuning.tensorboard import tensorboard_command
+    from tuning.trial import trial_train_config
+
+    cfg, exp_dir = plan.cfg, plan.exp_dir
+    table = trial_table(results, plan.base_shape, asha_stopped(exp_dir), cfg.metric, cfg.mode, plan.planned_epochs)
+    write_trial_tables(table, exp_dir)
+    best = best_trial(table, cfg.metric, cfg.mode) if len(table) else None
+    hparam_names = [c for c in table.columns if c in plan.specs or c == "dilations"]
+    crossval = None
+    if best is not None:
+        params = next(r.config for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
+        best_train = trial_train_config(dict(params), _setup_like(plan))
+        write_best_config(best_train, best, exp_dir, cfg.metric)
+        if cfg.crossval.enabled:
+            from mercl.training.crossval import cross_validate
+
+            say(f"outer cross-validation of the best config ({cfg.data.protocol}, {data.n_folds} folds)")
+            crossval = cross_validate(str(data.dataset_dir), cfg.data.label, train_config_from_dict(best_train),
+                                      protocol=cfg.data.protocol, folds=cfg.data.folds,
+                                      out_dir=exp_dir / "crossval", show_progress=False, console=say,
+                                      config_name=str(exp_dir / "best_config.yaml"))
+    study = study_from_table(table, plan.specs, cfg.metric, cfg.mode)
+    plots = write_plots(study, exp_dir / "plots")
+    saved = searcher_study(plan.location)
+    tb = tensorboard_command(exp_dir)
+    protocol = f"{cfg.data.protocol}-grouped" if cfg.data.protocol == "trial" else cfg.data.protocol
+    summary = summary_markdown(
+        name=cfg.name, exp_dir=exp_dir, table=table, best=best, hparam_names=hparam_names, metric=cfg.metric,
+        data_text=data.describe(), protocol_text=f"{protocol}, {data.n_folds} folds", crossval=crossval,
+        test_fold=cfg.data.test_fold, plots=plots, study_trials=len(saved.trials) if saved is not None else None,
+        tensorboard_cmd=tb)
+    write_text_atomic(exp_dir / "summary.md", summary)
+    n_stopped = int((table["status"] == STATUS_STOPPED).sum()) if len(table) else 0
+    say("")
+    if best is not None:
+        shown = ", ".join(f"{h}={_short(best[h])}" for h in hparam_names)
+        say(f"best trial {best['trial_id']}: {cfg.metric} {best[f'best_finetune_{cfg.metric}']:.4f} ({shown})")
+    else:
+        say("no trial reported a validation metric")
+    say(f"{len(table)} trials, {n_stopped} stopped early by ASHA")
+    if crossval is not None:
+        say(f"outer CV of the best config: mercl {crossval.mean('mercl'):.3f}, majority "
+            f"{crossval.mean('majority'):.3f} [{crossval.protocol}]")
+    say(f"results: {plan.location} (summary.md, trials.csv, best_config.yaml, plots/)"
+        + (f"; local copy {exp_dir}" if plan.location != str(exp_dir) else ""))
+    say(f"TensorBoard: {tb}")
+    return (0 if best is not None else 1), table
+
+
+def _setup_like(plan: SearchPlan):
+    """The two TrialSetup fields :func:`tuning.trial.trial_train_config` reads."""
+    from types import SimpleNamespace
+
+    from mercl.config import to_dict
+
+    return SimpleNamespace(base_config=to_dict(plan.base_cfg), base_shape=plan.base_shape)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = plan_search(args.config, cli_overrides(args))
+        if args.check:
+            print(f"{PROG}: config OK: {len(plan.specs)} hyperparameters, dataset {plan.dataset_dir}, "
+                  f"results in {plan.exp_dir}")
+            return 0
+        return run_search(plan, address=args.address)
+    except MerclError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The per-trial Tune driver: a function trainable that builds and runs one Ray Train TorchTrainer.
+
+This is Ray 2.x's Train V2 + Tune pattern (``Tuner(TorchTrainer(...))`` is gone): Tune runs
+:func:`run_trial` with the sampled hyperparameters; it turns them into a training config,
+and starts a DDP ``TorchTrainer`` (gloo on CPU, NCCL on GPU) whose workers run
+:func:`tuning.worker.train_loop_per_worker`. ``TuneReportCallback`` forwards every epoch's
+report to Tune (ASHA, Optuna, the progress table, TensorBoard).
+
+Fault tolerance, two levels:
+
+* a worker dies -> Ray Train restarts the worker group (``FailureConfig(max_failures)``) and
+  the workers resume from the run's newest checkpoint;
+* the whole search is interrupted -> ``Tuner.restore`` restarts unfinished trials; this
+  function builds a trainer with the same run name and storage path, and Ray Train resumes
+  that run from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuning.space import BaseModelShape, trial_overrides
+from tuning.worker import WorkerSetup, train_loop_per_worker
+
+
+@dataclass
+class TrialSetup:
+    """The constant inputs of every trial (handed to Tune with ``tune.with_parameters``)."""
+
+    base_config: dict[str, Any]  # to_dict(TrainConfig) of the base training config
+    base_shape: BaseModelShape
+    worker: WorkerSetup
+    datasets: dict[str, Any]  # {"train", "val"}: materialised Ray Datasets
+    runs_path: str  # absolute; Ray Train runs live in <runs_path>/<trial_id>
+    num_workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    placement_strategy: str
+    max_failures: int
+    keep_checkpoints: int
+
+
+def trial_train_config(params: dict[str, Any], setup: TrialSetup) -> dict[str, Any]:
+    """The trial's full training config (a validated TrainConfig, as a dict)."""
+    from mercl.config import to_dict
+    from mercl.training.config import train_config_from_dict
+
+    return to_dict(train_config_from_dict(setup.base_config, trial_overrides(params, setup.base_shape)))
+
+
+def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, trial_name: str):
+    """The TorchTrainer of one trial (not started)."""
+    import ray.train
+    import ray.train.torch
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = setup.gpus_per_worker > 0
+    resources = {"CPU": setup.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = setup.gpus_per_worker
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "setup": setup.worker,
+            "train_config": trial_train_config(params, setup),
+            "trial_name": trial_name,
+        },
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=setup.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=setup.placement_strategy,
+        ),
+        datasets=setup.datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=trial_id,
+            storage_path=setup.runs_path,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=setup.keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Tune function trainable: one trial = one Ray Train run (resumed if it has checkpoints)."""
+    import ray.tune
+
+    context = ray.tune.get_context()
+    trainer = build_trainer(dict(config), setup, context.get_trial_id(), context.get_trial_name())
+    trainer.fit()

@@ -1,0 +1,198 @@
+"""``train_loop_per_worker``: one Ray Train DDP worker running mercl's two-stage training loop.
+
+Each worker takes its share of the inner-train Ray Dataset (``ray.train.get_dataset_shard``)
+and the whole inner-validation dataset, turns them into batch dicts (docs/CONTRACTS.md) with
+``iter_torch_batches`` plus the stimulus arrays from the object store, and runs
+:func:`mercl.training.loop.train_two_stage` (which wraps the model in DDP itself and gathers
+the contrastive sets over the global batch). After every epoch of both stages it reports the
+metrics with ``global_epoch`` (ASHA's time axis) and, from rank 0, a checkpoint; a restarted
+worker group resumes from the newest checkpoint.
+
+A shard that fits ``in_memory_max_mb`` is read from Ray Data once per trial and shuffled in
+memory every epoch (seeded by epoch, so a resumed run sees the same batches); a larger one
+streams through ``iter_torch_batches`` every epoch with a local shuffle buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "train_state.pt"
+
+
+@dataclass
+class WorkerSetup:
+    """What every worker of every trial needs besides its trial's training config."""
+
+    shapes: Any  # mercl.models.config.DataShapes
+    class_names: list[str]
+    norm: Any  # mercl.training.normalize.NormStats
+    stimuli_ref: Any  # ObjectRef of tuning.data.StimulusArrays
+    in_memory: bool
+    pid_dir: str | None = None
+
+
+class ShardFeed:
+    """Batches of one worker's Ray Data shard, joined with the stimulus arrays and normalised.
+
+    Batches stay on the CPU (the training loop moves them to the worker's device).
+    """
+
+    def __init__(self, shard, setup: WorkerSetup, stimuli, *, seed: int):
+        self.shard = shard
+        self.setup = setup
+        self.stimuli = stimuli
+        self.seed = seed
+        self.core: dict[str, torch.Tensor] | None = None
+        if setup.in_memory:
+            parts: dict[str, list[torch.Tensor]] = {}
+            for batch in shard.iter_torch_batches(batch_size=4096, device="cpu"):
+                for key, value in batch.items():
+                    parts.setdefault(key, []).append(value)
+            self.core = {key: torch.cat(values) for key, values in parts.items()}
+
+    def __len__(self) -> int:
+        return len(self.core["label"]) if self.core is not None else -1
+
+    def _finish(self, core: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.setup.norm.apply(self.stimuli.join(core))
+
+    def batches(self, epoch: int, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, torch.Tensor]]:
+        """One pass; training passes (``shuffle``) drop a last incomplete batch like mercl's own loader."""
+        if self.core is not None:
+            n = len(self)
+            if shuffle:
+                generator = torch.Generator()
+                generator.manual_seed(self.seed * 100_003 + epoch)
+                order = torch.randperm(n, generator=generator)
+            else:
+                order = torch.arange(n)
+            drop_last = shuffle and n > batch_size
+            stop = (n // batch_size) * batch_size if drop_last else n
+            for start in range(0, stop, batch_size):
+                idx = order[start:start + batch_size]
+                yield self._finish({k: v[idx] for k, v in self.core.items()})
+            return
+        options: dict[str, Any] = {"batch_size": batch_size, "drop_last": shuffle, "device": "cpu"}
+        if shuffle:
+            options.update(local_shuffle_buffer_size=max(4 * batch_size, 256),
+                           local_shuffle_seed=self.seed * 100_003 + epoch)
+        for core in self.shard.iter_torch_batches(**options):
+            yield self._finish(core)
+
+
+def quiet_ray_train_reports() -> None:
+    """Silence Ray Train's per-report INFO lines in the worker (two per epoch per worker).
+
+    ``RunConfig(logging_config=LoggingConfig("WARNING"))`` does not reach them in Ray 2.60:
+    one logger is named after its file instead of its module.
+    """
+    try:
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:  # another Ray version: keep its logging as it is
+        return
+    for module in (context, storage):
+        logging.getLogger(module.__file__).setLevel(logging.WARNING)
+        logging.getLogger(module.__name__).setLevel(logging.WARNING)
+
+
+def write_pid_file(pid_dir: str | None, trial_name: str, rank: int) -> None:
+    """``<pid_dir>/<trial>-rank<k>.pid`` holding this worker's PID (fault-injection tests kill it)."""
+    if not pid_dir:
+        return
+    path = Path(pid_dir) / f"{trial_name}-rank{rank}.pid"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, path)
+
+
+def load_resume_state() -> dict | None:
+    """The training state of the newest checkpoint of this run (after a restart), or None."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+def report_metrics(report, rank: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The dict reported to Tune for one epoch: plain floats, ``global_epoch``, stage."""
+    metrics: dict[str, Any] = {}
+    for key, value in report.metrics.items():
+        if isinstance(value, (int, float)) or hasattr(value, "item"):
+            value = float(value)
+            metrics[key] = value if math.isfinite(value) else float("nan")
+    metrics.update(global_epoch=int(report.global_epoch), stage=report.stage, stage_epoch=int(report.epoch))
+    metrics.update(extra)
+    return metrics
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry: ``config = {"setup": WorkerSetup, "train_config": dict, "trial_name": str}``."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from mercl.models.mercl_model import build_model
+    from mercl.training.config import train_config_from_dict
+    from mercl.training.loop import seed_everything, train_two_stage
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_ray_train_reports()
+    setup: WorkerSetup = config["setup"]
+    cfg = train_config_from_dict(config["train_config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    write_pid_file(setup.pid_dir, config.get("trial_name", "trial"), rank)
+
+    cfg.device = str(ray.train.torch.get_device())
+    stimuli = ray.get(setup.stimuli_ref)
+    train_feed = ShardFeed(ray.train.get_dataset_shard("train"), setup, stimuli, seed=cfg.seed)
+    val_feed = ShardFeed(ray.train.get_dataset_shard("val"), setup, stimuli, seed=cfg.seed)
+
+    def per_worker(batch_size: int) -> int:
+        return max(2, batch_size // world)
+
+    def train_batches(epoch: int, stage: str = "finetune"):
+        stage_cfg = cfg.pretrain if stage == "pretrain" else cfg.finetune
+        return train_feed.batches(epoch, per_worker(stage_cfg.batch_size), shuffle=True)
+
+    def val_batches():
+        return val_feed.batches(0, cfg.finetune.batch_size, shuffle=False)
+
+    resume = load_resume_state()
+    seed_everything(cfg.seed, cfg.deterministic)
+    model = build_model(cfg.model, setup.shapes)
+    restarts = int(resume.get("restarts", 0)) + 1 if resume is not None else 0
+
+    def on_epoch_end(report) -> None:
+        if report.stage == "pretrain" and world > 1:
+            # Stage 1 leaves the head's parameters frozen and the loop wraps stage 2's DDP before it
+            # marks them trainable again; DDP then finds no trainable parameter. Unfreeze them here
+            # (they take no part in stage 1's loss, and stage 2 sets every flag itself).
+            for p in model.head_parameters():
+                p.requires_grad_(True)
+        metrics = report_metrics(report, rank, {"restarts": restarts})
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        state = report.state()
+        state["restarts"] = restarts
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    train_two_stage(model, train_batches, val_batches, cfg, on_epoch_end=on_epoch_end, resume=resume,
+                    class_names=setup.class_names)
