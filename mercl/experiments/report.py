@@ -1,0 +1,309 @@
+"""``mercl report RUN_DIR``: RUN_DIR/report.md and report.html with tables and PNG figures.
+
+Reads what :func:`mercl.experiments.runner.run_experiment` stored (``experiment.json``,
+``results.csv`` and the unit JSONs in ``cache/``) and writes, next to the report, in
+``RUN_DIR/figures/``: confusion matrices (summed over folds), per-subject accuracy bars,
+MERCL training curves (the runs' histories), a 2-D t-SNE of the saved shared embeddings
+coloured by class and by modality. PNGs found under any ``plots/`` folder of RUN_DIR (a
+hyperparameter search's output) are included too. The Markdown references images by
+relative path; the HTML embeds them (base64), so it is self-contained.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mercl.data.labels import class_names
+from mercl.errors import MerclError
+from mercl.experiments.runner import load_record
+from mercl.experiments.tables import TABLE_TITLES, gap_table, method_table, to_markdown
+
+MODALITY_COLOURS = {"video": "tab:blue", "audio": "tab:orange", "eeg": "tab:green"}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def _save(fig, path: Path) -> Path:
+    """Atomic PNG write."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(records: list[dict], rows: list[str], scheme: str, path: Path) -> Path:
+    """One confusion matrix per row (summed over folds), row-normalised colours, counts written."""
+    plt = _pyplot()
+    names = class_names(scheme)
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), squeeze=False)
+    for ax, row in zip(axes[0], rows, strict=True):
+        mats = [np.asarray(r["confusion"]) for r in records if r["row"] == row]
+        total = np.sum(mats, axis=0) if mats else np.zeros((len(names), len(names)), int)
+        norm = total / np.maximum(total.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, str(int(total[i, j])), ha="center", va="center",
+                        color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+        ax.set_title(row, fontsize=9)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+    axes[0][0].set_ylabel("true", fontsize=8)
+    return _save(fig, path)
+
+
+def per_subject_figure(records: list[dict], rows: list[str], path: Path) -> Path:
+    """Grouped bars: accuracy per subject (test rows over all folds), one bar per row/method."""
+    plt = _pyplot()
+    frames = [pd.DataFrame({**r["predictions"], "method": r["row"]}) for r in records]
+    pred = pd.concat(frames, ignore_index=True)
+    pred["correct"] = pred["label"] == pred["prediction"]
+    table = pred.pivot_table(index="subject", columns="method", values="correct", aggfunc="mean")
+    table = table[[r for r in rows if r in table.columns]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(table) * max(1, len(rows)) / 2), 3.2))
+    table.plot.bar(ax=ax, width=0.8)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def training_curves_figure(records: list[dict], path: Path) -> Path | None:
+    """Loss and inner-validation metric per epoch, one line per fold (MERCL histories)."""
+    plt = _pyplot()
+    runs = [r for r in records if r.get("history")]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for r in runs:
+        hist = pd.DataFrame(r["history"])
+        for ax, col in zip(axes, ("loss", "val_metric"), strict=True):
+            if col in hist:
+                ax.plot(hist["global_epoch"], hist[col], marker="o", ms=3, label=f"fold {r['fold']}")
+    for ax, title in zip(axes, ("training loss", "inner-validation metric"), strict=True):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch (pre-training, then fine-tuning)", fontsize=8)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def tsne_figure(records: list[dict], scheme: str, path: Path, seed: int = 0) -> Path | None:
+    """2-D t-SNE of the saved shared embeddings (valid ones), coloured by class and by modality."""
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    xs, classes, modalities = [], [], []
+    for r in records:
+        emb = r.get("embeddings")
+        if not emb:
+            continue
+        for m, z in emb["z"].items():
+            valid = np.asarray(emb["valid"][m], bool)
+            z = np.asarray(z, np.float32)[valid]
+            xs.append(z)
+            classes += list(np.asarray(emb["labels"])[valid])
+            modalities += [m] * len(z)
+    if not xs or sum(len(x) for x in xs) < 5:
+        return None
+    x = np.concatenate(xs)
+    # a few hundred points: the exact gradient (numpy, O(N^2)) beats Barnes-Hut's threads
+    method = "exact" if len(x) <= 1000 else "barnes_hut"
+    xy = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", method=method,
+              max_iter=500, random_state=seed).fit_transform(x)
+    names = class_names(scheme)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    classes = np.asarray(classes)
+    for k, name in enumerate(names):
+        sel = classes == k
+        axes[0].scatter(xy[sel, 0], xy[sel, 1], s=8, label=name)
+    modalities = np.asarray(modalities)
+    for m, colour in MODALITY_COLOURS.items():
+        sel = modalities == m
+        if sel.any():
+            axes[1].scatter(xy[sel, 0], xy[sel, 1], s=8, c=colour, label=m)
+    for ax, title in zip(axes, ("by class", "by modality"), strict=True):
+        ax.set_title(f"t-SNE of shared embeddings, {title}", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+class Blocks:
+    """The report's content, rendered once as Markdown and once as HTML."""
+
+    def __init__(self):
+        self.items: list[tuple[str, object]] = []
+
+    def heading(self, text: str, level: int = 2):
+        self.items.append(("h", (level, text)))
+
+    def para(self, text: str):
+        self.items.append(("p", text))
+
+    def table(self, frame: pd.DataFrame):
+        self.items.append(("t", frame))
+
+    def image(self, path: Path, root: Path, caption: str):
+        self.items.append(("i", (path, root, caption)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, value in self.items:
+            if kind == "h":
+                out.append("#" * value[0] + " " + value[1])
+            elif kind == "p":
+                out.append(value)
+            elif kind == "t":
+                out.append(to_markdown(value))
+            else:
+                path, root, caption = value
+                out.append(f"![{caption}]({path.relative_to(root).as_posix()})")
+            out.append("")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+               "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+               "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
+               "img{max-width:100%}</style></head><body>"]
+        for kind, value in self.items:
+            if kind == "h":
+                out.append(f"<h{value[0]}>{html.escape(value[1])}</h{value[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(value.replace('**', '').replace('> ', ''))}</p>")
+            elif kind == "t":
+                out.append(value.to_html(escape=True))
+            else:
+                path, _root, caption = value
+                data = base64.b64encode(path.read_bytes()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _experiment_sections(blocks: Blocks, run_dir: Path, figures: Path) -> None:
+    meta = json.loads((run_dir / "experiment.json").read_text())
+    results = pd.read_csv(run_dir / "results.csv")
+    records = {}
+    for rel in meta["units"]:
+        rec = load_record(run_dir / rel)
+        if rec is None:
+            raise MerclError(f"{run_dir / rel}: missing or unreadable unit result (re-run mercl experiment)")
+        records[rel] = rec
+    blocks.heading(f"MERCL experiment `{meta['kind']}` on {meta['dataset_id']}", 1)
+    blocks.para(f"Label schemes: {', '.join(meta['schemes'])}. Protocols: "
+                f"{', '.join('segment (LEAKY)' if p == 'segment' else p for p in meta['protocols'])}. "
+                f"Folds: {meta['n_folds']}; seed {meta['seed']}; training config "
+                f"`{meta['config_name'] or 'custom'}` ({meta['config_hash']}). "
+                "Cells: mean ± std over folds; every table includes the majority-class baseline.")
+    for protocol, warning in meta.get("warnings", {}).items():
+        blocks.para(f"> **LEAKY PROTOCOL ({protocol}).** {warning}")
+    tables = list(dict.fromkeys(results["table"]))
+    for table in tables:
+        for protocol in meta["protocols"]:
+            plabel = "segment (LEAKY)" if protocol == "segment" else protocol
+            blocks.heading(f"{TABLE_TITLES.get(table, table)}: protocol {plabel}", 2)
+            blocks.table(method_table(results, table, protocol))
+        if {"segment", "trial"} <= set(meta["protocols"]):
+            blocks.heading(f"{TABLE_TITLES.get(table, table)}: leakage gap (segment LEAKY - trial)", 2)
+            blocks.para("Mean accuracy under the paper's segment-level k-fold (LEAKY) beside the trial-grouped "
+                        "k-fold; the gap is how much of the segment-level accuracy comes from leakage.")
+            blocks.table(gap_table(results, table))
+
+    blocks.heading("Figures", 2)
+    unit_of = results.assign(rec=results["unit_file"].map(records))
+    for protocol in meta["protocols"]:
+        plabel = "segment (LEAKY)" if protocol == "segment" else protocol
+        for scheme in meta["schemes"]:
+            part = unit_of[(unit_of["protocol"] == protocol) & (unit_of["scheme"] == scheme)]
+            part = part.drop_duplicates(subset=["row", "unit_file"])
+            recs = [{**r, "row": row} for r, row in zip(part["rec"], part["row"], strict=True)]
+            rows = list(dict.fromkeys(part["row"]))
+            tag = _safe(f"{protocol}-{scheme}")
+            blocks.heading(f"{scheme}, protocol {plabel}", 3)
+            path = confusion_figure(recs, rows, scheme, figures / f"confusion-{tag}.png")
+            blocks.image(path, run_dir, f"confusion matrices, {scheme}, {plabel} (summed over folds)")
+            path = per_subject_figure(recs, rows, figures / f"per-subject-{tag}.png")
+            blocks.image(path, run_dir, f"per-subject accuracy, {scheme}, {plabel}")
+            mercl_rows = [r for r in rows if any(x["row"] == r and x["method"] == "mercl" for x in recs)]
+            if mercl_rows:
+                main = "full" if "full" in mercl_rows else ("A+V+E" if "A+V+E" in mercl_rows else mercl_rows[0])
+                mine = [x for x in recs if x["row"] == main]
+                path = training_curves_figure(mine, figures / f"training-{tag}.png")
+                if path is not None:
+                    blocks.image(path, run_dir, f"training curves of MERCL ({main}), {scheme}, {plabel}")
+                path = tsne_figure(mine, scheme, figures / f"tsne-{tag}.png", seed=int(meta["seed"]))
+                if path is not None:
+                    blocks.image(path, run_dir, f"t-SNE of MERCL ({main}) test-fold embeddings, {scheme}, {plabel}")
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write RUN_DIR/report.md, report.html and RUN_DIR/figures/*.png -> (markdown path, html path)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MerclError(f"{run_dir}: no such run directory")
+    has_experiment = (run_dir / "experiment.json").is_file() and (run_dir / "results.csv").is_file()
+    search_plots = sorted(p for p in run_dir.rglob("*.png") if p.parent.name == "plots")
+    if not has_experiment and not search_plots:
+        raise MerclError(f"{run_dir}: neither an experiment run (experiment.json, results.csv) "
+                         "nor a search output (plots/*.png)")
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    blocks = Blocks()
+    if has_experiment:
+        _experiment_sections(blocks, run_dir, figures)
+    else:
+        blocks.heading(f"Report: {run_dir.name}", 1)
+    if search_plots:
+        blocks.heading("Hyperparameter search plots", 2)
+        for path in search_plots:
+            blocks.image(path, run_dir, path.stem.replace("_", " "))
+    md, page = run_dir / "report.md", run_dir / "report.html"
+    _write_text(md, blocks.markdown())
+    _write_text(page, blocks.html(f"MERCL report: {run_dir.name}"))
+    return md, page

@@ -1,0 +1,423 @@
+"""Run the paper's experiments as method x fold units, each cached on disk.
+
+An experiment (``paper``, ``modalities``, ``ablation``) is a list of table *rows* (a MERCL
+variant or a baseline) evaluated for every label scheme and protocol on the same folds
+(:func:`mercl.data.splits.make_folds` seeded with the training config's seed, so MERCL and
+every baseline see the same splits). One *unit* = (row, scheme, protocol, fold). Its result
+is one small JSON file ``RUN_DIR/cache/<key>.json`` written atomically; ``key`` hashes
+everything the result depends on (dataset id, method and its config, scheme, protocol,
+folds, seed, fold index), so a re-run computes only what changed, and a unit shared by two
+tables (the full model of Tables 8 and 9) is computed once.
+
+Per-unit JSON: scores (accuracy, macro_f1, n_test, confusion), timings (train_s,
+predict_s), per-row predictions (row, subject, label, prediction), and for MERCL the
+training history and a sample of test-fold shared embeddings (for the report's t-SNE).
+``RUN_DIR/experiment.json`` lists the experiment and its unit files; ``results.csv`` holds
+one row per unit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mercl.config import config_hash, to_dict
+from mercl.data.labels import available_schemes, class_names
+from mercl.data.reader import PreparedDataset, load_dataset
+from mercl.data.splits import make_folds
+from mercl.errors import MerclError
+from mercl.training.config import TrainConfig
+from mercl.training.crossval import PROTOCOLS, apply_ablations, protocol_label, variant_name
+from mercl.training.metrics import classification_metrics, majority_baseline
+
+EXPERIMENTS = ("paper", "modalities", "ablation")
+PROTOCOL_CHOICES = ("trial", "subject", "segment", "both")
+BASELINE_METHODS = ("ve_bilstm", "ave_rt", "ave_kelm", "ave_lstm")
+PAPER_METHODS = ("mercl", *BASELINE_METHODS, "majority")
+EMBEDDING_SAMPLE = 64  # test rows per MERCL fold whose shared embeddings are kept for the report
+CACHE_VERSION = 1
+
+
+@dataclass
+class Row:
+    """One table row: ``label`` as printed, ``method`` (``mercl``, a baseline, ``majority``),
+    the MERCL config of the row (None for the baselines), and the paper table it belongs to."""
+
+    label: str
+    method: str
+    cfg: TrainConfig | None = None
+    table: str = ""
+
+
+@dataclass
+class Experiment:
+    """What ``mercl experiment`` runs."""
+
+    kind: str
+    dataset: Path
+    protocols: list[str]  # "trial" / "subject" / "segment"
+    schemes: list[str]
+    rows: list[Row]
+    folds: int
+    cfg: TrainConfig
+    config_name: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+
+@dataclass
+class Unit:
+    row: Row
+    scheme: str
+    protocol: str
+    fold: int
+    key: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.key}.json"
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run_experiment` returns: per-unit results and how many were computed now."""
+
+    results: pd.DataFrame
+    computed: int
+    cached: int
+    units: list[Unit] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- experiment definitions
+
+
+def protocols_of(choice: str) -> list[str]:
+    """``both`` -> the paper's segment-level k-fold (LEAKY) beside the trial-grouped one."""
+    if choice not in PROTOCOL_CHOICES:
+        raise MerclError(f"unknown protocol '{choice}' (choose from {', '.join(PROTOCOL_CHOICES)})")
+    return ["segment", "trial"] if choice == "both" else [choice]
+
+
+def experiment_rows(kind: str, cfg: TrainConfig, methods: list[str] | None = None) -> list[Row]:
+    """The rows of an experiment's tables; ``methods`` keeps only rows of those methods (paper)."""
+    if kind == "paper":
+        chosen = list(methods) if methods else list(PAPER_METHODS)
+        unknown = [m for m in chosen if m not in PAPER_METHODS]
+        if unknown:
+            raise MerclError(f"--methods: unknown method(s) {', '.join(unknown)} "
+                             f"(choose from {', '.join(PAPER_METHODS)})")
+        if "majority" not in chosen:
+            chosen.append("majority")  # every table has the majority-class baseline
+        return [Row(m, m, cfg if m == "mercl" else None, "methods") for m in chosen]
+    if kind == "modalities":
+        combos = (("A+V", ["video", "audio"]), ("A+E", ["audio", "eeg"]), ("V+E", ["video", "eeg"]),
+                  ("A+V+E", ["video", "audio", "eeg"]))
+        rows = [Row(name, "mercl", apply_ablations(cfg, modalities=mods), "modalities") for name, mods in combos]
+        return rows + [Row("majority", "majority", None, "modalities")]
+    if kind == "ablation":
+        rows = [
+            Row("w/o contrastive learning", "mercl", apply_ablations(cfg, contrastive=False), "ablation"),
+            Row("w/o cross-modal attention", "mercl", apply_ablations(cfg, cross_attention=False), "ablation"),
+            Row("w/o both", "mercl", apply_ablations(cfg, contrastive=False, cross_attention=False), "ablation"),
+            Row("full", "mercl", cfg, "ablation"),
+            Row("majority", "majority", None, "ablation"),
+            Row("w/o energy sample selection", "mercl", apply_ablations(cfg, energy_gate=False), "energy"),
+            Row("with energy sample selection", "mercl", cfg, "energy"),
+            Row("majority", "majority", None, "energy"),
+        ]
+        return rows
+    raise MerclError(f"unknown experiment '{kind}' (choose from {', '.join(EXPERIMENTS)})")
+
+
+def dataset_schemes(prepared: PreparedDataset, wanted: list[str] | None = None) -> list[str]:
+    """The label schemes the dataset supports (``wanted`` must be among them)."""
+    have = available_schemes(prepared.rows.columns, prepared.rows)
+    have = [s for s in have if s != "class2"] or have  # class2 only for datasets with nothing else
+    if not wanted:
+        return have
+    missing = [s for s in wanted if s not in have]
+    if missing:
+        raise MerclError(f"{prepared.path}: label scheme(s) {', '.join(missing)} not available "
+                         f"(this dataset supports {', '.join(have)})")
+    return list(wanted)
+
+
+def method_signature(row: Row) -> dict:
+    """Everything a row's results depend on besides data/fold (part of the cache key)."""
+    if row.method == "mercl":
+        return {"method": "mercl", "config": config_hash(row.cfg)}
+    if row.method == "majority":
+        return {"method": "majority"}
+    from mercl.baselines import CPU_OPTIONS
+
+    return {"method": row.method, "options": CPU_OPTIONS.get(row.method, {})}
+
+
+def plan_units(exp: Experiment, dataset_id: str, n_folds: dict[str, int]) -> list[Unit]:
+    """Every (row, scheme, protocol, fold) unit; units with equal keys are listed once."""
+    units, seen = [], set()
+    for protocol in exp.protocols:
+        for scheme in exp.schemes:
+            for row in exp.rows:
+                for fold in range(n_folds[protocol]):
+                    key_data = {"v": CACHE_VERSION, "dataset": dataset_id, **method_signature(row),
+                                "scheme": scheme, "protocol": protocol, "folds": exp.folds,
+                                "seed": exp.seed, "fold": fold}
+                    key = f"{row.method}-{scheme}-{protocol}-f{fold}-{config_hash(key_data)}"
+                    if (key, row.label, row.table) in seen:
+                        continue
+                    seen.add((key, row.label, row.table))
+                    units.append(Unit(row, scheme, protocol, fold, key))
+    return units
+
+
+# ----------------------------------------------------------------------------- one unit
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    sc = classification_metrics(y_true, y_pred, n_classes)
+    return {"accuracy": sc.accuracy, "macro_f1": sc.macro_f1, "n_test": sc.n, "confusion": sc.confusion.tolist()}
+
+
+def _embedding_sample(run, prepared: PreparedDataset, rows: np.ndarray, scheme: str, cfg: TrainConfig) -> dict:
+    """Shared embeddings of up to EMBEDDING_SAMPLE test rows: {modality: (n, D) list}, labels, valid."""
+    import torch
+
+    from mercl.training.loop import embed_batches
+
+    rng = np.random.default_rng(cfg.seed)
+    sample = np.sort(rng.choice(rows, size=min(EMBEDDING_SAMPLE, len(rows)), replace=False))
+    with torch.no_grad():
+        _, labels, z, valid = embed_batches(run.model, run.batches(prepared, sample, scheme, cfg), cfg, run.device)
+    return {
+        "labels": labels.astype(int).tolist(),
+        "z": {m: np.round(v.numpy(), 4).tolist() for m, v in z.items()},
+        "valid": {m: v.numpy().astype(bool).tolist() for m, v in valid.items()},
+    }
+
+
+def run_mercl_fold(prepared: PreparedDataset, scheme: str, cfg: TrainConfig, cv, fold) -> dict:
+    """Train MERCL on one outer fold with crossval's :func:`train_split` (inner split for early
+    stopping, normalisation from inner-train rows) and predict the test rows."""
+    from mercl.training.crossval import train_split
+    from mercl.training.loop import predict_batches
+
+    labels = prepared.labels(scheme)
+    inner_train, inner_val = cv.inner_split(fold.train, labels, cfg.val_fraction)
+    start = time.perf_counter()
+    run = train_split(prepared, scheme, inner_train, inner_val, cfg, show_progress=False)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = predict_batches(run.model, run.batches(prepared, fold.test, scheme, cfg), run.device)
+    predict_s = time.perf_counter() - start
+    order = np.argsort(pred["index"], kind="stable")
+    if not np.array_equal(pred["index"][order], fold.test):
+        raise RuntimeError("predictions do not cover the test fold")  # a bug, not a user error
+    return {
+        "y_true": pred["label"][order], "y_pred": pred["pred"][order], "train_s": train_s, "predict_s": predict_s,
+        "history": run.result.history, "best_epoch": run.result.best_epoch, "variant": variant_name(cfg),
+        "embeddings": _embedding_sample(run, prepared, fold.test, scheme, cfg),
+    }
+
+
+def run_baseline_fold(prepared: PreparedDataset, features, method: str, scheme: str, seed: int, fold) -> dict:
+    """Fit a baseline on the fold's training rows and predict its test rows."""
+    labels = prepared.labels(scheme)
+    if method == "majority":
+        start = time.perf_counter()
+        pred, _ = majority_baseline(labels[fold.train], labels[fold.test], len(class_names(scheme)))
+        return {"y_true": labels[fold.test], "y_pred": pred, "train_s": time.perf_counter() - start,
+                "predict_s": 0.0}
+    from mercl.baselines import CPU_OPTIONS, get_baseline
+
+    model = get_baseline(method)(seed=seed, **CPU_OPTIONS.get(method, {}))
+    start = time.perf_counter()
+    model.fit(features, fold.train, labels[fold.train])
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = model.predict(features, fold.test)
+    return {"y_true": labels[fold.test], "y_pred": pred, "train_s": train_s,
+            "predict_s": time.perf_counter() - start}
+
+
+def unit_record(unit: Unit, prepared: PreparedDataset, fold, out: dict, plabel: str) -> dict:
+    """The JSON stored for one unit."""
+    n_classes = len(class_names(unit.scheme))
+    meta = prepared.rows.iloc[fold.test]
+    record = {
+        "key": unit.key, "row": unit.row.label, "method": unit.row.method, "table": unit.row.table,
+        "scheme": unit.scheme, "protocol": unit.protocol, "protocol_label": plabel, "fold": unit.fold,
+        "held_out_subject": fold.held_out_subject or "",
+        **_scores(out["y_true"], out["y_pred"], n_classes),
+        "train_s": float(out["train_s"]), "predict_s": float(out["predict_s"]),
+        "predictions": {"row": fold.test.astype(int).tolist(), "subject": meta["subject"].astype(str).tolist(),
+                        "label": np.asarray(out["y_true"]).astype(int).tolist(),
+                        "prediction": np.asarray(out["y_pred"]).astype(int).tolist()},
+    }
+    for extra in ("history", "best_epoch", "variant", "embeddings"):
+        if extra in out:
+            record[extra] = out[extra]
+    return record
+
+
+def compute_unit(prepared: PreparedDataset, features, unit: Unit, cv, seed: int) -> dict:
+    """One unit's JSON record (``features``: the baselines' inputs, None for MERCL/majority)."""
+    fold = cv.folds[unit.fold]
+    if unit.row.method == "mercl":
+        result = run_mercl_fold(prepared, unit.scheme, unit.row.cfg, cv, fold)
+    else:
+        result = run_baseline_fold(prepared, features, unit.row.method, unit.scheme, seed, fold)
+    return unit_record(unit, prepared, fold, result, protocol_label(unit.protocol))
+
+
+def compute_unit_from_path(dataset: str, unit: Unit, cv, seed: int) -> dict:
+    """:func:`compute_unit` in a worker process: loads the dataset (and baseline features) itself."""
+    prepared = load_dataset(dataset, verify=False)
+    features = None
+    if unit.row.method in BASELINE_METHODS:
+        from mercl.baselines import build_features
+
+        features = build_features(prepared, progress=False)
+    return compute_unit(prepared, features, unit, cv, seed)
+
+
+def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, show_progress: bool):
+    """Yield (unit, record) as the Ray tasks (one per unit) finish. Ray is imported only here."""
+    import ray
+    from tqdm.auto import tqdm
+
+    if any(u.row.method in BASELINE_METHODS for u in units):  # build the shared cache once, not per task
+        from mercl.baselines import build_features
+
+        build_features(load_dataset(exp.dataset), progress=show_progress)
+    started = not ray.is_initialized()
+    if started:
+        if address == "local":
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(compute_unit_from_path)
+        dataset = str(Path(exp.dataset).resolve())
+        pending = {task.remote(dataset, u, cvs[u.protocol, u.scheme], exp.seed): u for u in units}
+        with tqdm(total=len(pending), desc="method x fold (ray)", unit="unit", disable=not show_progress) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                unit = pending.pop(done[0])
+                yield unit, ray.get(done[0])
+                bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- the whole experiment
+
+
+def load_record(path: Path) -> dict | None:
+    """A unit's stored result, or None when absent/unreadable (then it is recomputed)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_experiment(
+    exp: Experiment,
+    out_dir: str | Path,
+    *,
+    show_progress: bool = True,
+    console: Callable[[str], None] | None = print,
+    ray_address: str | None = None,
+) -> RunOutcome:
+    """Run (or read from RUN_DIR/cache) every unit of ``exp``; writes experiment.json and results.csv.
+
+    ray_address: None computes the units here, one after the other; otherwise one Ray task per
+    unit (``"local"``: a fresh local Ray instance; else a cluster address such as ``"auto"``);
+    the dataset path must be readable by the workers. Same results either way.
+    """
+    say = console or (lambda _msg: None)
+    out = Path(out_dir)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    prepared = load_dataset(exp.dataset)
+    dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
+
+    cvs = {}
+    for protocol in exp.protocols:
+        for scheme in exp.schemes:
+            cvs[protocol, scheme] = make_folds(PROTOCOLS[protocol], prepared.subjects, prepared.trials,
+                                               prepared.labels(scheme), exp.folds, seed=exp.seed)
+    n_folds = {p: len(cvs[p, exp.schemes[0]]) for p in exp.protocols}
+    units = plan_units(exp, dataset_id, n_folds)
+    todo = [u for u in units if load_record(cache / u.file_name) is None]
+    n_keys = len({u.key for u in units})
+    n_todo = len({u.key for u in todo})
+    say(f"experiment {exp.kind} on {dataset_id}: {n_keys} units (method x scheme x protocol x fold), "
+        f"{n_keys - n_todo} cached, {n_todo} to compute")
+    for protocol in exp.protocols:
+        if cvs[protocol, exp.schemes[0]].leaky:
+            say(f"LEAKY: protocol {protocol}: {cvs[protocol, exp.schemes[0]].warning}")
+
+    distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
+    if ray_address is not None and distinct:
+        for unit, record in _run_on_ray(exp, distinct, cvs, ray_address, show_progress):
+            write_json_atomic(cache / unit.file_name, record)
+    elif distinct:
+        features = None
+        if any(u.row.method in BASELINE_METHODS for u in distinct):
+            from mercl.baselines import build_features
+
+            say("baseline features: building or reading DATASET/cache")
+            features = build_features(prepared, progress=show_progress)
+
+        from tqdm.auto import tqdm
+
+        for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
+            record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
+            write_json_atomic(cache / unit.file_name, record)
+
+    table_rows = []
+    for unit in units:
+        record = load_record(cache / unit.file_name)
+        table_rows.append({"row": unit.row.label, "table": unit.row.table, "method": unit.row.method,
+                           "scheme": unit.scheme, "protocol": unit.protocol,
+                           "protocol_label": protocol_label(unit.protocol), "fold": unit.fold,
+                           "accuracy": record["accuracy"], "macro_f1": record["macro_f1"],
+                           "n_test": record["n_test"], "train_s": record["train_s"],
+                           "predict_s": record["predict_s"], "unit_file": f"cache/{unit.file_name}"})
+    results = pd.DataFrame(table_rows)
+    meta = {
+        "kind": exp.kind, "dataset": str(exp.dataset), "dataset_id": dataset_id, "protocols": exp.protocols,
+        "schemes": exp.schemes, "folds": exp.folds, "n_folds": n_folds, "seed": exp.seed,
+        "config_name": exp.config_name, "config_hash": config_hash(exp.cfg), "config": to_dict(exp.cfg),
+        "rows": [{"label": r.label, "method": r.method, "table": r.table} for r in exp.rows],
+        "warnings": {p: cvs[p, exp.schemes[0]].warning for p in exp.protocols if cvs[p, exp.schemes[0]].leaky},
+        "units": [f"cache/{u.file_name}" for u in units],
+    }
+    tmp = out / f"results.csv.tmp-{os.getpid()}"
+    results.to_csv(tmp, index=False)
+    os.replace(tmp, out / "results.csv")
+    write_json_atomic(out / "experiment.json", meta)
+    computed = len(distinct)
+    say(f"computed {computed} units, {n_keys - computed} from the cache; wrote {out / 'results.csv'}")
+    return RunOutcome(results, computed, n_keys - computed, units)

@@ -1,0 +1,85 @@
+"""The experiment's tables, laid out like the paper's: rows = methods, column groups = label schemes.
+
+Every cell is ``mean ± std`` over folds (population std, ``ddof=0``, as ``mercl evaluate``
+prints) of the per-fold results in ``results.csv`` / the unit JSONs, with 3 decimals. Every
+table carries the majority-class row and names its protocol; the segment protocol is LEAKY.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+TABLE_TITLES = {
+    "methods": "Methods (paper Tables 3-6)",
+    "modalities": "Modality combinations of MERCL (paper Table 7)",
+    "ablation": "Ablation of MERCL (paper Table 8)",
+    "energy": "Audio-energy sample selection (paper Table 9)",
+}
+METRICS = (("accuracy", "Acc"), ("macro_f1", "F1"))
+
+
+def cell(values: pd.Series) -> str:
+    """``"0.523 ± 0.012"``: mean ± population std of per-fold values."""
+    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+
+
+def _ordered(values: pd.Series) -> list:
+    return list(dict.fromkeys(values))
+
+
+def method_table(results: pd.DataFrame, table: str, protocol: str) -> pd.DataFrame:
+    """Strings: index = row labels (in run order), columns ``<scheme> Acc`` / ``<scheme> F1``."""
+    part = results[(results["table"] == table) & (results["protocol"] == protocol)]
+    schemes = _ordered(part["scheme"])
+    out = {}
+    for row in _ordered(part["row"]):
+        mine = part[part["row"] == row]
+        out[row] = {f"{s} {name}": cell(mine.loc[mine["scheme"] == s, metric])
+                    for s in schemes for metric, name in METRICS}
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index.name = "method"
+    return frame
+
+
+def gap_table(results: pd.DataFrame, table: str, leaky: str = "segment", honest: str = "trial") -> pd.DataFrame:
+    """Mean accuracy under the leaky and the honest protocol and their gap (leaky - honest), per scheme."""
+    part = results[results["table"] == table]
+    schemes = _ordered(part["scheme"])
+    out = {}
+    for row in _ordered(part["row"]):
+        mine = part[part["row"] == row]
+        values = {}
+        for s in schemes:
+            a = mine.loc[(mine["scheme"] == s) & (mine["protocol"] == leaky), "accuracy"].mean()
+            b = mine.loc[(mine["scheme"] == s) & (mine["protocol"] == honest), "accuracy"].mean()
+            values[f"{s} {leaky} (LEAKY) Acc"] = f"{a:.3f}"
+            values[f"{s} {honest} Acc"] = f"{b:.3f}"
+            values[f"{s} gap"] = f"{a - b:+.3f}"
+        out[row] = values
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index.name = "method"
+    return frame
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table (index as the first column); no extra dependency (tabulate)."""
+    header = [frame.index.name or "", *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(index), *map(str, row.tolist())]) + " |")
+    return "\n".join(lines)
+
+
+def parse_markdown_tables(text: str) -> list[pd.DataFrame]:
+    """Every Markdown table in ``text`` back as a DataFrame of strings (first column as index)."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if len(block) >= 2:
+            header, body = block[0], block[2:]
+            frame = pd.DataFrame(body, columns=header).set_index(header[0])
+            tables.append(frame)
+        block = []
+    return tables

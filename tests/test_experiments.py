@@ -1,0 +1,169 @@
+"""`mercl experiment` + `mercl report`: tables equal the stored per-fold results, the cache works,
+protocol both shows the leakage gap, figures are real images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mercl.cli import main as mercl_main
+from mercl.experiments.runner import Experiment, dataset_schemes, experiment_rows, run_experiment
+from mercl.experiments.tables import parse_markdown_tables
+from mercl.training.config import load_train_config
+
+QUICK = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=2"]
+METHODS = ["majority", "ave_rt", "mercl"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """3 subjects x 4 clips of 10 s, 32 px video at 1 fps -> 48 EEG rows."""
+    root = tmp_path_factory.mktemp("experiments")
+    assert mercl_main(["synth", str(root / "raw"), "--subjects", "3", "--stimuli", "4", "--duration", "10",
+                       "--video-size", "32", "--fps", "4"]) == 0
+    assert mercl_main(["prepare", str(root / "raw"), "--source", "manifest", "-o", str(root / "shards"),
+                       "--video-size", "32", "--video-fps", "1", "--workers", "1", "--no-progress"]) == 0
+    (found,) = [p.parent for p in (root / "shards").glob("*/manifest.json")]
+    return found
+
+
+@pytest.fixture(scope="module")
+def run_dir(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "paper"
+    assert mercl_main(["experiment", "paper", str(dataset), "--protocol", "both", "--folds", "2",
+                       "--config", "tiny", *QUICK, "--methods", *METHODS, "--schemes", "valence2",
+                       "--no-progress", "-o", str(out)]) == 0
+    assert mercl_main(["report", str(out)]) == 0
+    return out
+
+
+def _unit_results(run_dir: Path) -> pd.DataFrame:
+    """Per-fold scores straight from the unit JSON files."""
+    meta = json.loads((run_dir / "experiment.json").read_text())
+    records = [json.loads((run_dir / rel).read_text()) for rel in meta["units"]]
+    return pd.DataFrame(records)
+
+
+def _mean_std(text: str) -> tuple[float, float]:
+    mean, std = text.split("±")
+    return float(mean), float(std)
+
+
+def test_every_table_number_equals_the_stored_per_fold_results(run_dir):
+    units = _unit_results(run_dir)
+    assert len(units) == 3 * 2 * 2  # methods x protocols x folds
+    report = (run_dir / "report.md").read_text()
+    tables = parse_markdown_tables(report)
+    method_tables = [t for t in tables if "valence2 Acc" in t.columns]
+    assert len(method_tables) == 2  # one per protocol
+    for table, protocol in zip(method_tables, ("segment", "trial"), strict=True):
+        assert list(table.index) == METHODS  # the majority-class row is there
+        for method in METHODS:
+            mine = units[(units["method"] == method) & (units["protocol"] == protocol)]
+            assert len(mine) == 2
+            for column, metric in (("valence2 Acc", "accuracy"), ("valence2 F1", "macro_f1")):
+                mean, std = _mean_std(table.loc[method, column])
+                assert mean == pytest.approx(mine[metric].mean(), abs=5e-4)
+                assert std == pytest.approx(mine[metric].std(ddof=0), abs=5e-4)
+    # a unit's stored accuracy is its stored predictions' accuracy
+    for rec in units.itertuples():
+        pred = rec.predictions
+        assert rec.accuracy == pytest.approx(np.mean(np.equal(pred["label"], pred["prediction"])))
+    assert "protocol segment (LEAKY)" in report and "LEAKY PROTOCOL" in report and "protocol trial" in report
+
+
+def test_protocol_both_reports_the_leakage_gap(run_dir):
+    units = _unit_results(run_dir)
+    (gap,) = [t for t in parse_markdown_tables((run_dir / "report.md").read_text()) if "valence2 gap" in t.columns]
+    for method in METHODS:
+        seg = units[(units["method"] == method) & (units["protocol"] == "segment")]["accuracy"].mean()
+        trial = units[(units["method"] == method) & (units["protocol"] == "trial")]["accuracy"].mean()
+        assert float(gap.loc[method, "valence2 segment (LEAKY) Acc"]) == pytest.approx(seg, abs=5e-4)
+        assert float(gap.loc[method, "valence2 trial Acc"]) == pytest.approx(trial, abs=5e-4)
+        assert float(gap.loc[method, "valence2 gap"]) == pytest.approx(seg - trial, abs=1.1e-3)
+
+
+def test_second_run_computes_nothing_and_a_changed_config_recomputes_only_mercl(run_dir, dataset):
+    before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "cache").iterdir()}
+    cfg = load_train_config("tiny", {"pretrain.epochs": 1, "finetune.epochs": 2})
+    from mercl.data.reader import load_dataset
+
+    schemes = dataset_schemes(load_dataset(dataset), ["valence2"])
+    exp = Experiment("paper", dataset, ["segment", "trial"], schemes, experiment_rows("paper", cfg, METHODS),
+                     2, cfg, "tiny")
+    outcome = run_experiment(exp, run_dir, show_progress=False, console=None)
+    assert outcome.computed == 0 and outcome.cached == 12
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "cache").iterdir()} == before
+
+    # a different MERCL config, same cache: only MERCL's units are computed (trial protocol: 2 folds)
+    other = run_dir.parent / "other"
+    shutil.copytree(run_dir / "cache", other / "cache")
+    cfg2 = load_train_config("tiny", {"pretrain.epochs": 1, "finetune.epochs": 1})
+    exp2 = Experiment("paper", dataset, ["trial"], schemes, experiment_rows("paper", cfg2, METHODS), 2, cfg2, "tiny")
+    outcome = run_experiment(exp2, other, show_progress=False, console=None)
+    assert (outcome.computed, outcome.cached) == (2, 4)
+    assert set(outcome.results.loc[outcome.results["method"] == "mercl", "fold"]) == {0, 1}
+
+
+def test_figures_are_real_images_and_the_html_is_self_contained(run_dir):
+    figures = sorted((run_dir / "figures").glob("*.png"))
+    kinds = {p.name.split("-")[0] for p in figures}
+    assert kinds == {"confusion", "per", "training", "tsne"}
+    assert len(figures) == 8  # 4 kinds x 2 protocols
+    for path in figures:
+        with Image.open(path) as img:
+            img.load()
+            assert img.width > 50 and img.height > 50
+            colours = img.convert("RGB").getcolors(maxcolors=1_000_000)
+            assert colours is None or len(colours) > 10, path.name
+    md = (run_dir / "report.md").read_text()
+    for path in figures:
+        assert f"](figures/{path.name})" in md
+    page = (run_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert "<table" in page and "segment (LEAKY)" in page
+
+
+def test_report_includes_search_plots(tmp_path, run_dir):
+    search = tmp_path / "search" / "my-search"
+    (search / "plots").mkdir(parents=True)
+    Image.open(next((run_dir / "figures").glob("tsne-*.png"))).save(search / "plots" / "optimization_history.png")
+    assert mercl_main(["report", str(tmp_path / "search")]) == 0
+    md = (tmp_path / "search" / "report.md").read_text()
+    assert "](my-search/plots/optimization_history.png)" in md
+    assert "data:image/png;base64," in (tmp_path / "search" / "report.html").read_text()
+
+
+def test_bad_input_is_a_one_line_error(dataset, tmp_path, capsys):
+    code = mercl_main(["experiment", "paper", str(dataset), "--schemes", "seed3", "-o", str(tmp_path / "x"),
+                       "--config", "tiny", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "seed3" in err and "valence2" in err and len(err.strip().splitlines()) == 1
+    code = mercl_main(["experiment", "paper", str(dataset), "--methods", "svm", "-o", str(tmp_path / "x"),
+                       "--config", "tiny", "--no-progress"])
+    assert code == 2 and "svm" in capsys.readouterr().err
+    assert mercl_main(["report", str(tmp_path)]) == 2
+    assert "neither an experiment run" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow  # starts a local Ray instance (~20 s on 2 busy cores)
+def test_ray_gives_the_same_results_as_the_local_run(run_dir, dataset, tmp_path):
+    out = tmp_path / "ray"
+    assert mercl_main(["experiment", "paper", str(dataset), "--protocol", "trial", "--folds", "2",
+                       "--config", "tiny", *QUICK, "--methods", "majority", "ave_rt", "--schemes", "valence2",
+                       "--no-progress", "--ray", "-o", str(out)]) == 0
+    local = pd.read_csv(run_dir / "results.csv")
+    remote = pd.read_csv(out / "results.csv")
+    assert len(remote) == 4
+    for r in remote.itertuples():
+        same = local[(local["unit_file"] == r.unit_file)]
+        assert len(same) == 1 and same["accuracy"].item() == r.accuracy and same["macro_f1"].item() == r.macro_f1
+        assert json.loads((out / r.unit_file).read_text())["predictions"] == \
+            json.loads((run_dir / r.unit_file).read_text())["predictions"]
