@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 DEMO_DIR ?= out/demo
 
-.PHONY: demo test bench lint clean-demo
+.PHONY: demo test test-slow bench lint clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	DEMO_DIR=$(DEMO_DIR) bash tuning/run_demo.sh
 
+# The default suite leaves out the tests marked `slow` (multi-minute Ray searches: worker
+# kill + resume, driver restart + resume, the fake autoscaler, a search across two nodes);
+# `make test-slow` runs them.
 test: $(VENV)/.installed-dev
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow"
+
+test-slow: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest -m slow
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/prepare.py

@@ -32,25 +32,41 @@ step "2/4 preparing segments and features -> $DEMO/shards"
 mercl prepare "$DEMO/raw" --source manifest -o "$DEMO/shards" --video-size 64 --video-fps 1
 
 step "3/4 Ray cluster"
+DASHBOARD=${RAY_DASHBOARD:-127.0.0.1:8265}
+RAY_TMP=/tmp/mercl-demo-ray
 started_head=0
-if ray status >/dev/null 2>&1; then
-    echo "using the running Ray cluster"
+if ray job list --address "http://$DASHBOARD" >/dev/null 2>&1; then
+    echo "using the running Ray cluster at http://$DASHBOARD"
 else
-    ray start --head --num-cpus="$(nproc)" --include-dashboard=true --dashboard-host=127.0.0.1 \
-        --disable-usage-stats >/dev/null
+    # A head of our own on free ports with a private temp dir, so that it neither collides
+    # with nor gets mixed up with any other Ray instance on this machine, and can be
+    # stopped alone afterwards (plain `ray stop` would end every Ray process here).
+    read -r gcs_port dash_port < <(python - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+PY
+)
+    DASHBOARD=127.0.0.1:$dash_port
+    ray start --head --port="$gcs_port" --dashboard-port="$dash_port" --dashboard-host=127.0.0.1 \
+        --include-dashboard=true --num-cpus="$(nproc)" --temp-dir="$RAY_TMP" --disable-usage-stats >/dev/null
     started_head=1
-    echo "started a local Ray head (dashboard http://127.0.0.1:8265)"
+    echo "started a local Ray head (dashboard http://$DASHBOARD)"
 fi
 cleanup() {
     if [ "$started_head" = 1 ]; then
         echo "stopping the Ray head this demo started"
-        ray stop >/dev/null 2>&1 || true
+        pkill -TERM -f -- "$RAY_TMP" 2>/dev/null || true
+        sleep 2
+        pkill -KILL -f -- "$RAY_TMP" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
 
 step "4/4 ray job submit tuning/search.py (the search prints a live trial table)"
-ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+ray job submit --address "http://$DASHBOARD" --working-dir . -- \
     python tuning/search.py --config "$CONFIG" \
     --dataset "$ROOT/$DEMO/shards" --storage "$ROOT/$DEMO/search"
 
