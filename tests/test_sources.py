@@ -146,7 +146,8 @@ def test_deap_pickle_with_code_is_refused(tmp_path):
             return (print, ("this must never run",))
 
     path = write_pickle(tmp_path / "s05.dat", {"data": Evil(), "labels": np.ones((40, 4))})
-    expect_error(path, r"refused to unpickle (__builtin__|builtins)\.print", "deap", tmp_path)
+    # the refused name is builtins.print, or Ray's safe_print once a Ray test has patched print
+    expect_error(path, r"refused to unpickle \S*print \(a DEAP file holds numpy arrays only\)", "deap", tmp_path)
 
 
 def test_deap_bad_values(tmp_path):
