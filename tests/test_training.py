@@ -171,6 +171,7 @@ def test_killed_run_resumes_to_the_same_result(demo_dataset, tmp_path, stop_at):
     _state_equal(resumed.model.state_dict(), straight.model.state_dict())
 
 
+@pytest.mark.slow  # two `mercl train` runs plus a subprocess (torch import): ~20 s CPU
 def test_killed_cli_training_resumes_to_the_same_metrics(demo_dataset, tmp_path):
     """`mercl train` killed with SIGKILL mid-run, then `--resume`: same metrics and weights as a whole run."""
     args = ["train", str(demo_dataset), "--label", "quadrant4", "--config", "tiny", "--no-progress",
@@ -195,6 +196,20 @@ def test_killed_cli_training_resumes_to_the_same_metrics(demo_dataset, tmp_path)
     for key in ("val_accuracy", "val_macro_f1", "val_confusion", "best_epoch", "majority_val_accuracy"):
         assert a[key] == b[key], key
     _state_equal(load_checkpoint(whole / "model.pt")["model"], load_checkpoint(cut / "model.pt")["model"])
+
+
+def test_deterministic_mode_repeats_exactly_and_is_switched_off_afterwards(demo_dataset):
+    prepared = load_dataset(demo_dataset, verify=False)
+    train, val = _split(prepared)
+    cfg = tiny(**{"pretrain.epochs": 1, "finetune.epochs": 2, "deterministic": True})
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    first = train_split(prepared, "quadrant4", train, val, cfg,
+                        on_epoch_end=lambda r: seen.append(torch.are_deterministic_algorithms_enabled()))
+    second = train_split(prepared, "quadrant4", train, val, cfg)
+    assert seen == [True, True, True] and not torch.are_deterministic_algorithms_enabled()
+    assert first.result.history == second.result.history
+    _state_equal(first.model.state_dict(), second.model.state_dict())
 
 
 # ----------------------------------------------------------------------------- TensorBoard
@@ -247,6 +262,7 @@ def _ddp_worker(rank: int, port: int, dataset: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns two worker processes that each import torch and train: ~20 s CPU
 def test_ddp_ranks_stay_in_sync(demo_dataset, tmp_path):
     """Two gloo ranks train on their halves: weights stay identical, validation is global."""
     import torch.multiprocessing as mp

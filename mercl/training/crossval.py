@@ -204,7 +204,7 @@ def train_split(
     n_classes = len(scheme_class_names(label_scheme))
     shapes = data_shapes(prepared, n_classes)
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, cfg.deterministic)  # same seed -> same (frozen) backbones in every fold
+    seed_everything(cfg.seed)  # same seed -> same (frozen) backbones in every fold
     model = build_model(cfg.model, shapes)
 
     feature_table = None

@@ -71,7 +71,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     best_epoch: int | None = None  # stage-2 epoch (1-based) the final weights come from
     best_val_metric: float = float("nan")
-    final_metrics: dict[str, float] = field(default_factory=dict)
+    final_metrics: dict[str, float] = field(default_factory=dict)  # of the epoch the weights come from
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -503,7 +503,10 @@ def train_two_stage(
 
     if cfg.restore_best and best["state"] is not None:
         model.load_state_dict(best["state"])
-    final = next((h for h in reversed(history) if h["stage"] == "finetune"), {})
+    finetune_rows = [h for h in history if h["stage"] == "finetune"]
+    final = finetune_rows[-1] if finetune_rows else {}
+    if cfg.restore_best and best["epoch"] is not None:
+        final = next(h for h in finetune_rows if h["epoch"] == best["epoch"])
     return TrainResult(
         model=model,
         history=history,
