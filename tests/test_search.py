@@ -239,8 +239,8 @@ def test_outer_fold_held_out_and_rows_match_mercls_reader(dataset):
     assert not set(groups[inner_train]) & set(groups[cv.folds[0].test])
 
     # the map_batches function on the real shards, then the worker-side join
-    parts = [select_split_rows(pq.read_table(f), rows, SPLIT_IDS["val"], tuple(data.shapes.eeg))
-             for f in data.eeg_files]
+    parts = [part for f in data.eeg_files
+             for part in select_split_rows(pq.read_table(f), rows, SPLIT_IDS["val"], tuple(data.shapes.eeg))]
     core = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
     assert set(core["index"].tolist()) == set(inner_val.tolist())
     order = torch.argsort(core["index"])

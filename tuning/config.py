@@ -42,6 +42,10 @@ class DataSection:
         trials. The folds and the inner split are those ``mercl evaluate`` makes for the same
         training config: seeded by its ``seed``, ``val_fraction`` of the trials validate
         (set them in ``train_overrides``).
+    read: ``parquet``: ``ray.data.read_parquet`` reads the EEG shards in Ray tasks, on any node
+        (the dataset must be on a path every node reads: one machine, NFS); ``driver``: the
+        search driver reads them with pyarrow and hands the tables to Ray Data
+        (``ray.data.from_arrow``), for a dataset that only the driver's node has.
     """
 
     dataset: str = ""
@@ -50,6 +54,7 @@ class DataSection:
     protocol: Literal["trial", "subject", "segment"] = "trial"
     folds: int = 4
     test_fold: int = 0
+    read: Literal["parquet", "driver"] = "parquet"
     verify_checksums: bool = True
     in_memory_max_mb: float = 2048.0  # a worker's shard up to this size is held in memory for all epochs
 
@@ -159,16 +164,21 @@ class FaultSection:
 
     max_failures: Ray Train restarts of one trial (``ray.train.FailureConfig``).
     keep_checkpoints: per trial (the newest are kept).
+    checkpoint_every: epochs between checkpoints (1: every epoch; the last epoch of each
+        stage is always saved). Metrics are reported every epoch either way.
     """
 
     max_failures: int = 2
     keep_checkpoints: int = 2
+    checkpoint_every: int = 1
 
     def validate(self) -> None:
         if self.max_failures < -1:
             raise FieldProblem("max_failures", f"must be >= -1 (-1: retry forever), got {self.max_failures}")
         if self.keep_checkpoints < 1:
             raise FieldProblem("keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+        if self.checkpoint_every < 1:
+            raise FieldProblem("checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
 
 
 @dataclass

@@ -214,7 +214,7 @@ def _stimulus_arrays(prepared, modalities: list[str], feature_table: Path | None
     return stim
 
 
-def prepare_search_data(data_cfg, base_cfg, *, console=print) -> SearchData:
+def prepare_search_data(data_cfg, base_cfg) -> SearchData:
     """Outer/inner split, normalisation, feature cache and the per-row table (see the module doc).
 
     data_cfg: :class:`tuning.config.DataSection`; base_cfg: the base TrainConfig (its model
@@ -287,12 +287,14 @@ def prepare_search_data(data_cfg, base_cfg, *, console=print) -> SearchData:
 # ----------------------------------------------------------------------------- Ray Data
 
 
-def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[int, ...]):
     """Ray Data ``map_batches`` function: keep one split's rows of an EEG shard block.
 
     block: pyarrow Table with subject, trial, segment, eeg (flattened fixed-size lists).
-    Returns ``eeg`` (n, T_e, C, 5) float32, ``label``, ``index`` (row in the dataset),
-    ``stim_row`` (n,) int64, ``present`` (n, 3) bool and ``audio_energy`` (n,) float32.
+    Yields (a generator: nothing when no row of the block is in the split, since an empty
+    4-D column would not convert to Arrow) one batch: ``eeg`` (n, T_e, C, 5) float32,
+    ``label``, ``index`` (row in the dataset), ``stim_row`` (n,) int64, ``present`` (n, 3)
+    bool and ``audio_energy`` (n,) float32.
     """
     from mercl.data import shards
 
@@ -304,9 +306,11 @@ def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[in
         raise ValueError("an EEG shard row is not in the dataset's row table (shards changed during the search?)")
     picked = rows.iloc[where]
     keep = picked["split"].to_numpy() == split
+    if not keep.any():
+        return
     picked = picked[keep]
     eeg = shards.array_column(block, "eeg", eeg_shape)[keep].astype(np.float32, copy=False)
-    return {
+    yield {
         "eeg": eeg,
         "label": picked["label"].to_numpy(np.int64),
         "index": picked["row"].to_numpy(np.int64),
@@ -316,14 +320,27 @@ def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[in
     }
 
 
-def build_ray_datasets(data: SearchData) -> dict[str, Any]:
-    """``{"train": ..., "val": ...}`` materialised Ray Datasets of EEG rows read from the Parquet shards."""
+def build_ray_datasets(data: SearchData, read: str = "parquet") -> dict[str, Any]:
+    """``{"train": ..., "val": ...}`` materialised Ray Datasets of EEG rows from the Parquet shards.
+
+    read: ``parquet`` (``ray.data.read_parquet``, in Ray tasks on any node) or ``driver``
+    (read here with pyarrow, handed over with ``ray.data.from_arrow``).
+    """
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    columns = ["subject", "trial", "segment", "eeg"]
+    tables = None
+    if read == "driver":
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(path, columns=columns) for path in data.eeg_files]
     out = {}
     for name in ("train", "val"):
-        ds = ray.data.read_parquet(data.eeg_files, columns=["subject", "trial", "segment", "eeg"])
+        if tables is None:
+            ds = ray.data.read_parquet(data.eeg_files, columns=columns)
+        else:
+            ds = ray.data.from_arrow(tables)
         ds = ds.map_batches(
             select_split_rows,
             batch_format="pyarrow",

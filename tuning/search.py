@@ -151,7 +151,7 @@ def dump_section(cfg: SearchConfig, name: str) -> Any:
 
     section = to_dict(getattr(cfg, name))
     if name == "data":
-        section = {k: v for k, v in section.items() if k not in ("verify_checksums", "in_memory_max_mb")}
+        section = {k: v for k, v in section.items() if k not in ("verify_checksums", "in_memory_max_mb", "read")}
     return section
 
 
@@ -174,7 +174,12 @@ def connect_ray(address: str | None, num_cpus: int | None) -> str:
         # RAY_ADDRESS: Ray Train's PlacementGroupCleaner (a detached actor that frees the workers of
         # a trial Tune stopped) finds the State API by auto-detection, which fails or picks the
         # wrong cluster when a machine runs more than one; name ours for every task and actor.
-        return {"py_modules": [str(ROOT / "tuning")], "env_vars": {"RAY_ADDRESS": gcs_address}}
+        # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: a worker's report waits until the trial's controller
+        # has taken the previous one, and the controller looks every 2 s by default: epochs shorter
+        # than that would be stretched to 2 s.
+        env = {"RAY_ADDRESS": gcs_address,
+               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")}
+        return {"py_modules": [str(ROOT / "tuning")], "env_vars": env}
 
     if address is None:
         address = canonicalize_bootstrap_address(None)
@@ -334,7 +339,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     check_resources(plan, say)
     data = prepare_search_data(cfg.data, plan.base_cfg)
     say(f"data: {data.describe()}")
-    datasets = build_ray_datasets(data)
+    datasets = build_ray_datasets(data, cfg.data.read)
     rows_per_worker = data.counts["train_rows"] / cfg.resources.num_workers + data.counts["val_rows"]
     in_memory = rows_per_worker * core_row_bytes(data) / 2**20 <= cfg.data.in_memory_max_mb
     setup = TrialSetup(
@@ -350,6 +355,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         placement_strategy=cfg.resources.placement_strategy,
         max_failures=cfg.fault.max_failures,
         keep_checkpoints=cfg.fault.keep_checkpoints,
+        checkpoint_every=cfg.fault.checkpoint_every,
     )
     restore = resuming and ray.tune.Tuner.can_restore(plan.location)
     if restore:

@@ -39,6 +39,7 @@ class TrialSetup:
     placement_strategy: str
     max_failures: int
     keep_checkpoints: int
+    checkpoint_every: int = 1
 
 
 def trial_train_config(params: dict[str, Any], setup: TrialSetup) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
             "setup": setup.worker,
             "train_config": trial_train_config(params, setup),
             "trial_name": trial_name,
+            "checkpoint_every": setup.checkpoint_every,
         },
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

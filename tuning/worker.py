@@ -127,7 +127,7 @@ def load_resume_state() -> dict | None:
         return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
 
 
-def report_metrics(report, rank: int, extra: dict[str, Any]) -> dict[str, Any]:
+def report_metrics(report, extra: dict[str, Any]) -> dict[str, Any]:
     """The dict reported to Tune for one epoch: plain floats, ``global_epoch``, stage."""
     metrics: dict[str, Any] = {}
     for key, value in report.metrics.items():
@@ -140,7 +140,11 @@ def report_metrics(report, rank: int, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry: ``config = {"setup": WorkerSetup, "train_config": dict, "trial_name": str}``."""
+    """Ray Train worker entry.
+
+    config: ``{"setup": WorkerSetup, "train_config": dict (a TrainConfig), "trial_name": str,
+    "checkpoint_every": int}``.
+    """
     import ray
     import ray.train
     import ray.train.torch
@@ -176,16 +180,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seed_everything(cfg.seed, cfg.deterministic)
     model = build_model(cfg.model, setup.shapes)
     restarts = int(resume.get("restarts", 0)) + 1 if resume is not None else 0
+    every = int(config.get("checkpoint_every", 1))
 
     def on_epoch_end(report) -> None:
-        if report.stage == "pretrain" and world > 1:
-            # Stage 1 leaves the head's parameters frozen and the loop wraps stage 2's DDP before it
-            # marks them trainable again; DDP then finds no trainable parameter. Unfreeze them here
-            # (they take no part in stage 1's loss, and stage 2 sets every flag itself).
-            for p in model.head_parameters():
-                p.requires_grad_(True)
-        metrics = report_metrics(report, rank, {"restarts": restarts})
-        if rank != 0:
+        metrics = report_metrics(report, {"restarts": restarts})
+        stage_cfg = cfg.pretrain if report.stage == "pretrain" else cfg.finetune
+        save = report.epoch % every == 0 or report.epoch == stage_cfg.epochs
+        if rank != 0 or not save:
             ray.train.report(metrics)
             return
         state = report.state()
