@@ -222,9 +222,11 @@ class LocalAutoscalingCluster(AutoscalingCluster):
             **os.environ,
             "AUTOSCALER_UPDATE_INTERVAL_S": str(self._update_interval_s),
             "RAY_FAKE_CLUSTER": "1",
-            # Without this, `ray start` turns token auth on once any local ray.init() has
-            # written ~/.ray/auth_token, and a driver without the token cannot connect.
-            "RAY_AUTH_MODE": "disabled",
+            # The head must use the auth mode of the driver that will connect: `ray start`
+            # turns token auth on once any local ray.init() has written ~/.ray/auth_token,
+            # and a local ray.init() sets RAY_AUTH_MODE=token in its own process for good
+            # (a driver in token mode on a token-less head gets its trial actors cancelled).
+            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
             **(override_env or {}),
         }
         env.pop("RAY_ADDRESS", None)
