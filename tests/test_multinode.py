@@ -305,7 +305,7 @@ FAKE_GPU_NODE_TYPES = {
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # ~2-3 min; failed once in a full run here while other Ray clusters ran beside it
+@pytest.mark.slow  # ~1.5 min: a fake autoscaler adds a node and removes it after 6 s idle
 def test_autoscaler_adds_and_removes_gpu_nodes(two_nodes, tmp_path):
     # another cluster on this machine (the two-node one): its GCS and raylets must survive
     witnesses = {
