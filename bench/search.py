@@ -13,7 +13,7 @@
    same configuration as a one-trial search with one Ray Train worker (both one torch thread),
    sized to take about a minute in-process (target <= 10 %).
 
-    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-epochs 8,24]
+    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-epochs 60,180]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
     parser.add_argument("--label", default="quadrant4", help="label scheme (default quadrant4: 4 classes)")
     parser.add_argument("--epochs", default="4,12", help="pre-training,fine-tuning epochs per trial")
-    parser.add_argument("--overhead-epochs", default="20,60",
+    parser.add_argument("--overhead-epochs", default="60,180",
                         help="epochs of the overhead comparison (about a minute in-process here)")
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--stimuli", type=int, default=8)

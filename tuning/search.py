@@ -178,7 +178,7 @@ def connect_ray(address: str | None, num_cpus: int | None) -> str:
         # has taken the previous one, and the controller looks every 2 s by default: epochs shorter
         # than that would be stretched to 2 s.
         env = {"RAY_ADDRESS": gcs_address,
-               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")}
+               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
         return {"py_modules": [str(ROOT / "tuning")], "env_vars": env}
 
     if address is None:
