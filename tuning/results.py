@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +28,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mercl.atomic import write_atomic
 from tuning.space import BaseModelShape, ParamSpec, plain, readable_hparams
 
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped_early"
 STATUS_ERROR = "error"
 STATUS_UNFINISHED = "unfinished"
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through ``<name>.tmp-<pid>`` + ``os.replace`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

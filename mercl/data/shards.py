@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mercl import atomic
+from mercl.atomic import write_atomic
 from mercl.errors import InputFileError
 
 SHAPES_KEY = b"shapes"
 INFO_KEY = b"mercl"
-
-
-def tmp_path(path: Path) -> Path:
-    """The temporary name a file is written under before ``os.replace``: ``<name>.tmp-<pid>``."""
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
 def fixed_list_array(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
@@ -76,26 +72,12 @@ def read_info(schema: pa.Schema) -> dict[str, Any]:
 
 def write_table(table: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically (temporary name, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def write_json(obj: Any, path: Path) -> None:
     """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_json(path, obj)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mercl import atomic
 from mercl.data.labels import class_names
 from mercl.errors import MerclError
 from mercl.experiments.runner import load_record
@@ -217,13 +218,7 @@ class Blocks:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic.write_text(path, text)
 
 
 def _experiment_sections(blocks: Blocks, run_dir: Path, figures: Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mercl import atomic
 from mercl.config import config_hash, to_dict
 from mercl.data.labels import available_schemes, class_names
 from mercl.data.reader import PreparedDataset, load_dataset
@@ -184,13 +185,7 @@ def plan_units(exp: Experiment, dataset_id: str, n_folds: dict[str, int]) -> lis
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic.write_json(path, data, indent=None)
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from mercl.atomic import write_atomic
 from mercl.config import to_dict
 from mercl.data.labels import class_names as scheme_class_names
 from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
@@ -285,16 +285,6 @@ def _prediction_frame(prepared: PreparedDataset, rows: np.ndarray, fold: int, me
     return frame
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _epoch_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -388,10 +378,10 @@ def cross_validate(
     summary = summary_markdown(result, dataset_id=dataset_id, label_scheme=label_scheme, cfg=cfg,
                                protocol=protocol, n_folds=len(cv), warning=cv.warning, config_name=config_name)
     if out is not None:
-        _write_atomic(out / "results.csv", lambda p: results.to_csv(p, index=False))
-        _write_atomic(out / "predictions.parquet", lambda p: predictions.to_parquet(p, index=False))
-        _write_atomic(out / "summary.md", lambda p: p.write_text(summary))
-        _write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
+        write_atomic(out / "results.csv", lambda p: results.to_csv(p, index=False))
+        write_atomic(out / "predictions.parquet", lambda p: predictions.to_parquet(p, index=False))
+        write_atomic(out / "summary.md", lambda p: p.write_text(summary))
+        write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
     for method in ("mercl", "majority"):
         acc = results.loc[results["method"] == method, "accuracy"]
         say(f"{method}: accuracy {acc.mean():.3f} +- {acc.std(ddof=0):.3f} [{plabel}]")
@@ -515,9 +505,9 @@ def train_once(
         "best_epoch": run.result.best_epoch, "seconds": run.seconds,
     }
     save_checkpoint(model_file_state(run, cfg, label_scheme, names, dataset_id), out / MODEL_FILE)
-    _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
-    _write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
-    _write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
+    write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
+    write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
     say(f"validation accuracy {scores.accuracy:.3f} (macro-F1 {scores.macro_f1:.3f}) [held-out trials], "
         f"majority {majority.accuracy:.3f}; best epoch {run.result.best_epoch}")
     say(f"wrote {out / MODEL_FILE}; tensorboard --logdir {out / 'tb'}")
