@@ -35,6 +35,13 @@ class FieldProblem(Exception):
         super().__init__(f"{field}: {problem}")
 
 
+def at_least(config: Any, minimum: float, name: str) -> None:
+    """Raise :class:`FieldProblem` naming ``name`` when ``config.<name>`` is below ``minimum``."""
+    value = getattr(config, name)
+    if value < minimum:
+        raise FieldProblem(name, f"must be >= {minimum}, got {value}")
+
+
 def _join(prefix: str, name: str) -> str:
     if not prefix:
         return name

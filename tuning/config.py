@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mercl.config import FieldProblem, from_dict, load_yaml, set_dotted, to_dict
+from mercl.config import FieldProblem, at_least, from_dict, load_yaml, set_dotted, to_dict
 from mercl.errors import ConfigError, InputFileError, MerclError
 
 MODALITIES = ("video", "audio", "eeg")
@@ -65,14 +65,11 @@ class DataSection:
             raise FieldProblem("modalities", f"needs at least one of {', '.join(MODALITIES)}")
         if len(set(self.modalities)) != len(self.modalities):
             raise FieldProblem("modalities", f"lists a modality twice: {self.modalities}")
-        if self.folds < 2:
-            raise FieldProblem("folds", f"must be >= 2, got {self.folds}")
+        at_least(self, 2, "folds")
         if not 0 <= self.test_fold < self.folds and self.protocol != "subject":
             raise FieldProblem("test_fold", f"must be in [0, folds={self.folds}), got {self.test_fold}")
-        if self.test_fold < 0:
-            raise FieldProblem("test_fold", f"must be >= 0, got {self.test_fold}")
-        if self.in_memory_max_mb < 0:
-            raise FieldProblem("in_memory_max_mb", f"must be >= 0, got {self.in_memory_max_mb}")
+        at_least(self, 0, "test_fold")
+        at_least(self, 0, "in_memory_max_mb")
 
 
 @dataclass
@@ -97,16 +94,11 @@ class ResourcesSection:
     num_cpus: int | None = None
 
     def validate(self) -> None:
-        if self.num_workers < 1:
-            raise FieldProblem("num_workers", f"must be >= 1, got {self.num_workers}")
-        if self.cpus_per_worker < 0:
-            raise FieldProblem("cpus_per_worker", f"must be >= 0, got {self.cpus_per_worker}")
-        if self.gpus_per_worker < 0:
-            raise FieldProblem("gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}")
-        if self.trainable_cpus < 0:
-            raise FieldProblem("trainable_cpus", f"must be >= 0, got {self.trainable_cpus}")
-        if self.max_concurrent_trials < 1:
-            raise FieldProblem("max_concurrent_trials", f"must be >= 1, got {self.max_concurrent_trials}")
+        at_least(self, 1, "num_workers")
+        at_least(self, 0, "cpus_per_worker")
+        at_least(self, 0, "gpus_per_worker")
+        at_least(self, 0, "trainable_cpus")
+        at_least(self, 1, "max_concurrent_trials")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise FieldProblem("num_cpus", f"must be >= 1, got {self.num_cpus}")
 
@@ -135,12 +127,10 @@ class SchedulerSection:
     max_t: int | None = None
 
     def validate(self) -> None:
-        if self.grace_period < 1:
-            raise FieldProblem("grace_period", f"must be >= 1, got {self.grace_period}")
+        at_least(self, 1, "grace_period")
         if self.reduction_factor <= 1:
             raise FieldProblem("reduction_factor", f"must be > 1, got {self.reduction_factor}")
-        if self.brackets < 1:
-            raise FieldProblem("brackets", f"must be >= 1, got {self.brackets}")
+        at_least(self, 1, "brackets")
         if self.max_t is not None and self.max_t < self.grace_period:
             raise FieldProblem("max_t", f"must be >= grace_period ({self.grace_period}), got {self.max_t}")
 
@@ -154,8 +144,7 @@ class SamplerSection:
     multivariate: bool = False
 
     def validate(self) -> None:
-        if self.n_startup_trials < 0:
-            raise FieldProblem("n_startup_trials", f"must be >= 0, got {self.n_startup_trials}")
+        at_least(self, 0, "n_startup_trials")
 
 
 @dataclass
@@ -175,10 +164,8 @@ class FaultSection:
     def validate(self) -> None:
         if self.max_failures < -1:
             raise FieldProblem("max_failures", f"must be >= -1 (-1: retry forever), got {self.max_failures}")
-        if self.keep_checkpoints < 1:
-            raise FieldProblem("keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
-        if self.checkpoint_every < 1:
-            raise FieldProblem("checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        at_least(self, 1, "keep_checkpoints")
+        at_least(self, 1, "checkpoint_every")
 
 
 @dataclass
@@ -214,8 +201,7 @@ class SearchConfig:
             raise FieldProblem("name", f"must be a plain folder name, got {self.name!r}")
         if not self.storage:
             raise FieldProblem("storage", "is required")
-        if self.num_samples < 1:
-            raise FieldProblem("num_samples", f"must be >= 1, got {self.num_samples}")
+        at_least(self, 1, "num_samples")
         if not self.space:
             raise FieldProblem("space", "is empty: give at least one hyperparameter to search")
 

@@ -42,7 +42,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mercl.baselines.base import Baseline, Standardizer, softmax
 from mercl.baselines.features import BaselineFeatures
-from mercl.config import FieldProblem
+from mercl.config import FieldProblem, at_least
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +177,14 @@ class AveKELM(Baseline):
             for name in ("av_features", "eeg_features"):
                 if getattr(self, name) < 1:
                     raise FieldProblem(name, f"must be >= 1, got {getattr(self, name)}")
-            if self.n_bins < 2:
-                raise FieldProblem("n_bins", f"must be >= 2, got {self.n_bins}")
+            at_least(self, 2, "n_bins")
             if self.c <= 0:
                 raise FieldProblem("c", f"must be > 0, got {self.c}")
             if self.gamma is not None and self.gamma <= 0:
                 raise FieldProblem("gamma", f"must be > 0, got {self.gamma}")
             if not 0.0 <= self.eeg_weight <= 1.0:
                 raise FieldProblem("eeg_weight", f"must be in [0, 1], got {self.eeg_weight}")
-            if self.max_train < 10:
-                raise FieldProblem("max_train", f"must be >= 10, got {self.max_train}")
+            at_least(self, 10, "max_train")
 
     def _elm_rows(self, y: np.ndarray) -> np.ndarray:
         """Positions (into the training rows) the ELMs train on: all, or a stratified subsample."""

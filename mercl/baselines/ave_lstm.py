@@ -43,7 +43,7 @@ from mercl.baselines.base import (
     train_classifier,
 )
 from mercl.baselines.features import BaselineFeatures
-from mercl.config import FieldProblem
+from mercl.config import FieldProblem, at_least
 
 log = logging.getLogger(__name__)
 MODALITY_ORDER = ("audio", "video", "eeg")
@@ -99,10 +99,8 @@ class AveLSTM(Baseline):
 
         def validate(self) -> None:
             super().validate()
-            if self.hidden < 1:
-                raise FieldProblem("hidden", f"must be >= 1, got {self.hidden}")
-            if self.pca_components < 1:
-                raise FieldProblem("pca_components", f"must be >= 1, got {self.pca_components}")
+            at_least(self, 1, "hidden")
+            at_least(self, 1, "pca_components")
             if self.eeg_step_s <= 0:
                 raise FieldProblem("eeg_step_s", f"must be > 0 s, got {self.eeg_step_s}")
 

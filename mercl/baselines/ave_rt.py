@@ -35,7 +35,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mercl.baselines.base import Baseline
 from mercl.baselines.features import VISUAL_NAMES, BaselineFeatures
-from mercl.config import FieldProblem
+from mercl.config import FieldProblem, at_least
 
 _VISUAL = [i for i, name in enumerate(VISUAL_NAMES) if not name.startswith("motion")]
 
@@ -69,10 +69,8 @@ class AveRT(Baseline):
         max_depth: int | None = None
 
         def validate(self) -> None:
-            if self.n_estimators < 1:
-                raise FieldProblem("n_estimators", f"must be >= 1, got {self.n_estimators}")
-            if self.min_samples_leaf < 1:
-                raise FieldProblem("min_samples_leaf", f"must be >= 1, got {self.min_samples_leaf}")
+            at_least(self, 1, "n_estimators")
+            at_least(self, 1, "min_samples_leaf")
             if self.max_depth is not None and self.max_depth < 1:
                 raise FieldProblem("max_depth", f"must be >= 1, got {self.max_depth}")
 

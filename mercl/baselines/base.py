@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mercl.baselines.features import BaselineFeatures, build_features
-from mercl.config import FieldProblem, from_dict, to_dict
+from mercl.config import FieldProblem, at_least, from_dict, to_dict
 from mercl.errors import MerclError
 
 __all__ = ["Baseline", "BaselineFeatures", "build_features", "TorchOptions", "Standardizer"]
@@ -145,14 +145,11 @@ class TorchOptions:
     device: str = "auto"
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise FieldProblem("epochs", f"must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise FieldProblem("batch_size", f"must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "epochs")
+        at_least(self, 1, "batch_size")
         if self.lr <= 0:
             raise FieldProblem("lr", f"must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise FieldProblem("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        at_least(self, 0, "weight_decay")
         if self.threads is not None and self.threads < 1:
             raise FieldProblem("threads", f"must be >= 1, got {self.threads}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

@@ -42,7 +42,7 @@ from mercl.baselines.base import (
     train_classifier,
 )
 from mercl.baselines.features import BaselineFeatures
-from mercl.config import FieldProblem
+from mercl.config import FieldProblem, at_least
 
 
 class BiLSTMNet(nn.Module):
@@ -94,8 +94,7 @@ class VeBiLSTM(Baseline):
 
         def validate(self) -> None:
             super().validate()
-            if self.input_dim < 1:
-                raise FieldProblem("input_dim", f"must be >= 1, got {self.input_dim}")
+            at_least(self, 1, "input_dim")
             if len(self.hidden) != 2 or min(self.hidden) < 1:
                 raise FieldProblem("hidden", f"needs two positive layer sizes, got {self.hidden}")
             if not 0.0 <= self.dropout < 1.0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 
-from mercl.config import FieldProblem
+from mercl.config import FieldProblem, at_least
 from mercl.errors import ConfigError
 
 MODALITIES = ("video", "audio", "eeg")
@@ -160,8 +160,7 @@ class DataShapes:
                 raise FieldProblem(name, f"must be {rank} positive sizes, got {shape}")
         if self.video[1] != 3:
             raise FieldProblem("video", f"must have 3 colour channels, got shape {tuple(self.video)}")
-        if self.n_classes < 2:
-            raise FieldProblem("n_classes", f"must be >= 2, got {self.n_classes}")
+        at_least(self, 2, "n_classes")
 
 
 def check_config(cfg: object, prefix: str = "model") -> None:

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from mercl.config import FieldProblem, from_dict, load_config, load_yaml, set_dotted
+from mercl.config import FieldProblem, at_least, from_dict, load_config, load_yaml, set_dotted
 from mercl.errors import MerclError
 from mercl.losses import LossConfig
 from mercl.models.config import ModelConfig
@@ -37,18 +37,15 @@ class StageConfig:
     patience: int = 0  # early stopping on the inner-validation metric; 0 = off
 
     def validate(self) -> None:
-        if self.epochs < 0:
-            raise FieldProblem("epochs", f"must be >= 0, got {self.epochs}")
+        at_least(self, 0, "epochs")
         if not self.lr > 0:
             raise FieldProblem("lr", f"must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise FieldProblem("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        at_least(self, 0, "weight_decay")
         if self.batch_size < 2:
             raise FieldProblem("batch_size", f"must be >= 2 (contrastive sets), got {self.batch_size}")
         if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
             raise FieldProblem("warmup_epochs", f"must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-        if self.patience < 0:
-            raise FieldProblem("patience", f"must be >= 0, got {self.patience}")
+        at_least(self, 0, "patience")
 
 
 @dataclass
@@ -83,16 +80,11 @@ class TrainConfig:
     def validate(self) -> None:
         if not 0 < self.val_fraction < 1:
             raise FieldProblem("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        if self.knn_k < 1:
-            raise FieldProblem("knn_k", f"must be >= 1, got {self.knn_k}")
-        if self.probe_reference_size < 1:
-            raise FieldProblem("probe_reference_size", f"must be >= 1, got {self.probe_reference_size}")
-        if self.grad_clip_norm < 0:
-            raise FieldProblem("grad_clip_norm", f"must be >= 0, got {self.grad_clip_norm}")
-        if self.num_threads < 0:
-            raise FieldProblem("num_threads", f"must be >= 0, got {self.num_threads}")
-        if self.num_workers < 0:
-            raise FieldProblem("num_workers", f"must be >= 0, got {self.num_workers}")
+        at_least(self, 1, "knn_k")
+        at_least(self, 1, "probe_reference_size")
+        at_least(self, 0, "grad_clip_norm")
+        at_least(self, 0, "num_threads")
+        at_least(self, 0, "num_workers")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.finetune.epochs < 1:

@@ -26,7 +26,7 @@ import av
 import librosa
 import numpy as np
 
-from mercl.config import FieldProblem
+from mercl.config import FieldProblem, at_least
 from mercl.errors import InputFileError
 
 ENERGY_FLOOR_DB = -120.0
@@ -55,8 +55,7 @@ class AudioFeatureConfig:
     def validate(self) -> None:
         if self.sample_rate < 1000:
             raise FieldProblem("sample_rate", f"must be >= 1000 Hz, got {self.sample_rate}")
-        if self.n_mels < 1:
-            raise FieldProblem("n_mels", f"must be >= 1, got {self.n_mels}")
+        at_least(self, 1, "n_mels")
         if self.win_s <= 0 or self.win_s * self.sample_rate < 8:
             raise FieldProblem("win_s", f"must give at least 8 samples, got {self.win_s} s")
         if self.hop_s <= 0 or self.hop_s * self.sample_rate < 1:
