@@ -28,17 +28,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mercl.atomic import write_atomic
+from mercl.atomic import write_atomic, write_text
 from tuning.space import BaseModelShape, ParamSpec, plain, readable_hparams
 
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped_early"
 STATUS_ERROR = "error"
 STATUS_UNFINISHED = "unfinished"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda p: p.write_text(text))
 
 
 # ----------------------------------------------------------------------------- cloud storage
@@ -116,7 +112,7 @@ def _make_recording_asha():
                 "brackets": [[{"milestone": float(m), "recorded": {k: float(v) for k, v in rec.items()}}
                               for m, rec in bracket._rungs] for bracket in self._brackets],
             }
-            write_text_atomic(Path(self._state_file), json.dumps(state, indent=1))
+            write_text(Path(self._state_file), json.dumps(state, indent=1))
 
         def on_trial_add(self, tune_controller, trial):
             self._load()
@@ -285,7 +281,7 @@ def write_best_config(train_config: dict[str, Any], trial: pd.Series, exp_dir: P
               f"best fine-tuning {metric} {trial[f'best_finetune_{metric}']:.4f} on the inner validation split.\n"
               f"# Use: mercl evaluate DATASET --config {exp_dir / 'best_config.yaml'}\n")
     path = exp_dir / "best_config.yaml"
-    write_text_atomic(path, header + yaml.safe_dump(train_config, sort_keys=False))
+    write_text(path, header + yaml.safe_dump(train_config, sort_keys=False))
     return path
 
 

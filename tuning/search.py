@@ -325,9 +325,10 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     import ray
     import ray.tune
 
+    from mercl.atomic import write_text
     from mercl.config import to_dict
     from tuning.data import build_ray_datasets, core_row_bytes, prepare_search_data
-    from tuning.results import download_outputs, upload_outputs, write_text_atomic
+    from tuning.results import download_outputs, upload_outputs
     from tuning.trial import TrialSetup
     from tuning.worker import WorkerSetup
 
@@ -362,7 +363,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         say(f"resuming search {cfg.name} from {plan.location}: {describe_restored_searcher(plan.location)}")
     else:
         plan.exp_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(plan.exp_dir / "search_config.yaml", dump_config(cfg))
+        write_text(plan.exp_dir / "search_config.yaml", dump_config(cfg))
         upload_outputs(plan.exp_dir, plan.location)
     tuner = build_tuner(plan, setup, restore)
     say(f"search {cfg.name}: {cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
@@ -389,6 +390,7 @@ def describe_restored_searcher(location: str) -> str:
 
 def finish_search(plan: SearchPlan, results, data, say) -> tuple[int, Any]:
     """Trial table, best config, plots, outer CV of the best config, summary.md; prints where they are."""
+    from mercl.atomic import write_text
     from mercl.training.config import train_config_from_dict
     from tuning.results import (
         STATUS_STOPPED,
@@ -400,7 +402,6 @@ def finish_search(plan: SearchPlan, results, data, say) -> tuple[int, Any]:
         trial_table,
         write_best_config,
         write_plots,
-        write_text_atomic,
         write_trial_tables,
     )
     from tuning.tensorboard import tensorboard_command
@@ -434,7 +435,7 @@ def finish_search(plan: SearchPlan, results, data, say) -> tuple[int, Any]:
         data_text=data.describe(), protocol_text=f"{protocol}, {data.n_folds} folds", crossval=crossval,
         test_fold=cfg.data.test_fold, plots=plots, study_trials=len(saved.trials) if saved is not None else None,
         tensorboard_cmd=tb)
-    write_text_atomic(exp_dir / "summary.md", summary)
+    write_text(exp_dir / "summary.md", summary)
     n_stopped = int((table["status"] == STATUS_STOPPED).sum()) if len(table) else 0
     say("")
     if best is not None:

@@ -217,10 +217,6 @@ class Blocks:
         return "\n".join(out)
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic.write_text(path, text)
-
-
 def _experiment_sections(blocks: Blocks, run_dir: Path, figures: Path) -> None:
     meta = json.loads((run_dir / "experiment.json").read_text())
     results = pd.read_csv(run_dir / "results.csv")
@@ -299,6 +295,6 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         for path in search_plots:
             blocks.image(path, run_dir, path.stem.replace("_", " "))
     md, page = run_dir / "report.md", run_dir / "report.html"
-    _write_text(md, blocks.markdown())
-    _write_text(page, blocks.html(f"MERCL report: {run_dir.name}"))
+    atomic.write_text(md, blocks.markdown())
+    atomic.write_text(page, blocks.html(f"MERCL report: {run_dir.name}"))
     return md, page

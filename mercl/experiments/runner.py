@@ -184,10 +184,6 @@ def plan_units(exp: Experiment, dataset_id: str, n_folds: dict[str, int]) -> lis
 # ----------------------------------------------------------------------------- one unit
 
 
-def write_json_atomic(path: Path, data) -> None:
-    atomic.write_json(path, data, indent=None)
-
-
 def _scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
     sc = classification_metrics(y_true, y_pred, n_classes)
     return {"accuracy": sc.accuracy, "macro_f1": sc.macro_f1, "n_test": sc.n, "confusion": sc.confusion.tolist()}
@@ -376,7 +372,7 @@ def run_experiment(
     distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
     if ray_address is not None and distinct:
         for unit, record in _run_on_ray(exp, distinct, cvs, ray_address, show_progress):
-            write_json_atomic(cache / unit.file_name, record)
+            atomic.write_json(cache / unit.file_name, record, indent=None)
     elif distinct:
         features = None
         if any(u.row.method in BASELINE_METHODS for u in distinct):
@@ -389,7 +385,7 @@ def run_experiment(
 
         for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
             record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
-            write_json_atomic(cache / unit.file_name, record)
+            atomic.write_json(cache / unit.file_name, record, indent=None)
 
     table_rows = []
     for unit in units:
@@ -412,7 +408,7 @@ def run_experiment(
     tmp = out / f"results.csv.tmp-{os.getpid()}"
     results.to_csv(tmp, index=False)
     os.replace(tmp, out / "results.csv")
-    write_json_atomic(out / "experiment.json", meta)
+    atomic.write_json(out / "experiment.json", meta, indent=None)
     computed = len(distinct)
     say(f"computed {computed} units, {n_keys - computed} from the cache; wrote {out / 'results.csv'}")
     return RunOutcome(results, computed, n_keys - computed, units)
