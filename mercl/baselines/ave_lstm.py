@@ -137,8 +137,9 @@ class AveLSTM(Baseline):
         self.nets_: dict[str, LSTMClassifier] = {}
         for k, modality in enumerate(MODALITY_ORDER):
             x, present = inputs[modality]
-            if present.sum() < 2:
-                log.warning("ave_lstm: %s is present in %d training rows; left out", modality, present.sum())
+            if present.sum() < 2:  # absent altogether (EEG-only recordings) is expected, not a warning
+                (log.warning if present.any() else log.debug)(
+                    "ave_lstm: %s is present in %d training rows; left out", modality, present.sum())
                 continue
             self.scalers_[modality] = Standardizer().fit(x[present])
             with seeded(self.seed + k):

@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
                         help="MERCL training config: paper, small, tiny or a YAML file (default: small)")
     parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
                         metavar="KEY=VALUE", help="override a config field, e.g. --set finetune.epochs=5")
+    parser.add_argument("--modalities", default=None, metavar="LETTERS",
+                        help="MERCL's modalities, letters of 'ave' (audio, video, eeg); default: the config's, "
+                             "less any the dataset lacks (EEG-only recordings run MERCL's EEG branch)")
     parser.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default 5)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                         help="paper: methods to run (mercl ve_bilstm ave_rt ave_kelm ave_lstm majority); "
@@ -49,17 +52,23 @@ def run(args: argparse.Namespace) -> int:
     from mercl.errors import MerclError
     from mercl.experiments.runner import (
         Experiment,
+        dataset_modalities,
         dataset_schemes,
         experiment_rows,
         protocols_of,
         run_experiment,
     )
     from mercl.training.config import NAMED_CONFIGS, load_train_config
+    from mercl.training.crossval import parse_modalities
 
     if args.folds < 2:
         raise MerclError(f"--folds: must be >= 2, got {args.folds}")
     cfg = load_train_config(args.config, dict(args.overrides))
     prepared = load_dataset(args.dataset)
+    wanted = parse_modalities(args.modalities) if args.modalities else None
+    cfg, note = dataset_modalities(args.kind, cfg, prepared, wanted)
+    if note:
+        print(note)
     exp = Experiment(
         kind=args.kind,
         dataset=Path(args.dataset),

@@ -67,7 +67,8 @@ def available_schemes(columns: Iterable[str], table: pd.DataFrame | None = None)
     """The schemes whose columns are all among ``columns`` (in SCHEMES order).
 
     With ``table``, also drop schemes its values do not fit (``seed3`` and ``class2`` both
-    read ``label``: -1/0/1 versus 0/1).
+    read ``label``: -1/0/1 versus 0/1). A ``label`` of only 0s and 1s fits both; it is read as
+    ``class2`` (two classes), not as a three-class ``seed3`` with an empty class.
     """
     have = set(columns)
     schemes = [s for s in SCHEMES if set(required_columns(s)) <= have]
@@ -80,6 +81,8 @@ def available_schemes(columns: Iterable[str], table: pd.DataFrame | None = None)
         except MerclError:
             continue
         usable.append(scheme)
+    if "class2" in usable and "seed3" in usable:
+        usable.remove("seed3")
     return usable
 
 

@@ -84,6 +84,14 @@ class PreparedDataset:
         """(N,) int64 id of each row's (subject, trial)."""
         return trial_groups(self.subjects, self.trials)
 
+    def present_modalities(self) -> list[str]:
+        """The modalities at least one row has (in MODALITIES order); EEG always."""
+        linked = self.stimulus_index[self.stimulus_index >= 0]
+        present = {"eeg": True,
+                   "audio": bool(self.stimuli.audio_present[linked].any()) if len(linked) else False,
+                   "video": bool(self.stimuli.video_present[linked].any()) if len(linked) else False}
+        return [m for m in MODALITIES if present[m]]
+
 
 def _key_index(keys: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_arrays([keys["stimulus"].astype(str), keys["segment"].astype(np.int64)])

@@ -142,7 +142,6 @@ def experiment_rows(kind: str, cfg: TrainConfig, methods: list[str] | None = Non
 def dataset_schemes(prepared: PreparedDataset, wanted: list[str] | None = None) -> list[str]:
     """The label schemes the dataset supports (``wanted`` must be among them)."""
     have = available_schemes(prepared.rows.columns, prepared.rows)
-    have = [s for s in have if s != "class2"] or have  # class2 only for datasets with nothing else
     if not wanted:
         return have
     missing = [s for s in wanted if s not in have]
@@ -150,6 +149,33 @@ def dataset_schemes(prepared: PreparedDataset, wanted: list[str] | None = None) 
         raise MerclError(f"{prepared.path}: label scheme(s) {', '.join(missing)} not available "
                          f"(this dataset supports {', '.join(have)})")
     return list(wanted)
+
+
+def dataset_modalities(kind: str, cfg: TrainConfig, prepared: PreparedDataset,
+                       wanted: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+    """MERCL's config for this dataset: its modalities are ``wanted`` (``--modalities``) or the
+    config's, less any the dataset lacks in every row (e.g. EEG-only recordings). Returns the
+    config and a line saying what changed (None when nothing did)."""
+    have = prepared.present_modalities()
+    lacking = [m for m in ("video", "audio") if m not in have]
+    if kind == "modalities":
+        if wanted:
+            raise MerclError("--modalities: not with experiment 'modalities', which runs every combination")
+        if lacking:
+            raise MerclError(f"{prepared.path}: experiment 'modalities' needs audio, video and EEG; "
+                             f"the dataset has no {' and no '.join(lacking)}")
+        return cfg, None
+    if wanted:
+        absent = [m for m in wanted if m not in have]
+        if absent:
+            raise MerclError(f"--modalities: {prepared.path} has no {' and no '.join(absent)} in any segment")
+    chosen = [m for m in (wanted or cfg.model.modalities) if m in have]
+    if chosen == list(cfg.model.modalities):
+        return cfg, None
+    note = f"MERCL runs on {', '.join(chosen)}"
+    if lacking:
+        note += f" (the dataset has no {' and no '.join(lacking)}; the baselines use the streams it has)"
+    return apply_ablations(cfg, modalities=chosen), note
 
 
 def method_signature(row: Row) -> dict:
