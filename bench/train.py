@@ -37,7 +37,7 @@ from mercl.losses import mercl_loss  # noqa: E402
 from mercl.models.config import DataShapes  # noqa: E402
 from mercl.models.mercl_model import build_model  # noqa: E402
 from mercl.training.config import load_train_config  # noqa: E402
-from mercl.training.loop import modality_valid, resolve_device  # noqa: E402
+from mercl.training.loop import make_optimizer, modality_valid, resolve_device  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -163,7 +163,7 @@ def main() -> int:
         else:
             params = [p for p in model.encoder_parameters() if p.requires_grad]
         for source, batch, steps, warmup in (("live", live, args.live_steps, 1), ("cached", cached, args.steps, 5)):
-            optimizer = torch.optim.AdamW(params, lr=1e-4)
+            optimizer = make_optimizer(params, 1e-4, cfg.pretrain.weight_decay, device)
             seconds, flops = measure(step, model, batch, optimizer, cfg.loss, device, steps, warmup)
             results[stage, source] = (seconds, flops)
 

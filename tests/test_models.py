@@ -320,3 +320,21 @@ def test_data_shapes_from_a_manifest_like_dict():
     with pytest.raises(ConfigError) as info:
         from_dict(DataShapes, data | {"video": [3, 1, 40, 40]})
     assert info.value.field == "video"
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("dilation", [1, 2, 4, 8])
+@pytest.mark.parametrize("steps", [1, 4, 5, 7, 9, 20])
+def test_tcn_conv_without_dead_taps_equals_the_full_same_padded_conv(kernel, dilation, steps):
+    import torch.nn.functional as F
+
+    from mercl.models.tcn import SameDilatedConv1d
+
+    torch.manual_seed(0)
+    conv = SameDilatedConv1d(6, 8, kernel, dilation).double()
+    x = torch.randn(2, 6, steps, dtype=torch.double, requires_grad=True)
+    ours, full = conv(x), F.conv1d(x, conv.weight, conv.bias, dilation=dilation, padding="same")
+    torch.testing.assert_close(ours, full)
+    for a, b in zip(torch.autograd.grad(ours.square().sum(), [x, conv.weight, conv.bias]),
+                    torch.autograd.grad(full.square().sum(), [x, conv.weight, conv.bias]), strict=True):
+        torch.testing.assert_close(a, b)

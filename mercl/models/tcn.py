@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mercl.models.config import TcnConfig
+
+
+class SameDilatedConv1d(nn.Conv1d):
+    """A 'same'-padded dilated Conv1d that leaves out the taps which, at the input's length,
+    only ever read the zero padding: with 3 taps at dilation 8 on 7 steps the two outer taps
+    never reach a real step, so the block is a 1x1 conv there. The output (and every
+    gradient) is the full convolution's; the FLOPs and time of the dead taps are saved.
+    (B, D_in, T) -> (B, D_out, T); the parameters are the full kernel's.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int, dilation: int):
+        super().__init__(in_dim, out_dim, kernel_size, dilation=dilation, padding="same")
+
+    def forward(self, x: Tensor) -> Tensor:
+        (k,), (d,) = self.kernel_size, self.dilation
+        half = k // 2
+        reach = min(half, (x.shape[-1] - 1) // d)  # outer taps within T - 1 steps of the centre
+        if k % 2 == 0 or reach == half:
+            return super().forward(x)
+        weight = self.weight[..., half - reach: half + reach + 1]
+        return F.conv1d(x, weight, self.bias, dilation=d, padding=reach * d)
 
 
 class TemporalBlock(nn.Module):
@@ -16,7 +38,7 @@ class TemporalBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(in_dim, out_dim, kernel_size, dilation=dilation, padding="same"),
+            SameDilatedConv1d(in_dim, out_dim, kernel_size, dilation),
             nn.BatchNorm1d(out_dim),
             nn.ELU(),
             nn.Dropout(dropout),
