@@ -338,3 +338,36 @@ def test_tcn_conv_without_dead_taps_equals_the_full_same_padded_conv(kernel, dil
     for a, b in zip(torch.autograd.grad(ours.square().sum(), [x, conv.weight, conv.bias]),
                     torch.autograd.grad(full.square().sum(), [x, conv.weight, conv.bias]), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_frozen_encodings_are_computed_once_per_row_and_give_the_same_logits():
+    from mercl.training.frozen_encodings import FrozenEncodings
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(), SHAPES)
+    model.train()
+    model(make_batch(seed=3, n=8))  # move the BatchNorm running statistics off their initial values
+    model.freeze_encoders(True)
+    model.train()  # the head trains (dropout on); the frozen encoders stay in eval mode
+    encodings = FrozenEncodings(model)
+    batch = {**make_batch(seed=1), "index": torch.tensor([7, 3, 9, 1])}
+    for step in range(2):
+        torch.manual_seed(step)
+        full = model(batch)
+        torch.manual_seed(step)
+        assert torch.equal(model.head(encodings(batch), model.present(batch)), full)
+    assert encodings.encoded_batches == 1
+    # the same rows in another order (another epoch's shuffle) come from the cache, row for row
+    order = torch.tensor([2, 0, 3, 1])
+    shuffled = {k: v[order] for k, v in batch.items()}
+    cached = encodings(shuffled)
+    assert encodings.encoded_batches == 1
+    with torch.no_grad():
+        fresh = model.encode(shuffled)
+    for m in fresh:
+        torch.testing.assert_close(cached[m], fresh[m])
+    # a batch with one unseen row is encoded; its seen rows keep their stored encodings
+    mixed = {k: torch.cat([v[:1], make_batch(seed=2, n=1)[k]]) for k, v in batch.items() if k != "index"}
+    mixed["index"] = torch.tensor([7, 42])
+    encodings(mixed)
+    assert encodings.encoded_batches == 2 and len(encodings.slot) == 5

@@ -116,10 +116,13 @@ class MERCLModel(nn.Module):
         """z_m (B, embed_dim), L2-normalised, for each modality in ``h``."""
         return {m: self.projections[m](h_m) for m, h_m in h.items()}
 
+    def head(self, h: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+        """Logits (B, n_classes) from the encodings h_m (B, T_m, width): fusion -> MLP."""
+        return self.classifier(self.fusion(h, present))
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Logits (B, n_classes): encode -> cross-modal fusion (or concatenation) -> MLP."""
-        fused = self.fusion(self.encode(batch), self.present(batch))
-        return self.classifier(fused)
+        return self.head(self.encode(batch), self.present(batch))
 
     @torch.no_grad()
     def backbone_features(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
