@@ -167,3 +167,20 @@ def test_ray_gives_the_same_results_as_the_local_run(run_dir, dataset, tmp_path)
         assert len(same) == 1 and same["accuracy"].item() == r.accuracy and same["macro_f1"].item() == r.macro_f1
         assert json.loads((out / r.unit_file).read_text())["predictions"] == \
             json.loads((run_dir / r.unit_file).read_text())["predictions"]
+
+
+def test_serial_run_gives_the_same_results_as_the_default_worker_processes(run_dir, dataset, tmp_path):
+    out = tmp_path / "serial"  # run_dir ran with the default workers (2 processes on 2 CPUs)
+    assert mercl_main(["experiment", "paper", str(dataset), "--protocol", "trial", "--folds", "2",
+                       "--config", "tiny", *QUICK, "--methods", "mercl", "ave_rt", "--schemes", "valence2",
+                       "--no-progress", "--workers", "1", "-o", str(out)]) == 0
+    parallel = pd.read_csv(run_dir / "results.csv")
+    serial = pd.read_csv(out / "results.csv")
+    assert len(serial) == 6  # mercl, ave_rt, majority x 2 folds
+    for r in serial.itertuples():
+        same = parallel[parallel["unit_file"] == r.unit_file]
+        assert len(same) == 1 and same["n_test"].item() == r.n_test
+        if r.method == "mercl":  # one torch thread per worker: float sums in another order
+            assert abs(same["accuracy"].item() - r.accuracy) <= 0.05
+        else:
+            assert same["accuracy"].item() == r.accuracy and same["macro_f1"].item() == r.macro_f1

@@ -41,11 +41,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run one Ray task per method x fold unit: a fresh local Ray instance, or the "
                              "cluster at ADDRESS (e.g. auto); same results as without")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="local processes sharing the units (default: min(4, CPUs)); 1 runs them here, "
+                             "one after the other; ignored with --ray")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from mercl.data.reader import load_dataset
@@ -63,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.folds < 2:
         raise MerclError(f"--folds: must be >= 2, got {args.folds}")
+    workers = min(4, os.cpu_count() or 1) if args.workers is None else args.workers
+    if workers < 1:
+        raise MerclError(f"--workers: must be >= 1, got {workers}")
     cfg = load_train_config(args.config, dict(args.overrides))
     prepared = load_dataset(args.dataset)
     wanted = parse_modalities(args.modalities) if args.modalities else None
@@ -79,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
         cfg=cfg,
         config_name=args.config if args.config in NAMED_CONFIGS else Path(args.config).name,
     )
-    run_experiment(exp, args.out, show_progress=not args.no_progress, ray_address=args.ray)
+    run_experiment(exp, args.out, show_progress=not args.no_progress, ray_address=args.ray, workers=workers)
     print(f"next: mercl report {args.out}")
     return 0

@@ -317,6 +317,69 @@ def compute_unit_from_path(dataset: str, unit: Unit, cv, seed: int) -> dict:
     return compute_unit(prepared, features, unit, cv, seed)
 
 
+def prebuild_backbone_caches(units: list[Unit], prepared: PreparedDataset, show_progress: bool) -> None:
+    """Compute the frozen backbones' feature cache of every MERCL config among ``units`` here,
+    once, before parallel workers start (each would otherwise compute the same cache)."""
+    from mercl.models import build_model
+    from mercl.training.crossval import data_shapes
+    from mercl.training.feature_cache import ensure_feature_cache
+    from mercl.training.loop import resolve_device, seed_everything
+
+    configs = {config_hash(u.row.cfg): (u.row.cfg, u.scheme) for u in units if u.row.method == "mercl"}
+    for cfg, scheme in configs.values():
+        if cfg.cache_backbone_features:
+            seed_everything(cfg.seed)  # as crossval.train_split does: the same backbones, the same cache
+            model = build_model(cfg.model, data_shapes(prepared, len(class_names(scheme))))
+            ensure_feature_cache(model, prepared, batch_size=64, device=resolve_device(cfg.device),
+                                 show_progress=show_progress)
+
+
+_WORKER: dict = {}  # per worker process: the dataset (and the baselines' features), loaded once
+
+
+def _init_worker(dataset: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER["prepared"] = load_dataset(dataset, verify=False)
+
+
+def _compute_in_worker(unit: Unit, cv, seed: int) -> dict:
+    prepared = _WORKER["prepared"]
+    features = None
+    if unit.row.method in BASELINE_METHODS:
+        if "features" not in _WORKER:
+            from mercl.baselines import build_features
+
+            _WORKER["features"] = build_features(prepared, progress=False)  # reads DATASET/cache
+        features = _WORKER["features"]
+    return compute_unit(prepared, features, unit, cv, seed)
+
+
+def _run_in_processes(exp: Experiment, units: list[Unit], cvs: dict, workers: int, show_progress: bool):
+    """Yield (unit, record) as ``workers`` local processes (spawned, ``cpus // workers`` torch
+    threads each) finish the units, the slowest kinds first so none is left alone at the end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    cost = {"mercl": 0, "ve_bilstm": 1, "ave_lstm": 2}
+    ordered = sorted(units, key=lambda u: cost.get(u.row.method, 3))
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    dataset = str(Path(exp.dataset).resolve())
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(dataset, threads)) as pool:
+        futures = {pool.submit(_compute_in_worker, u, cvs[u.protocol, u.scheme], exp.seed): u for u in ordered}
+        with tqdm(total=len(futures), desc=f"method x fold ({workers} processes)", unit="unit",
+                  disable=not show_progress) as bar:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+                bar.update(1)
+
+
 def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, show_progress: bool):
     """Yield (unit, record) as the Ray tasks (one per unit) finish. Ray is imported only here."""
     import ray
@@ -326,6 +389,7 @@ def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, sho
         from mercl.baselines import build_features
 
         build_features(load_dataset(exp.dataset), progress=show_progress)
+    prebuild_backbone_caches(units, load_dataset(exp.dataset), show_progress)
     started = not ray.is_initialized()
     if started:
         if address == "local":
@@ -365,12 +429,14 @@ def run_experiment(
     show_progress: bool = True,
     console: Callable[[str], None] | None = print,
     ray_address: str | None = None,
+    workers: int = 1,
 ) -> RunOutcome:
     """Run (or read from RUN_DIR/cache) every unit of ``exp``; writes experiment.json and results.csv.
 
     ray_address: None computes the units here, one after the other; otherwise one Ray task per
     unit (``"local"``: a fresh local Ray instance; else a cluster address such as ``"auto"``);
     the dataset path must be readable by the workers. Same results either way.
+    workers > 1 (without Ray): that many local processes share the units.
     """
     say = console or (lambda _msg: None)
     out = Path(out_dir)
@@ -406,6 +472,11 @@ def run_experiment(
 
             say("baseline features: building or reading DATASET/cache")
             features = build_features(prepared, progress=show_progress)
+        if workers > 1 and len(distinct) > 1:
+            prebuild_backbone_caches(distinct, prepared, show_progress)
+            for unit, record in _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress):
+                atomic.write_json(cache / unit.file_name, record, indent=None)
+            distinct = []
 
         from tqdm.auto import tqdm
 
