@@ -144,7 +144,7 @@ def _state_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("stop_at", [2, 5], ids=["during-pretrain", "during-finetune"])
+@pytest.mark.parametrize("stop_at", [2, 3, 5], ids=["during-pretrain", "after-pretrain", "during-finetune"])
 def test_killed_run_resumes_to_the_same_result(demo_dataset, tmp_path, stop_at):
     prepared = load_dataset(demo_dataset)
     train, val = _split(prepared)
@@ -169,6 +169,27 @@ def test_killed_run_resumes_to_the_same_result(demo_dataset, tmp_path, stop_at):
     assert resumed.result.history == straight.result.history
     assert resumed.result.best_epoch == straight.result.best_epoch
     _state_equal(resumed.model.state_dict(), straight.model.state_dict())
+
+
+def test_pretraining_stops_early_and_hands_its_best_probe_epoch_to_fine_tuning(demo_dataset):
+    prepared = load_dataset(demo_dataset)
+    train, val = _split(prepared)
+    cfg = tiny(**{"pretrain.epochs": 8, "pretrain.patience": 2, "finetune.epochs": 1})
+    encoders = {}
+
+    def keep(report):
+        if report.stage == "pretrain":
+            encoders[report.epoch] = {k: v for k, v in report.state()["model"].items()
+                                      if not k.startswith(("fusion.", "classifier."))}
+
+    run = train_split(prepared, "quadrant4", train, val, cfg, on_epoch_end=keep)
+    probe = [h["val_metric"] for h in run.result.history if h["stage"] == "pretrain"]
+    best = int(np.argmax(probe)) + 1  # the first epoch with the best probe accuracy
+    assert len(probe) == min(8, best + 2)  # stopped two epochs without improvement after it
+    final = run.model.state_dict()
+    _state_equal({k: final[k] for k in encoders[best]}, encoders[best])
+    if best < len(probe):
+        assert any(not torch.equal(final[k], v) for k, v in encoders[len(probe)].items())
 
 
 @pytest.mark.slow  # two `mercl train` runs plus a subprocess (torch import): ~20 s CPU

@@ -70,7 +70,7 @@ class TrainConfig:
     probe: Literal["knn", "linear"] = "knn"  # stage-1 validation metric on shared embeddings
     knn_k: int = 5
     probe_reference_size: int = 4096  # training samples embedded for the probe each epoch
-    restore_best: bool = True  # end stage 2 with the weights of its best inner-validation epoch
+    restore_best: bool = True  # end each stage with the weights of its best inner-validation epoch
     grad_clip_norm: float = 0.0  # 0 = off
     cache_backbone_features: bool = True  # frozen ViT/VGGish run once per stimulus segment
     num_workers: int = 0  # DataLoader worker processes

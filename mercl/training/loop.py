@@ -382,6 +382,12 @@ def _finetune_validation(model, val_batches, device, n_classes, encodings=None):
 # ----------------------------------------------------------------------------- the loop
 
 
+def _restore_pretrain_best(model: nn.Module, pre_best: dict[str, Any], cfg: TrainConfig) -> None:
+    """Start stage 2 from the encoders of stage 1's best probe epoch (``cfg.restore_best``)."""
+    if cfg.restore_best and pre_best["state"] is not None:
+        model.load_state_dict(pre_best["state"])
+
+
 def train_two_stage(
     model: nn.Module,
     train_batches: Callable[..., Iterable[Batch]],
@@ -421,6 +427,7 @@ def train_two_stage(
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"metric": -math.inf, "loss": math.inf, "epoch": None, "state": None}
+    pre_best: dict[str, Any] = {"metric": -math.inf, "epoch": None, "state": None}  # stage 1's best probe
     start_stage, start_epoch, start_finished, start_bad = STAGES[0], 0, False, 0
     if resume is not None:
         if resume.get("format") != STATE_FORMAT:
@@ -428,6 +435,7 @@ def train_two_stage(
         model.load_state_dict(resume["model"])
         history = copy.deepcopy(resume["history"])
         best = copy.deepcopy(resume["best"])
+        pre_best = copy.deepcopy(resume.get("pretrain_best", pre_best))
         start_stage, start_epoch = resume["stage"], resume["epoch"]
         start_finished, start_bad = resume["stage_finished"], resume["bad_epochs"]
         set_rng_state(resume["rng"])
@@ -442,6 +450,8 @@ def train_two_stage(
                 continue
             resuming_here = resume is not None and stage == start_stage
             if resuming_here and start_finished:
+                if stage == "pretrain":
+                    _restore_pretrain_best(model, pre_best, cfg)
                 continue
             if stage == "pretrain":
                 trainable = encoder_ids & base_trainable
@@ -489,6 +499,9 @@ def train_two_stage(
                 if improved:
                     stage_best = metrics["val_metric"]
                 bad_epochs = 0 if improved else bad_epochs + 1
+                if stage == "pretrain" and improved and cfg.restore_best:
+                    pre_best = {"metric": metrics["val_metric"], "epoch": epoch + 1,
+                                "state": copy.deepcopy(model.state_dict())}
                 if stage == "finetune":
                     better = metrics["val_metric"] > best["metric"] or (
                         metrics["val_metric"] == best["metric"] and metrics["val_loss"] < best["loss"])
@@ -508,7 +521,8 @@ def train_two_stage(
                         tb.confusion(last_scores.confusion, class_names, global_epoch, tag="confusion/val")
 
                 def state(stage=stage, epoch=epoch, finished=finished, bad_epochs=bad_epochs,
-                          optimizer=optimizer, scheduler=scheduler, best=best, rng=rng_state()) -> dict[str, Any]:
+                          optimizer=optimizer, scheduler=scheduler, best=best, pre_best=pre_best,
+                          rng=rng_state()) -> dict[str, Any]:
                     """The checkpoint after this epoch; call it inside ``on_epoch_end`` (it reads live weights)."""
                     return copy.deepcopy({
                         "format": STATE_FORMAT,
@@ -522,6 +536,7 @@ def train_two_stage(
                         "rng": rng,
                         "history": history,
                         "best": best,
+                        "pretrain_best": pre_best,
                         "config": to_dict(cfg),
                     })
 
@@ -529,6 +544,8 @@ def train_two_stage(
                     on_epoch_end(EpochReport(stage, epoch + 1, global_epoch, dict(metrics), state))
                 if stop:
                     break
+            if stage == "pretrain":
+                _restore_pretrain_best(model, pre_best, cfg)
             # Drop this stage's DDP wrapper: its gradient hooks must not fire in the next stage.
             del net, optimizer, scheduler, encodings
             gc.collect()
