@@ -137,8 +137,8 @@ def tsne_figure(records: list[dict], scheme: str, path: Path, seed: int = 0) -> 
     if not xs or sum(len(x) for x in xs) < 5:
         return None
     x = np.concatenate(xs)
-    # a few hundred points: the exact gradient (numpy, O(N^2)) beats Barnes-Hut's threads
-    method = "exact" if len(x) <= 1000 else "barnes_hut"
+    # Barnes-Hut from a few hundred points on (960 points, 500 iterations, here: 2.9 s vs 13 s exact)
+    method = "exact" if len(x) <= 300 else "barnes_hut"
     xy = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", method=method,
               max_iter=500, random_state=seed).fit_transform(x)
     names = class_names(scheme)

@@ -476,13 +476,12 @@ def run_experiment(
             prebuild_backbone_caches(distinct, prepared, show_progress)
             for unit, record in _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress):
                 atomic.write_json(cache / unit.file_name, record, indent=None)
-            distinct = []
+        else:
+            from tqdm.auto import tqdm
 
-        from tqdm.auto import tqdm
-
-        for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
-            record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
-            atomic.write_json(cache / unit.file_name, record, indent=None)
+            for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
+                record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
+                atomic.write_json(cache / unit.file_name, record, indent=None)
 
     table_rows = []
     for unit in units:
