@@ -150,7 +150,7 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     reported_before_kill = len(result_file.read_text().splitlines())
     assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
 
-    table = pd.read_csv(exp / "trials.csv")
+    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})  # ids like 12345678 are not ints
     assert len(table) == 1
     row = table.iloc[0]
     assert row["status"] == "completed"
@@ -201,7 +201,7 @@ def test_interrupted_search_resumes_with_its_trials_and_optuna_history(cluster, 
     assert "resuming search resume" in text
     assert "OptunaSearch state with 2 trials in its Optuna study" in text
 
-    table = pd.read_csv(exp / "trials.csv")
+    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})  # ids like 12345678 are not ints
     assert len(table) == 3 and table["trial_id"].is_unique
     assert {finished, interrupted} <= set(table["trial_id"])
     assert (table["status"] != "error").all()
