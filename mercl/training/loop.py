@@ -546,6 +546,7 @@ def train_two_stage(
                     break
             if stage == "pretrain":
                 _restore_pretrain_best(model, pre_best, cfg)
+                pre_best = {**pre_best, "state": None}  # in the model now: keep stage-2 checkpoints small
             # Drop this stage's DDP wrapper: its gradient hooks must not fire in the next stage.
             del net, optimizer, scheduler, encodings
             gc.collect()
