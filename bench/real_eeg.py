@@ -23,6 +23,7 @@ Usage: ``.venv/bin/python bench/real_eeg.py [--out out/real_eeg] [--config small
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -69,17 +70,16 @@ def prepare(name: str, data: Path, out: Path) -> Path:
     cfg_file.parent.mkdir(parents=True, exist_ok=True)
     cfg_file.write_text(yaml.safe_dump(PREPARE[name]))
     datasets = out / "datasets"
-    before = set(datasets.glob("uea-*")) if datasets.is_dir() else set()
     run(["prepare", str(data / name), "--source", "uea", "--config", str(cfg_file),
          "-o", str(datasets), "--no-progress"])
     for folder in sorted(datasets.glob("uea-*")):
         manifest = folder / "manifest.json"
-        if manifest.is_file() and Path(yaml.safe_load(manifest.read_text())["raw"]).name == name:
+        if manifest.is_file() and Path(json.loads(manifest.read_text())["raw"]).name == name:
             return folder
-    raise SystemExit(f"bench/real_eeg.py: no dataset for {name} under {datasets} (had {sorted(before)})")
+    raise SystemExit(f"bench/real_eeg.py: mercl prepare wrote no dataset for {name} under {datasets}")
 
 
-def table(name: str, results: pd.DataFrame, folds: int) -> list[str]:
+def table(name: str, results: pd.DataFrame) -> list[str]:
     lines = []
     per = results.groupby("method")
     majority = per.get_group("majority")["accuracy"].mean()
@@ -112,7 +112,7 @@ def main() -> int:
         run(["experiment", "paper", str(dataset), "--protocol", "trial", "--folds", str(args.folds),
              "--config", args.config, "-o", str(run_dir), "--no-progress", *methods])
         run(["report", str(run_dir)])
-        lines += table(name, pd.read_csv(run_dir / "results.csv"), args.folds)
+        lines += table(name, pd.read_csv(run_dir / "results.csv"))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     (args.out / "real_eeg.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

@@ -87,9 +87,8 @@ class PreparedDataset:
     def present_modalities(self) -> list[str]:
         """The modalities at least one row has (in MODALITIES order); EEG always."""
         linked = self.stimulus_index[self.stimulus_index >= 0]
-        present = {"eeg": True,
-                   "audio": bool(self.stimuli.audio_present[linked].any()) if len(linked) else False,
-                   "video": bool(self.stimuli.video_present[linked].any()) if len(linked) else False}
+        present = {"eeg": True, "audio": bool(self.stimuli.audio_present[linked].any()),
+                   "video": bool(self.stimuli.video_present[linked].any())}
         return [m for m in MODALITIES if present[m]]
 
 

@@ -306,20 +306,32 @@ def compute_unit(prepared: PreparedDataset, features, unit: Unit, cv, seed: int)
     return unit_record(unit, prepared, fold, result, protocol_label(unit.protocol))
 
 
+_LOADED: dict[str, dict] = {}  # per worker process: dataset path -> its dataset (and baseline features)
+
+
 def compute_unit_from_path(dataset: str, unit: Unit, cv, seed: int) -> dict:
-    """:func:`compute_unit` in a worker process: loads the dataset (and baseline features) itself."""
-    prepared = load_dataset(dataset, verify=False)
+    """:func:`compute_unit` in a worker process (a Ray task or a local worker): the dataset and the
+    baselines' features (read from DATASET/cache) are loaded once per process, not per unit."""
+    loaded = _LOADED.setdefault(dataset, {})
+    if "prepared" not in loaded:
+        loaded["prepared"] = load_dataset(dataset, verify=False)
     features = None
     if unit.row.method in BASELINE_METHODS:
+        if "features" not in loaded:
+            from mercl.baselines import build_features
+
+            loaded["features"] = build_features(loaded["prepared"], progress=False)
+        features = loaded["features"]
+    return compute_unit(loaded["prepared"], features, unit, cv, seed)
+
+
+def build_shared_caches(units: list[Unit], prepared: PreparedDataset, show_progress: bool) -> None:
+    """Build the baselines' features and every MERCL config's frozen-backbone feature cache here,
+    once, before parallel workers start (each would otherwise compute the same caches)."""
+    if any(u.row.method in BASELINE_METHODS for u in units):
         from mercl.baselines import build_features
 
-        features = build_features(prepared, progress=False)
-    return compute_unit(prepared, features, unit, cv, seed)
-
-
-def prebuild_backbone_caches(units: list[Unit], prepared: PreparedDataset, show_progress: bool) -> None:
-    """Compute the frozen backbones' feature cache of every MERCL config among ``units`` here,
-    once, before parallel workers start (each would otherwise compute the same cache)."""
+        build_features(prepared, progress=show_progress)
     from mercl.models import build_model
     from mercl.training.crossval import data_shapes
     from mercl.training.feature_cache import ensure_feature_cache
@@ -334,27 +346,10 @@ def prebuild_backbone_caches(units: list[Unit], prepared: PreparedDataset, show_
                                  show_progress=show_progress)
 
 
-_WORKER: dict = {}  # per worker process: the dataset (and the baselines' features), loaded once
-
-
-def _init_worker(dataset: str, threads: int) -> None:
+def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER.clear()
-    _WORKER["prepared"] = load_dataset(dataset, verify=False)
-
-
-def _compute_in_worker(unit: Unit, cv, seed: int) -> dict:
-    prepared = _WORKER["prepared"]
-    features = None
-    if unit.row.method in BASELINE_METHODS:
-        if "features" not in _WORKER:
-            from mercl.baselines import build_features
-
-            _WORKER["features"] = build_features(prepared, progress=False)  # reads DATASET/cache
-        features = _WORKER["features"]
-    return compute_unit(prepared, features, unit, cv, seed)
 
 
 def _run_in_processes(exp: Experiment, units: list[Unit], cvs: dict, workers: int, show_progress: bool):
@@ -370,9 +365,9 @@ def _run_in_processes(exp: Experiment, units: list[Unit], cvs: dict, workers: in
     ordered = sorted(units, key=lambda u: cost.get(u.row.method, 3))
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     dataset = str(Path(exp.dataset).resolve())
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(dataset, threads)) as pool:
-        futures = {pool.submit(_compute_in_worker, u, cvs[u.protocol, u.scheme], exp.seed): u for u in ordered}
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
+        futures = {pool.submit(compute_unit_from_path, dataset, u, cvs[u.protocol, u.scheme], exp.seed): u
+                   for u in ordered}
         with tqdm(total=len(futures), desc=f"method x fold ({workers} processes)", unit="unit",
                   disable=not show_progress) as bar:
             for future in as_completed(futures):
@@ -385,11 +380,6 @@ def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, sho
     import ray
     from tqdm.auto import tqdm
 
-    if any(u.row.method in BASELINE_METHODS for u in units):  # build the shared cache once, not per task
-        from mercl.baselines import build_features
-
-        build_features(load_dataset(exp.dataset), progress=show_progress)
-    prebuild_backbone_caches(units, load_dataset(exp.dataset), show_progress)
     started = not ray.is_initialized()
     if started:
         if address == "local":
@@ -462,8 +452,14 @@ def run_experiment(
             say(f"LEAKY: protocol {protocol}: {cvs[protocol, exp.schemes[0]].warning}")
 
     distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
-    if ray_address is not None and distinct:
-        for unit, record in _run_on_ray(exp, distinct, cvs, ray_address, show_progress):
+    if distinct and (ray_address is not None or (workers > 1 and len(distinct) > 1)):
+        say("shared caches (baseline features, backbone features): building or reading DATASET/cache")
+        build_shared_caches(distinct, prepared, show_progress)
+        if ray_address is not None:
+            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress)
+        else:
+            fanned = _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress)
+        for unit, record in fanned:
             atomic.write_json(cache / unit.file_name, record, indent=None)
     elif distinct:
         features = None
@@ -472,16 +468,11 @@ def run_experiment(
 
             say("baseline features: building or reading DATASET/cache")
             features = build_features(prepared, progress=show_progress)
-        if workers > 1 and len(distinct) > 1:
-            prebuild_backbone_caches(distinct, prepared, show_progress)
-            for unit, record in _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress):
-                atomic.write_json(cache / unit.file_name, record, indent=None)
-        else:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
-                record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
-                atomic.write_json(cache / unit.file_name, record, indent=None)
+        for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
+            record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
+            atomic.write_json(cache / unit.file_name, record, indent=None)
 
     table_rows = []
     for unit in units:

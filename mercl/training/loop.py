@@ -189,15 +189,17 @@ class _Embedder(nn.Module):
         return self.model.project(self.model.encode(batch))
 
 
-class _Head(nn.Module):
-    """Stage-2 network on frozen encodings: (h {modality: (B, T_m, width)}, present) -> logits."""
+class _EncodedClassifier(nn.Module):
+    """Stage-2 network under frozen encoders: batch -> logits, the encodings from ``encodings``
+    (each row encoded once per stage), so only the fusion and the classifier run."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, encodings: FrozenEncodings):
         super().__init__()
         self.model = model
+        self.encodings = encodings
 
-    def forward(self, h: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.head(h, present)
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model.head(self.encodings(batch), self.model.present(batch))
 
 
 def _wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -246,17 +248,13 @@ def _pretrain_epoch(net, model, batches, optimizer, cfg: TrainConfig, device) ->
     return {k: v / max(n_batches, 1) for k, v in sums.items()}
 
 
-def _finetune_epoch(net, model, batches, optimizer, cfg: TrainConfig, device,
-                    encodings: FrozenEncodings | None = None) -> dict[str, float]:
-    """One stage-2 epoch: cross-entropy on the classifier's logits; returns the mean loss.
-
-    With ``encodings`` (frozen encoders) ``net`` is the head: (h, present) -> logits.
-    """
+def _finetune_epoch(net, model, batches, optimizer, cfg: TrainConfig, device) -> dict[str, float]:
+    """One stage-2 epoch: cross-entropy on the classifier's logits; returns the mean loss."""
     model.train()
     total, n_batches = 0.0, 0
     for batch in batches:
         batch = to_device(batch, device)
-        logits = net(encodings(batch), model.present(batch)) if encodings is not None else net(batch)
+        logits = net(batch)
         loss = F.cross_entropy(logits, batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -317,20 +315,13 @@ def probe_accuracy(train_x, train_y, val_x, val_y, kind: str, k: int, n_classes:
 
 
 @torch.no_grad()
-def predict_batches(model, batches: Iterable[Batch], device,
-                    encodings: FrozenEncodings | None = None) -> dict[str, np.ndarray]:
-    """Eval-mode predictions -> {"index" (N,), "label" (N,), "pred" (N,), "prob" (N, n_classes)}.
-
-    ``encodings``: the frozen encoders' outputs to reuse (stage-2 validation).
-    """
+def predict_batches(model, batches: Iterable[Batch], device) -> dict[str, np.ndarray]:
+    """Eval-mode predictions -> {"index" (N,), "label" (N,), "pred" (N,), "prob" (N, n_classes)}."""
     model.eval()
     out: dict[str, list] = {"index": [], "label": [], "pred": [], "prob": []}
     for batch in batches:
         batch = to_device(batch, device)
-        if encodings is not None:
-            logits = model.head(encodings(batch), model.present(batch)).float()
-        else:
-            logits = model(batch).float()
+        logits = model(batch).float()
         prob = torch.softmax(logits, dim=1)
         out["prob"].append(prob.cpu().numpy())
         out["pred"].append(prob.argmax(1).cpu().numpy())
@@ -365,8 +356,8 @@ def _pretrain_validation(model, train_batches, val_batches, epoch, cfg, device, 
     return metrics, (z, valid, torch.as_tensor(val_y))
 
 
-def _finetune_validation(model, val_batches, device, n_classes, encodings=None):
-    pred = predict_batches(model, val_batches(), device, encodings)
+def _finetune_validation(model, val_batches, device, n_classes):
+    pred = predict_batches(model, val_batches(), device)
     labels, preds = gather_numpy(pred["label"]), gather_numpy(pred["pred"])
     probs = gather_numpy(pred["prob"])
     val_loss = float("nan")
@@ -461,12 +452,13 @@ def train_two_stage(
             else:
                 trainable = (encoder_ids | head_ids) & base_trainable
             params = _set_trainable(model, trainable)  # before DDP: it registers trainable params only
-            # frozen encoders (eval mode): encode each row once for the whole stage
-            encodings = FrozenEncodings(model) if stage == "finetune" and getattr(model, "encoders_frozen", False) else None
             if stage == "pretrain":
+                classifier = None
                 net = _wrap_ddp(_Embedder(model), device)
-            else:
-                net = _wrap_ddp(_Head(model) if encodings is not None else model, device)
+            else:  # frozen encoders are in eval mode: encode each row once for the whole stage
+                frozen = getattr(model, "encoders_frozen", False)
+                classifier = _EncodedClassifier(model, FrozenEncodings(model)) if frozen else model
+                net = _wrap_ddp(classifier, device)
             optimizer = make_optimizer(params, scfg.lr, scfg.weight_decay, device)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stage_lr_lambda(scfg))
             first_epoch, bad_epochs = 0, 0
@@ -482,15 +474,14 @@ def train_two_stage(
                 if stage == "pretrain":
                     train_metrics = _pretrain_epoch(net, model, batches, optimizer, cfg, device)
                 else:
-                    train_metrics = _finetune_epoch(net, model, batches, optimizer, cfg, device, encodings)
+                    train_metrics = _finetune_epoch(net, model, batches, optimizer, cfg, device)
                 scheduler.step()
                 average_buffers(model)
                 if stage == "pretrain":
                     val_metrics, embedded = _pretrain_validation(
                         model, train_batches, val_batches, epoch, cfg, device, n_classes)
                 else:
-                    val_metrics, last_scores = _finetune_validation(model, val_batches, device, n_classes,
-                                                                    encodings)
+                    val_metrics, last_scores = _finetune_validation(classifier, val_batches, device, n_classes)
                 metrics = {**train_metrics, **val_metrics, "lr": lr}
                 global_epoch = offset[stage] + epoch + 1
                 history.append({"stage": stage, "epoch": epoch + 1, "global_epoch": global_epoch, **metrics})
@@ -548,7 +539,7 @@ def train_two_stage(
                 _restore_pretrain_best(model, pre_best, cfg)
                 pre_best = {**pre_best, "state": None}  # in the model now: keep stage-2 checkpoints small
             # Drop this stage's DDP wrapper: its gradient hooks must not fire in the next stage.
-            del net, optimizer, scheduler, encodings
+            del net, classifier, optimizer, scheduler
             gc.collect()
     finally:
         if cfg.deterministic and not previous_deterministic:
