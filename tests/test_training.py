@@ -171,6 +171,26 @@ def test_killed_run_resumes_to_the_same_result(demo_dataset, tmp_path, stop_at):
     _state_equal(resumed.model.state_dict(), straight.model.state_dict())
 
 
+def test_checkpoints_leave_out_frozen_backbones_and_refuse_other_ones(demo_dataset):
+    """Frozen ViT/VGGish weights never change: states skip them (most of the bytes) but carry their digest."""
+    prepared = load_dataset(demo_dataset)
+    train, val = _split(prepared)
+    cfg = tiny(**{"pretrain.epochs": 1, "finetune.epochs": 1})
+    states = []
+    run = train_split(prepared, "quadrant4", train, val, cfg, on_epoch_end=lambda r: states.append(r.state()))
+    full = run.model.state_dict()
+    backbone_keys = {k for k in full if k.startswith(("spatial_encoders.video.", "spatial_encoders.audio."))}
+    assert backbone_keys and all(k not in states[-1]["model"] for k in backbone_keys)
+    assert set(states[-1]["model"]) == set(full) - backbone_keys
+    backbone_values = sum(full[k].numel() for k in backbone_keys)
+    assert backbone_values > sum(v.numel() for v in states[-1]["model"].values())  # most of the weights
+    assert isinstance(states[0]["backbones"], str)
+
+    bad = {**states[0], "backbones": "0" * 64}
+    with pytest.raises(ValueError, match="other frozen backbone weights"):
+        train_split(prepared, "quadrant4", train, val, cfg, resume=bad)
+
+
 def test_pretraining_stops_early_and_hands_its_best_probe_epoch_to_fine_tuning(demo_dataset):
     prepared = load_dataset(demo_dataset)
     train, val = _split(prepared)

@@ -35,7 +35,8 @@ from torch import nn
 
 from mercl.config import to_dict
 from mercl.losses import audio_valid, mercl_loss
-from mercl.training.checkpoint import rng_state, set_rng_state
+from mercl.training.checkpoint import (backbones_digest, check_backbones, load_trained_state, rng_state,
+                                      set_rng_state, snapshot, trained_state)
 from mercl.training.config import StageConfig, TrainConfig
 from mercl.training.frozen_encodings import FrozenEncodings
 from mercl.training.metrics import classification_metrics
@@ -376,7 +377,7 @@ def _finetune_validation(model, val_batches, device, n_classes):
 def _restore_pretrain_best(model: nn.Module, pre_best: dict[str, Any], cfg: TrainConfig) -> None:
     """Start stage 2 from the encoders of stage 1's best probe epoch (``cfg.restore_best``)."""
     if cfg.restore_best and pre_best["state"] is not None:
-        model.load_state_dict(pre_best["state"])
+        load_trained_state(model, pre_best["state"])
 
 
 def train_two_stage(
@@ -420,10 +421,12 @@ def train_two_stage(
     best: dict[str, Any] = {"metric": -math.inf, "loss": math.inf, "epoch": None, "state": None}
     pre_best: dict[str, Any] = {"metric": -math.inf, "epoch": None, "state": None}  # stage 1's best probe
     start_stage, start_epoch, start_finished, start_bad = STAGES[0], 0, False, 0
+    backbones = backbones_digest(model)
     if resume is not None:
         if resume.get("format") != STATE_FORMAT:
             raise ValueError(f"resume: not a {STATE_FORMAT} checkpoint dict")
-        model.load_state_dict(resume["model"])
+        check_backbones(resume, backbones)
+        load_trained_state(model, resume["model"])
         history = copy.deepcopy(resume["history"])
         best = copy.deepcopy(resume["best"])
         pre_best = copy.deepcopy(resume.get("pretrain_best", pre_best))
@@ -492,13 +495,13 @@ def train_two_stage(
                 bad_epochs = 0 if improved else bad_epochs + 1
                 if stage == "pretrain" and improved and cfg.restore_best:
                     pre_best = {"metric": metrics["val_metric"], "epoch": epoch + 1,
-                                "state": copy.deepcopy(model.state_dict())}
+                                "state": snapshot(trained_state(model))}
                 if stage == "finetune":
                     better = metrics["val_metric"] > best["metric"] or (
                         metrics["val_metric"] == best["metric"] and metrics["val_loss"] < best["loss"])
                     if better:
                         best = {"metric": metrics["val_metric"], "loss": metrics["val_loss"],
-                                "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+                                "epoch": epoch + 1, "state": snapshot(trained_state(model))}
                 stop = scfg.patience > 0 and bad_epochs >= scfg.patience
                 finished = stop or epoch + 1 == scfg.epochs
 
@@ -515,13 +518,14 @@ def train_two_stage(
                           optimizer=optimizer, scheduler=scheduler, best=best, pre_best=pre_best,
                           rng=rng_state()) -> dict[str, Any]:
                     """The checkpoint after this epoch; call it inside ``on_epoch_end`` (it reads live weights)."""
-                    return copy.deepcopy({
+                    return snapshot({
                         "format": STATE_FORMAT,
                         "stage": stage,
                         "epoch": epoch + 1,
                         "stage_finished": finished,
                         "bad_epochs": bad_epochs,
-                        "model": model.state_dict(),
+                        "model": trained_state(model),
+                        "backbones": backbones,
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "rng": rng,
@@ -547,7 +551,7 @@ def train_two_stage(
         torch.set_num_threads(previous_threads)
 
     if cfg.restore_best and best["state"] is not None:
-        model.load_state_dict(best["state"])
+        load_trained_state(model, best["state"])
     finetune_rows = [h for h in history if h["stage"] == "finetune"]
     final = finetune_rows[-1] if finetune_rows else {}
     if cfg.restore_best and best["epoch"] is not None:
