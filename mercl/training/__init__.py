@@ -9,28 +9,44 @@
   per stimulus segment, as a Parquet table under the dataset dir.
 * :func:`~mercl.training.crossval.cross_validate` / :func:`~mercl.training.crossval.train_once` -
   what ``mercl evaluate`` and ``mercl train`` run.
+
+Names are re-exported lazily (PEP 562): importing ``mercl.training.config`` (e.g. when Ray's Train
+controller or a Tune trial actor unpickles a config object) must not import every module of the
+package (timm and torchvision alone take ~4 s there).
 """
 
-from mercl.training.checkpoint import load_checkpoint, save_checkpoint
-from mercl.training.config import NAMED_CONFIGS, StageConfig, TrainConfig, load_train_config
-from mercl.training.loop import EpochReport, TrainResult, predict_batches, train_two_stage
-from mercl.training.metrics import ClassificationMetrics, classification_metrics, majority_baseline
-from mercl.training.normalize import NormStats, fit_normalization
+from __future__ import annotations
 
-__all__ = [
-    "NAMED_CONFIGS",
-    "ClassificationMetrics",
-    "EpochReport",
-    "NormStats",
-    "StageConfig",
-    "TrainConfig",
-    "TrainResult",
-    "classification_metrics",
-    "fit_normalization",
-    "load_checkpoint",
-    "load_train_config",
-    "majority_baseline",
-    "predict_batches",
-    "save_checkpoint",
-    "train_two_stage",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "NAMED_CONFIGS": "config",
+    "StageConfig": "config",
+    "TrainConfig": "config",
+    "load_train_config": "config",
+    "EpochReport": "loop",
+    "TrainResult": "loop",
+    "predict_batches": "loop",
+    "train_two_stage": "loop",
+    "ClassificationMetrics": "metrics",
+    "classification_metrics": "metrics",
+    "majority_baseline": "metrics",
+    "NormStats": "normalize",
+    "fit_normalization": "normalize",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

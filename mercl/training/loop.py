@@ -35,8 +35,15 @@ from torch import nn
 
 from mercl.config import to_dict
 from mercl.losses import audio_valid, mercl_loss
-from mercl.training.checkpoint import (backbones_digest, check_backbones, load_trained_state, rng_state,
-                                      set_rng_state, snapshot, trained_state)
+from mercl.training.checkpoint import (
+    backbones_digest,
+    check_backbones,
+    load_trained_state,
+    rng_state,
+    set_rng_state,
+    snapshot,
+    trained_state,
+)
 from mercl.training.config import StageConfig, TrainConfig
 from mercl.training.frozen_encodings import FrozenEncodings
 from mercl.training.metrics import classification_metrics
