@@ -311,3 +311,34 @@ def test_tensorboard_hparams_are_plain_values_with_a_readable_schedule(tmp_path)
     assert hp["tcn_blocks"].number_value == 4 and hp["lr"].number_value == pytest.approx(0.001)
     assert hp["status"].string_value == "completed"
     assert json.dumps({k: str(v) for k, v in hp.items()})  # every value is a plain proto value
+
+
+def test_in_memory_ranks_take_equal_disjoint_shares_of_one_seeded_permutation():
+    """DDP ranks must run the same number of steps; together they see each row at most once per epoch."""
+    from tuning.worker import ShardFeed, WorkerSetup
+
+    class Rows:  # what ShardFeed reads from a Ray Dataset: iter_torch_batches
+        def iter_torch_batches(self, batch_size, device):
+            ids = torch.arange(23)
+            for start in range(0, 23, 10):
+                yield {"label": ids[start:start + 10], "row": ids[start:start + 10]}
+
+    class Identity:
+        def join(self, core):
+            return core
+
+        def apply(self, batch):
+            return batch
+
+    setup = WorkerSetup(shapes=None, class_names=[], norm=Identity(), stimuli_ref=None, in_memory=True)
+    feeds = [ShardFeed(Rows(), setup, Identity(), seed=3, rank=r, world=2) for r in range(2)]
+
+    def epoch(feed, e):
+        return torch.cat([b["row"] for b in feed.batches(e, 4, shuffle=True)]).tolist()
+
+    shares = [epoch(f, 0) for f in feeds]
+    assert len(shares[0]) == len(shares[1]) == 8  # 11 rows each, 2 full batches of 4
+    assert not set(shares[0]) & set(shares[1])
+    assert epoch(feeds[0], 0) == shares[0] and epoch(feeds[0], 1) != shares[0]  # seeded by epoch
+    whole = [torch.cat([b["row"] for b in f.batches(0, 4, shuffle=False)]).tolist() for f in feeds]
+    assert sorted(set(whole[0]) | set(whole[1])) == list(range(22))  # one row dropped for equal shares

@@ -56,7 +56,7 @@ class DataSection:
     test_fold: int = 0
     read: Literal["parquet", "driver"] = "parquet"
     verify_checksums: bool = True
-    in_memory_max_mb: float = 2048.0  # a worker's shard up to this size is held in memory for all epochs
+    in_memory_max_mb: float = 2048.0  # train + val rows up to this size: held whole by every worker for all epochs
 
     def validate(self) -> None:
         if not self.dataset:

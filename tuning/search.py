@@ -341,7 +341,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     data = prepare_search_data(cfg.data, plan.base_cfg)
     say(f"data: {data.describe()}")
     datasets = build_ray_datasets(data, cfg.data.read)
-    rows_per_worker = data.counts["train_rows"] / cfg.resources.num_workers + data.counts["val_rows"]
+    rows_per_worker = data.counts["train_rows"] + data.counts["val_rows"]  # in memory: unsplit
     in_memory = rows_per_worker * core_row_bytes(data) / 2**20 <= cfg.data.in_memory_max_mb
     setup = TrialSetup(
         base_config=to_dict(plan.base_cfg),

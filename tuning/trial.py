@@ -76,7 +76,8 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
             placement_strategy=setup.placement_strategy,
         ),
         datasets=setup.datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # in memory, every worker reads the whole (small) train set and takes its share per epoch
+        dataset_config=ray.train.DataConfig(datasets_to_split=[] if setup.worker.in_memory else ["train"]),
         run_config=ray.train.RunConfig(
             name=trial_id,
             storage_path=setup.runs_path,
