@@ -199,9 +199,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return
         state = report.state()
         state["restarts"] = restarts
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        folder = tempfile.mkdtemp(prefix="mercl-ckpt-")
+        torch.save(state, Path(folder) / CHECKPOINT_FILE)
+        # uploaded to the run's storage by a Ray Train thread while the next epoch trains
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                         delete_local_checkpoint_after_upload=True)
 
     train_two_stage(model, train_batches, val_batches, cfg, on_epoch_end=on_epoch_end, resume=resume,
                     class_names=setup.class_names)
