@@ -11,7 +11,10 @@
 3. The overhead of a Ray Train trial over the same training loop in-process: one
    configuration trained with ``mercl.training.crossval.train_split`` in this process vs. the
    same configuration as a one-trial search with one Ray Train worker (both one torch thread),
-   sized to take about a minute in-process (target <= 10 %).
+   sized to take about a minute in-process (target <= 10 %). The overhead is split into start-up
+   and per-epoch cost, and the start-up set beside Ray Train's own floor on this machine: the
+   trial time of an empty TorchTrainer trial (its workers only report once), measured in the
+   same run.
 
     python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-epochs 60,180]
 """
@@ -81,6 +84,43 @@ def in_process_seconds(plan) -> tuple[float, float]:
         return time.perf_counter() - start, run.result.best_val_metric
     finally:
         torch.set_num_threads(threads)
+
+
+def _empty_train_loop(config: dict) -> None:
+    import ray.train
+
+    ray.train.report({"epoch": 1})
+
+
+def _empty_trial(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    ray.train.torch.TorchTrainer(
+        _empty_train_loop,
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
+        run_config=ray.train.RunConfig(name=ray.tune.get_context().get_trial_id(), storage_path=config["runs"],
+                                       callbacks=[TuneReportCallback()]),
+    ).fit()
+
+
+def ray_train_floor_seconds(work: Path, cpus_per_worker: float) -> float:
+    """Tune's trial time of a TorchTrainer trial whose workers only report once (same resources):
+    what any Ray Train trial costs on this machine before its training loop runs."""
+    import shutil
+
+    import ray.tune
+
+    runs = work / "floor"
+    shutil.rmtree(runs, ignore_errors=True)
+    trainable = ray.tune.with_resources(_empty_trial, {"cpu": 0.01})
+    results = ray.tune.Tuner(
+        trainable, param_space={"cpus": cpus_per_worker, "runs": str(runs / "train")},
+        run_config=ray.tune.RunConfig(storage_path=str(runs), name="empty", verbose=0),
+    ).fit()
+    return float(results[0].metrics["time_total_s"])
 
 
 def epoch_times(exp_dir: Path) -> tuple[float, float]:
@@ -171,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     local_s, local_best = in_process_seconds(one)
     o = execute_search(one, say=quiet)
     trial_s = float(o.table["time_s"].iloc[0])
+    floor_s = ray_train_floor_seconds(work, 0.9)
     ray.shutdown()
 
     if a is not None:
@@ -181,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{trial_s:.1f} s (Tune's trial time: first epoch reported after {first:.1f} s, then {per_epoch:.2f} "
           f"s/epoch), search wall time {o.tuning_seconds:.1f} s -> overhead {100 * (trial_s / local_s - 1):+.0f} % "
           f"(trial), {100 * (o.tuning_seconds / local_s - 1):+.0f} % (wall)  (target <= 10 %)")
+    local_epoch = local_s / (o_pre + o_fine)
+    print(f"  where it goes: start-up {first - local_epoch:.1f} s (the first epoch's report minus an in-process "
+          f"epoch), of which Ray Train's own floor is {floor_s:.1f} s (an empty TorchTrainer trial, same resources, "
+          f"measured now) and the rest data, imports and model; per epoch {per_epoch - local_epoch:+.3f} s "
+          f"(report + checkpoint) x {o_pre + o_fine - 1} epochs = {(per_epoch - local_epoch) * (o_pre + o_fine - 1):.1f} s")
     print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
     return 0
 
