@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import timm
 import torch
+from torch import nn
 
 from mercl.config import from_dict
 from mercl.errors import ConfigError, InputFileError, MerclError
@@ -371,3 +372,59 @@ def test_frozen_encodings_are_computed_once_per_row_and_give_the_same_logits():
     mixed["index"] = torch.tensor([7, 42])
     encodings(mixed)
     assert encodings.encoded_batches == 2 and len(encodings.slot) == 5
+
+
+@pytest.mark.parametrize("n_steps,kernel", [(7, 25), (9, 4)], ids=["capped-odd", "even"])
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_eeg_stem_as_matmuls_equals_the_conformer_convolutions(n_steps, kernel):
+    """The stem's matmul forward = Conv2d(1 x k, 'same') -> Conv2d(C x 1) -> BatchNorm2d -> ELU -> 1x1 conv,
+    with the same parameters: outputs, input and weight gradients, BatchNorm running statistics."""
+    import torch.nn.functional as F
+
+    from mercl.models.config import EegEncoderConfig
+    from mercl.models.eeg_encoder import EegSpatialEncoder
+
+    torch.manual_seed(0)
+    enc = EegSpatialEncoder(EegEncoderConfig(channels_out=6, kernel=kernel, dropout=0.0), 9, 5, n_steps)
+    temporal, spatial, norm, _, _ = enc.stem
+    norm2d = nn.BatchNorm2d(6)
+    norm2d.load_state_dict(norm.state_dict())
+
+    def reference(eeg):
+        x = eeg.permute(0, 3, 2, 1)  # (B, bands, C, T)
+        x = F.conv2d(x, temporal.weight, temporal.bias, padding="same")
+        x = F.elu(norm2d(F.conv2d(x, spatial.weight, spatial.bias)))  # (B, width, 1, T)
+        x = F.conv2d(x, enc.projection.weight, enc.projection.bias)
+        return x.squeeze(2).transpose(1, 2)
+
+    eeg = torch.randn(4, n_steps, 9, 5)
+    x1, x2 = eeg.clone().requires_grad_(True), eeg.clone().requires_grad_(True)
+    y1, y2 = enc(x1), reference(x2)
+    assert y1.shape == (4, n_steps, 6)
+    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(y1)
+    grads1 = torch.autograd.grad(y1, [x1, temporal.weight, spatial.weight, enc.projection.weight], g)
+    grads2 = torch.autograd.grad(y2, [x2, temporal.weight, spatial.weight, enc.projection.weight], g)
+    for a, b in zip(grads1, grads2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm.running_mean, norm2d.running_mean)
+    torch.testing.assert_close(norm.running_var, norm2d.running_var)
+    enc.eval()
+    norm2d.eval()
+    torch.testing.assert_close(enc(eeg), reference(eeg), rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_drops_p_and_rescales_like_nn_dropout():
+    from mercl.models.dropout import Dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    drop = Dropout(0.3)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.7)]
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient passes where kept, scaled the same
+    drop.eval()
+    assert drop(x) is x
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))

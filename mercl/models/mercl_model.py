@@ -21,6 +21,7 @@ from mercl.errors import MerclError
 from mercl.models.audio_encoder import VggishSpatialEncoder
 from mercl.models.config import MODALITIES, DataShapes, ModelConfig, check_config
 from mercl.models.cross_attention import ConcatFusion, CrossModalFusion
+from mercl.models.dropout import Dropout
 from mercl.models.eeg_encoder import EegSpatialEncoder
 from mercl.models.projection import Projection
 from mercl.models.tcn import ResidualTCN
@@ -68,7 +69,7 @@ class MERCLModel(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(self.fusion.out_dim, cfg.classifier_hidden),
             nn.ReLU(),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
             nn.Linear(cfg.classifier_hidden, shapes.n_classes),
         )
 

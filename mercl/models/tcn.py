@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mercl.models.config import TcnConfig
+from mercl.models.dropout import Dropout
 
 
 class SameDilatedConv1d(nn.Conv1d):
@@ -41,7 +42,7 @@ class TemporalBlock(nn.Module):
             SameDilatedConv1d(in_dim, out_dim, kernel_size, dilation),
             nn.BatchNorm1d(out_dim),
             nn.ELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
         self.residual = nn.Identity() if in_dim == out_dim else nn.Conv1d(in_dim, out_dim, 1)
 
