@@ -239,7 +239,9 @@ def test_audio_segments_are_slices_of_the_clip_spectrogram():
         assert energy[k] == pytest.approx(20 * np.log10(rms), abs=1e-3)
     assert energy[3] < energy[2] - 1  # a quarter of zeros lowers the RMS by ~1.2 dB
     silent_mel, silent_energy = audio_segment_features(np.zeros(sr, np.float32), sr, [0.0], 4.0, cfg)
-    assert silent_energy[0] == -120 and (silent_mel == -100).all()
+    assert silent_energy[0] == -120
+    # the -100 dB floor, to float32 log10's last bit (the AVX-512 kernel gives -100.00001)
+    np.testing.assert_allclose(silent_mel, -100.0, atol=1e-4)
 
 
 def test_video_colours_land_in_the_right_segments(tmp_path):

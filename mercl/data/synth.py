@@ -301,6 +301,21 @@ def video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
+def x264_cpu_cap() -> dict[str, str]:
+    """x264 options that keep it off its AVX-512 kernels on a CPU that has them.
+
+    With those kernels the same frames gave different bitstreams from run to run within one
+    process (x264 in PyAV 18.1's wheel, a 2-core AVX-512 EPYC: the synthetic study was not
+    reproducible); capped at AVX2 every run was identical. Every CPU with AVX-512 BW has AVX2,
+    BMI2 and FMA3, which ``asm=AVX2`` implies. Elsewhere x264 detects the CPU itself.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return {}
+    return {"x264-params": "asm=AVX2"} if "avx512bw" in flags and "avx2" in flags else {}
+
+
 def write_clip(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, audio_rate: int) -> None:
     """Write an mp4 with PyAV, atomically.
 
@@ -316,7 +331,7 @@ def write_clip(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | Non
             video.width, video.height = frames.shape[2], frames.shape[1]
             video.pix_fmt = "yuv420p"
             if video.codec_context.name == "libx264":
-                video.options = {"preset": "veryfast", "crf": "20"}
+                video.options = {"preset": "veryfast", "crf": "20", **x264_cpu_cap()}
             sound = None
             if audio is not None:
                 sound = container.add_stream("aac", rate=audio_rate, layout="mono")
