@@ -323,22 +323,81 @@ def test_data_shapes_from_a_manifest_like_dict():
     assert info.value.field == "video"
 
 
-@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("dilation", [1, 2, 4, 8])
 @pytest.mark.parametrize("steps", [1, 4, 5, 7, 9, 20])
-def test_tcn_conv_without_dead_taps_equals_the_full_same_padded_conv(kernel, dilation, steps):
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_tcn_conv_as_a_matmul_equals_the_full_same_padded_conv(kernel, dilation, steps):
+    """(B, T, D) in and out, live taps only: the output and every gradient of Conv1d(padding='same')."""
     import torch.nn.functional as F
 
     from mercl.models.tcn import SameDilatedConv1d
 
     torch.manual_seed(0)
     conv = SameDilatedConv1d(6, 8, kernel, dilation).double()
-    x = torch.randn(2, 6, steps, dtype=torch.double, requires_grad=True)
-    ours, full = conv(x), F.conv1d(x, conv.weight, conv.bias, dilation=dilation, padding="same")
+    x = torch.randn(2, steps, 6, dtype=torch.double, requires_grad=True)
+    ours = conv(x)
+    full = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, dilation=dilation, padding="same").transpose(1, 2)
     torch.testing.assert_close(ours, full)
     for a, b in zip(torch.autograd.grad(ours.square().sum(), [x, conv.weight, conv.bias]),
                     torch.autograd.grad(full.square().sum(), [x, conv.weight, conv.bias]), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_tcn_equals_the_conv_batchnorm_elu_network_in_the_channels_first_layout():
+    """ResidualTCN in (B, T, D) = Conv1d -> BatchNorm1d -> ELU (+ 1x1 residual) on (B, D, T), with the
+    same parameters: outputs, input and weight gradients, BatchNorm running statistics, eval mode."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from mercl.models.config import TcnConfig
+    from mercl.models.tcn import ResidualTCN
+
+    torch.manual_seed(0)
+    tcn = ResidualTCN(5, 8, TcnConfig(dilations=[1, 2, 4, 8], kernel_size=3, dropout=0.0)).double()
+    norms = [copy.deepcopy(block.net[1]) for block in tcn.blocks]
+
+    def reference(x):  # (B, T, D)
+        h = x.transpose(1, 2)
+        for block, norm in zip(tcn.blocks, norms, strict=True):
+            conv = block.net[0]
+            out = F.elu(norm(F.conv1d(h, conv.weight, conv.bias, dilation=conv.dilation, padding="same")))
+            res = h if isinstance(block.residual, nn.Identity) else F.conv1d(h, block.residual.weight,
+                                                                            block.residual.bias)
+            h = out + res
+        return h.transpose(1, 2)
+
+    x = torch.randn(3, 7, 5, dtype=torch.double)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y1, y2 = tcn(x1), reference(x2)
+    assert y1.shape == (3, 7, 8)
+    torch.testing.assert_close(y1, y2)
+    g = torch.randn_like(y1)
+    weights = [tcn.blocks[0].net[0].weight, tcn.blocks[0].residual.weight, tcn.blocks[3].net[0].weight]
+    for a, b in zip(torch.autograd.grad(y1, [x1, *weights], g), torch.autograd.grad(y2, [x2, *weights], g),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+    for block, norm in zip(tcn.blocks, norms, strict=True):
+        torch.testing.assert_close(block.net[1].running_mean, norm.running_mean)
+        torch.testing.assert_close(block.net[1].running_var, norm.running_var)
+    tcn.eval()
+    for norm in norms:
+        norm.eval()
+    torch.testing.assert_close(tcn(x), reference(x))
+
+
+def test_elu_equals_nn_elu_with_its_gradient():
+    from mercl.models.elu import ELU
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(10_000) * 4, torch.tensor([0.0, -0.0, 1e-30, -1e-30, -80.0, 80.0])])
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y1, y2 = ELU()(x1), nn.ELU()(x2)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=2e-7)  # exp(x) - 1 against expm1(x)
+    g = torch.randn_like(y1)
+    torch.testing.assert_close(torch.autograd.grad(y1, x1, g)[0], torch.autograd.grad(y2, x2, g)[0],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_frozen_encodings_are_computed_once_per_row_and_give_the_same_logits():
@@ -405,7 +464,7 @@ def test_eeg_stem_as_matmuls_equals_the_conformer_convolutions(n_steps, kernel):
     g = torch.randn_like(y1)
     grads1 = torch.autograd.grad(y1, [x1, temporal.weight, spatial.weight, enc.projection.weight], g)
     grads2 = torch.autograd.grad(y2, [x2, temporal.weight, spatial.weight, enc.projection.weight], g)
-    for a, b in zip(grads1, grads2):
+    for a, b in zip(grads1, grads2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(norm.running_mean, norm2d.running_mean)
     torch.testing.assert_close(norm.running_var, norm2d.running_var)

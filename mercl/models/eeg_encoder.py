@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from mercl.errors import MerclError
 from mercl.models.config import EegEncoderConfig
 from mercl.models.dropout import Dropout
+from mercl.models.elu import ELU
 
 
 class EegSpatialEncoder(nn.Module):
@@ -37,7 +38,7 @@ class EegSpatialEncoder(nn.Module):
             nn.Conv2d(n_bands, width, (1, kernel), padding="same"),  # temporal: bands -> width, over T_e
             nn.Conv2d(width, width, (n_channels, 1)),  # spatial: over all C electrodes at once
             nn.BatchNorm1d(width),  # per feature over (B, T_e), as BatchNorm2d on (B, width, 1, T_e)
-            nn.ELU(),
+            ELU(),
             Dropout(cfg.dropout),
         )
         self.projection = nn.Conv2d(width, width, 1)
