@@ -1,6 +1,7 @@
 """All-gather across the DDP group so contrastive sets span the global batch.
 
-:func:`all_gather_with_grad` uses ``torch.distributed.nn.functional.all_gather``, whose
+:func:`all_gather_with_grad` uses the functional collective ``all_gather_single`` (what torch
+2.14 names in place of the deprecated ``torch.distributed.nn.functional.all_gather``), whose
 backward sends every rank the sum of the gradients all ranks' losses put on its slice.
 Each rank computes the same loss on the same global batch, so that sum is
 ``world_size x dL/dz_local``; DDP then averages parameter gradients over the ranks,
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
+from torch.distributed._functional_collectives import all_gather_single, wait_tensor
 
 
 def is_distributed() -> bool:
@@ -41,8 +42,9 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     if not is_distributed():
         return x
     sizes = _sizes(x)
-    parts = dist_fn.all_gather(_pad_rows(x, max(sizes)))
-    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+    rows = max(sizes)
+    gathered = wait_tensor(all_gather_single(_pad_rows(x, rows), 0, dist.group.WORLD))  # (world * rows, ...)
+    return torch.cat([part[:n] for part, n in zip(gathered.split(rows), sizes, strict=True)])
 
 
 def all_gather_no_grad(x: Tensor) -> Tensor:
