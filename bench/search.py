@@ -11,12 +11,13 @@
 3. The overhead of a Ray Train trial over the same training loop in-process: one
    configuration trained with ``mercl.training.crossval.train_split`` in this process vs. the
    same configuration as a one-trial search with one Ray Train worker (both one torch thread),
-   sized to take about a minute in-process (target <= 10 %). The overhead is split into start-up
-   and per-epoch cost, and the start-up set beside Ray Train's own floor on this machine: the
-   trial time of an empty TorchTrainer trial (its workers only report once), measured in the
-   same run.
+   sized to take about a minute in-process (target <= 10 %): a short in-process run measures
+   the seconds per epoch first, then the epochs are set for ``--overhead-seconds``. The overhead
+   is split into start-up and per-epoch cost, and the start-up set beside Ray Train's own floor
+   on this machine: the trial time of an empty TorchTrainer trial (its workers only report
+   once), measured in the same run.
 
-    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-epochs 60,180]
+    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-seconds 60]
 """
 
 from __future__ import annotations
@@ -133,6 +134,26 @@ def epoch_times(exp_dir: Path) -> tuple[float, float]:
     return times[0], (times[-1] - times[0]) / max(len(times) - 1, 1)
 
 
+def one_trial(label: str, pre: int, fine: int) -> dict:
+    """Overrides of a one-trial search with one Ray Train worker, ``pre``+``fine`` epochs, no ASHA."""
+    return {"train_overrides.pretrain.epochs": pre, "train_overrides.finetune.epochs": fine, "data.label": label,
+            "num_samples": 1, "resources.num_workers": 1, "resources.cpus_per_worker": 0.9,
+            "scheduler.asha": False, "space": {"l1": {"choices": [1.0]}}}
+
+
+def overhead_epochs(dataset: Path, work: Path, args) -> tuple[int, int]:
+    """(pre-training, fine-tuning) epochs, 1:3, for about ``--overhead-seconds`` of in-process training."""
+    if args.overhead_epochs:
+        pre, fine = (int(x) for x in args.overhead_epochs.split(","))
+        return pre, fine
+    seconds, _ = in_process_seconds(plan_for(dataset, work, "bench-calibrate", one_trial(args.label, 20, 60)))
+    epochs = args.overhead_seconds / (seconds / 80)
+    pre = max(1, round(epochs / 4))
+    print(f"overhead comparison: {seconds / 80:.3f} s per epoch in-process -> {pre}+{3 * pre} epochs "
+          f"for ~{args.overhead_seconds:g} s")
+    return pre, 3 * pre
+
+
 def report_searches(a, b, args, pre: int, fine: int) -> None:
     """Print figures 1 and 2 (trials per hour; what ASHA saved)."""
     key = "best_finetune_val_metric"
@@ -163,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
     parser.add_argument("--label", default="quadrant4", help="label scheme (default quadrant4: 4 classes)")
     parser.add_argument("--epochs", default="4,12", help="pre-training,fine-tuning epochs per trial")
-    parser.add_argument("--overhead-epochs", default="60,180",
-                        help="epochs of the overhead comparison (about a minute in-process here)")
+    parser.add_argument("--overhead-seconds", type=float, default=60.0,
+                        help="in-process length of the overhead comparison's training (default 60 s)")
+    parser.add_argument("--overhead-epochs", default=None,
+                        help="pre-training,fine-tuning epochs of the overhead comparison (default: sized "
+                             "to --overhead-seconds by a short in-process run)")
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--stimuli", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20.0)
@@ -174,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     pre, fine = (int(x) for x in args.epochs.split(","))
-    o_pre, o_fine = (int(x) for x in args.overhead_epochs.split(","))
 
     import ray
 
@@ -202,11 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         b = execute_search(full, say=quiet)
 
     # 3: overhead of a Ray Train trial (one worker) over the loop in-process
-    fixed = {"train_overrides.pretrain.epochs": o_pre, "train_overrides.finetune.epochs": o_fine,
-             "data.label": args.label,
-             "num_samples": 1, "resources.num_workers": 1, "resources.cpus_per_worker": 0.9,
-             "scheduler.asha": False, "space": {"l1": {"choices": [1.0]}}}
-    one = plan_for(dataset, work, "bench-one", fixed)
+    o_pre, o_fine = overhead_epochs(dataset, work, args)
+    one = plan_for(dataset, work, "bench-one", one_trial(args.label, o_pre, o_fine))
     fresh(one)
     local_s, local_best = in_process_seconds(one)
     o = execute_search(one, say=quiet)
@@ -227,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
           f"epoch), of which Ray Train's own floor is {floor_s:.1f} s (an empty TorchTrainer trial, same resources, "
           f"measured now) and the rest data, imports and model; per epoch {per_epoch - local_epoch:+.3f} s "
           f"(report + checkpoint) x {o_pre + o_fine - 1} epochs = {(per_epoch - local_epoch) * (o_pre + o_fine - 1):.1f} s")
+    startup, extra = first - local_epoch, per_epoch - local_epoch
+    if 0.1 * local_epoch > extra:
+        needed = startup / (0.1 * local_epoch - extra) * local_epoch
+        print(f"  at these costs the overhead falls to 10 % for trials of >= {needed:.0f} s in-process; Ray Train's "
+              f"floor alone is 10 % of a {10 * floor_s:.0f} s trial")
     print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
     return 0
 
