@@ -318,10 +318,13 @@ def test_in_memory_ranks_take_equal_disjoint_shares_of_one_seeded_permutation():
     from tuning.worker import ShardFeed, WorkerSetup
 
     class Rows:  # what ShardFeed reads from a Ray Dataset: iter_torch_batches
+        def __init__(self, block_order=(0, 10, 20)):
+            self.block_order = block_order
+
         def iter_torch_batches(self, batch_size, device):
             ids = torch.arange(23)
-            for start in range(0, 23, 10):
-                yield {"label": ids[start:start + 10], "row": ids[start:start + 10]}
+            for start in self.block_order:
+                yield {"label": ids[start:start + 10], "row": ids[start:start + 10], "index": ids[start:start + 10]}
 
     class Identity:
         def join(self, core):
@@ -342,3 +345,6 @@ def test_in_memory_ranks_take_equal_disjoint_shares_of_one_seeded_permutation():
     assert epoch(feeds[0], 0) == shares[0] and epoch(feeds[0], 1) != shares[0]  # seeded by epoch
     whole = [torch.cat([b["row"] for b in f.batches(0, 4, shuffle=False)]).tolist() for f in feeds]
     assert sorted(set(whole[0]) | set(whole[1])) == list(range(22))  # one row dropped for equal shares
+    # blocks arriving in another order (Ray Data's parallel reads) give the same batches
+    again = ShardFeed(Rows(block_order=(20, 0, 10)), setup, Identity(), seed=3, rank=0, world=2)
+    assert epoch(again, 0) == shares[0] and epoch(again, 1) == epoch(feeds[0], 1)
