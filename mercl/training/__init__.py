@@ -10,15 +10,12 @@
 * :func:`~mercl.training.crossval.cross_validate` / :func:`~mercl.training.crossval.train_once` -
   what ``mercl evaluate`` and ``mercl train`` run.
 
-Names are re-exported lazily (PEP 562): importing ``mercl.training.config`` (e.g. when Ray's Train
-controller or a Tune trial actor unpickles a config object) must not import every module of the
-package (timm and torchvision alone take ~4 s there).
+Names are re-exported lazily (:mod:`mercl.lazy`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mercl.lazy import lazy_exports
 
 _EXPORTS = {
     "load_checkpoint": "checkpoint",
@@ -39,14 +36,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
