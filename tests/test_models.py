@@ -387,6 +387,32 @@ def test_tcn_equals_the_conv_batchnorm_elu_network_in_the_channels_first_layout(
     torch.testing.assert_close(tcn(x), reference(x))
 
 
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_cross_modal_attention_equals_nn_multihead_attention(train):
+    """Same output and gradients as nn.MultiheadAttention with its parameters; a sample whose
+    source steps are all masked (a missing modality) gets zeros."""
+    from mercl.models.cross_attention import CrossModalAttention
+
+    torch.manual_seed(0)
+    cma = CrossModalAttention(16, 4, dropout=0.0).double().train(train)
+    h_tgt = torch.randn(5, 4, 16, dtype=torch.double, requires_grad=True)
+    h_src = torch.randn(5, 7, 16, dtype=torch.double, requires_grad=True)
+    ignore = torch.zeros(5, 7, dtype=torch.bool)
+    ignore[1] = True  # source absent
+    ignore[2, 3:] = True
+    ours = cma(h_tgt, h_src, key_padding_mask=ignore)
+    ref, _ = cma.attention(h_tgt, h_src, h_src, key_padding_mask=ignore & ~ignore.all(1, keepdim=True),
+                           need_weights=False)
+    ref = ref.masked_fill(ignore.all(1)[:, None, None], 0.0)
+    torch.testing.assert_close(ours, ref)
+    assert torch.equal(ours[1], torch.zeros_like(ours[1]))
+    g = torch.randn_like(ours)
+    params = [h_tgt, h_src, cma.attention.in_proj_weight, cma.attention.in_proj_bias, cma.attention.out_proj.weight]
+    for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(cma(h_tgt, h_src), cma.attention(h_tgt, h_src, h_src, need_weights=False)[0])
+
+
 def test_elu_equals_nn_elu_with_its_gradient():
     from mercl.models.elu import ELU
 
