@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -301,6 +302,7 @@ def video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
+@functools.cache
 def x264_cpu_cap() -> dict[str, str]:
     """x264 options that keep it off its AVX-512 kernels on a CPU that has them.
 

@@ -43,8 +43,8 @@ class SameDilatedConv1d(nn.Conv1d):
         if len(live) == 1 and offsets[live[0]] == 0:
             return F.linear(x, weight.squeeze(2), self.bias)
         lo, hi = offsets[live[0]], offsets[live[-1]]
-        padded = F.pad(x, (0, 0, max(0, -lo), max(0, hi)))  # zeros before and after along T
         start = max(0, -lo)
+        padded = F.pad(x, (0, 0, start, max(0, hi)))  # zeros before and after along T
         taps = torch.cat([padded[:, start + offsets[j]: start + offsets[j] + steps] for j in live], dim=2)
         return F.linear(taps, weight.permute(0, 2, 1).reshape(weight.shape[0], -1), self.bias)
 
