@@ -108,6 +108,43 @@ def test_metrics_and_majority_baseline_of_the_training_fold():
     assert pred.tolist() == [2, 2, 2, 2] and base.accuracy == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_equal_sklearns_definitions(seed):
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    rng = np.random.default_rng(seed)
+    n_classes = int(rng.integers(2, 6))
+    n = int(rng.integers(1, 40))
+    # some classes absent from one or both arrays
+    y_true = rng.integers(0, max(1, n_classes - seed % 2), n)
+    y_pred = rng.integers(seed % 3 == 0, n_classes, n)
+    m = classification_metrics(y_true, y_pred, n_classes)
+    labels = np.arange(n_classes)
+    assert m.accuracy == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m.macro_f1 == pytest.approx(f1_score(y_true, y_pred, labels=np.union1d(y_true, y_pred),
+                                                average="macro", zero_division=0))
+    assert m.per_class_f1 == pytest.approx(f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0))
+    assert m.confusion.tolist() == confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    with pytest.raises(ValueError, match="range"):
+        classification_metrics([0, n_classes], [0, 0], n_classes)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 50])
+def test_knn_probe_predicts_like_sklearn(k):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from mercl.training.knn import knn_predict
+
+    rng = np.random.default_rng(k)
+    centres = rng.normal(size=(4, 16)) * 2
+    train_y = rng.integers(0, 4, 40)
+    train_x = (centres[train_y] + rng.normal(size=(40, 16))).astype(np.float32)
+    query = (centres[rng.integers(0, 4, 300)] + 1.5 * rng.normal(size=(300, 16))).astype(np.float32)
+    expected = KNeighborsClassifier(n_neighbors=min(k, 40)).fit(train_x, train_y).predict(query)
+    got = knn_predict(train_x, train_y, query, k, chunk=64)
+    assert got.dtype == np.int64 and got.tolist() == expected.tolist()
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 

@@ -46,6 +46,7 @@ from mercl.training.checkpoint import (
 )
 from mercl.training.config import StageConfig, TrainConfig
 from mercl.training.frozen_encodings import FrozenEncodings
+from mercl.training.knn import knn_predict
 from mercl.training.metrics import classification_metrics
 
 MODALITIES = ("video", "audio", "eeg")
@@ -308,16 +309,15 @@ def embed_batches(model, batches: Iterable[Batch], cfg: TrainConfig, device, lim
 
 def probe_accuracy(train_x, train_y, val_x, val_y, kind: str, k: int, n_classes: int):
     """Fit a k-NN or logistic-regression probe on training embeddings, score it on validation ones."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-
     if len(train_y) == 0 or len(val_y) == 0:
         return classification_metrics([], [], n_classes)
     if len(np.unique(train_y)) < 2:
         pred = np.full(len(val_y), train_y[0])
     elif kind == "knn":
-        pred = KNeighborsClassifier(n_neighbors=min(k, len(train_y))).fit(train_x, train_y).predict(val_x)
+        pred = knn_predict(train_x, train_y, val_x, k)
     else:
+        from sklearn.linear_model import LogisticRegression
+
         pred = LogisticRegression(max_iter=1000).fit(train_x, train_y).predict(val_x)
     return classification_metrics(val_y, pred, n_classes)
 
