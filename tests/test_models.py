@@ -194,6 +194,48 @@ def test_cached_backbone_features_equal_live_path():
     assert not build_model(tiny_config("e"), SHAPES).uses_backbone_cache
 
 
+def test_model_with_cached_backbone_stand_ins_trains_like_the_full_model():
+    """Stand-ins (no ViT/VGGish built): same init of everything else, same outputs and
+    gradients on cached features, the same backbone digest; raw frames are refused."""
+    from mercl.errors import MerclError
+    from mercl.models.cached_backbone import CachedBackbone
+    from mercl.training.checkpoint import backbones_digest, trained_state
+
+    torch.manual_seed(5)
+    full = build_model(tiny_config(), SHAPES)
+    stand_ins = {m: CachedBackbone.of(m, full.spatial_encoders[m]) for m in ("video", "audio")}
+    torch.manual_seed(5)
+    light = build_model(tiny_config(), SHAPES, cached=stand_ins)
+    assert sum(p.numel() for p in light.spatial_encoders.parameters()) < 0.1 * sum(
+        p.numel() for p in full.spatial_encoders.parameters())
+    state, light_state = trained_state(full), trained_state(light)
+    assert list(state) == list(light_state)
+    for key in state:
+        torch.testing.assert_close(light_state[key], state[key], rtol=0, atol=0)
+    assert backbones_digest(light) == backbones_digest(full)
+
+    batch = make_batch(3)
+    full.eval()
+    cached = {k: v for k, v in batch.items() if k not in ("video", "audio")} | full.backbone_features(batch)
+    full.train(), light.train()
+    torch.manual_seed(9)
+    loss_full = torch.nn.functional.cross_entropy(full(cached), cached["label"])
+    torch.manual_seed(9)
+    loss_light = torch.nn.functional.cross_entropy(light(cached), cached["label"])
+    torch.testing.assert_close(loss_light, loss_full, rtol=0, atol=0)
+    loss_full.backward(), loss_light.backward()
+    grads = dict(light.named_parameters())
+    for name, p in full.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[name].grad, p.grad, rtol=0, atol=0)
+
+    with pytest.raises(MerclError, match="without its video backbone.*'video_feat'"):
+        light(batch)
+    other = tiny_config(video=VideoEncoderConfig(BACKBONE, img_size=48))
+    with pytest.raises(ConfigError, match="model.video.*cached"):
+        build_model(other, SHAPES, cached=stand_ins)
+
+
 def test_video_input_uint8_and_float_agree():
     encoder = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32)).eval()
     frames = torch.randint(0, 256, (2, 3, 3, 40, 40), dtype=torch.uint8)

@@ -151,6 +151,9 @@ class SearchData:
     leaky: bool
     feature_table: Path | None
     counts: dict[str, int]
+    # stand-ins for the frozen backbones whose features the stimulus arrays carry: trials
+    # build their models with them (no ViT/VGGish, no timm import in the workers)
+    cached_backbones: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         c = self.counts
@@ -224,6 +227,7 @@ def prepare_search_data(data_cfg, base_cfg) -> SearchData:
     from mercl.data.labels import class_names
     from mercl.data.reader import load_dataset
     from mercl.data.splits import make_folds
+    from mercl.models.cached_backbone import CachedBackbone
     from mercl.models.mercl_model import build_model
     from mercl.training.crossval import data_shapes, fit_split_normalization
     from mercl.training.feature_cache import ensure_feature_cache
@@ -248,10 +252,14 @@ def prepare_search_data(data_cfg, base_cfg) -> SearchData:
         feature_table = ensure_feature_cache(model, prepared, batch_size=64)
     audio_trainable = "audio" in model.spatial_encoders and not model.spatial_encoders["audio"].frozen
     norm = fit_split_normalization(prepared, train_rows, normalize_audio=audio_trainable)
-    del model
 
     modalities = list(base_cfg.model.modalities)
     stim = _stimulus_arrays(prepared, modalities, feature_table)
+    cached_backbones = {}
+    for name in stim.feats:
+        modality = name.removesuffix("_feat")
+        cached_backbones[modality] = CachedBackbone.of(modality, model.spatial_encoders[modality])
+    del model
     present, energy = _row_flags(prepared, modalities, stim)
     split = np.full(len(prepared), SPLIT_IDS["test"], np.int8)
     split[train_rows] = SPLIT_IDS["train"]
@@ -281,6 +289,7 @@ def prepare_search_data(data_cfg, base_cfg) -> SearchData:
         label=data_cfg.label, class_names=names, modalities=modalities, shapes=shapes, eeg_files=eeg_files,
         rows=rows, stimuli=stim, norm=norm, protocol=data_cfg.protocol, test_fold=data_cfg.test_fold,
         n_folds=len(cv), leaky=cv.leaky, feature_table=feature_table, counts=counts,
+        cached_backbones=cached_backbones,
     )
 
 

@@ -43,6 +43,7 @@ class WorkerSetup:
     stimuli_ref: Any  # ObjectRef of tuning.data.StimulusArrays
     in_memory: bool
     pid_dir: str | None = None
+    cached_backbones: dict[str, Any] | None = None  # {modality: mercl.models.CachedBackbone}
 
 
 class ShardFeed:
@@ -191,7 +192,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     resume = load_resume_state()
     seed_everything(cfg.seed, cfg.deterministic)
-    model = build_model(cfg.model, setup.shapes)
+    model = build_model(cfg.model, setup.shapes, cached=setup.cached_backbones)
     restarts = int(resume.get("restarts", 0)) + 1 if resume is not None else 0
     every = int(config.get("checkpoint_every", 1))
 

@@ -12,20 +12,20 @@ bool in the order of :data:`MODALITIES`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from mercl.errors import MerclError
+from mercl.errors import ConfigError, MerclError
 from mercl.models.audio_encoder import VggishSpatialEncoder
+from mercl.models.cached_backbone import CachedBackbone, backbone_rng
 from mercl.models.config import MODALITIES, DataShapes, ModelConfig, check_config
 from mercl.models.cross_attention import ConcatFusion, CrossModalFusion
 from mercl.models.dropout import Dropout
 from mercl.models.eeg_encoder import EegSpatialEncoder
 from mercl.models.projection import Projection
 from mercl.models.tcn import ResidualTCN
-from mercl.models.video_encoder import VideoSpatialEncoder
 
 BACKBONES = ("video", "audio")  # modalities whose spatial encoder can be cached
 
@@ -41,23 +41,49 @@ class MERCLModel(nn.Module):
     Absent samples of a modality (``present`` False) are zeroed at the input and after the
     spatial encoder, and masked out of the cross-modal attention and the pooling, so they
     never produce NaN. (The TCN's BatchNorm statistics still count them as zeros.)
+
+    ``cached`` replaces frozen video/audio backbones by :class:`CachedBackbone` stand-ins
+    (the model then reads ``video_feat`` / ``audio_feat``); the rest is initialised the same.
     """
 
-    def __init__(self, cfg: ModelConfig, shapes: DataShapes):
+    def __init__(self, cfg: ModelConfig, shapes: DataShapes, cached: Mapping[str, CachedBackbone] | None = None):
         super().__init__()
         check_config(cfg, "model")
         check_config(shapes, "shapes")
         self.cfg, self.shapes = cfg, shapes
         self.modalities: tuple[str, ...] = cfg.active
         self.encoders_frozen = False
+        cached = dict(cached or {})
+
+        def video():
+            from mercl.models.video_encoder import VideoSpatialEncoder  # timm: only when the ViT is built
+
+            return VideoSpatialEncoder(cfg.video)
+
         builders = {
-            "video": lambda: VideoSpatialEncoder(cfg.video),
+            "video": video,
             "audio": lambda: VggishSpatialEncoder(cfg.audio, n_mels=shapes.audio[1]),
             "eeg": lambda: EegSpatialEncoder(
                 cfg.eeg, n_channels=shapes.eeg[1], n_bands=shapes.eeg[2], n_steps=shapes.eeg[0]
             ),
         }
-        self.spatial_encoders = nn.ModuleDict({m: builders[m]() for m in self.modalities})
+
+        def spatial(m: str) -> nn.Module:
+            if m not in BACKBONES:
+                return builders[m]()
+            if m in cached:
+                stand_in = cached[m]
+                if stand_in.cfg != getattr(cfg, m):
+                    raise ConfigError(f"model.{m}", "differs from the backbone whose features are cached "
+                                                    f"({stand_in.cfg})")
+                return stand_in
+            with backbone_rng(m):
+                return builders[m]()
+
+        unknown = sorted(set(cached) - set(BACKBONES))
+        if unknown:
+            raise MerclError(f"only the video and audio backbones can be cached, got {unknown}")
+        self.spatial_encoders = nn.ModuleDict({m: spatial(m) for m in self.modalities})
         self.temporal_encoders = nn.ModuleDict(
             {m: ResidualTCN(enc.feature_dim, cfg.width, cfg.tcn) for m, enc in self.spatial_encoders.items()}
         )
@@ -174,6 +200,8 @@ class MERCLModel(nn.Module):
         return self
 
 
-def build_model(cfg: ModelConfig, shapes: DataShapes) -> MERCLModel:
-    """The MERCL model for ``cfg`` and the dataset's ``shapes`` (both validated)."""
-    return MERCLModel(cfg, shapes)
+def build_model(cfg: ModelConfig, shapes: DataShapes,
+                cached: Mapping[str, CachedBackbone] | None = None) -> MERCLModel:
+    """The MERCL model for ``cfg`` and the dataset's ``shapes`` (both validated); ``cached``:
+    stand-ins for frozen backbones whose features the batches carry (see :class:`MERCLModel`)."""
+    return MERCLModel(cfg, shapes, cached)

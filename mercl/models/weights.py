@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import timm.models
 from torch import nn
 
 from mercl.errors import InputFileError
@@ -42,6 +41,8 @@ def load_local_weights(
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputFileError(path, f"no such weights file for the {what}")
+    import timm.models  # here: building a model without a weights file does not import timm
+
     try:
         state = timm.models.load_state_dict(str(path), use_ema=False)
     except Exception as exc:  # torch.load / safetensors raise many kinds

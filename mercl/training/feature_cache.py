@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mercl.config import to_dict
 from mercl.data import shards
 from mercl.data.reader import PreparedDataset
+from mercl.models.cached_backbone import encoder_digest
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,11 @@ def _frozen_backbones(model) -> dict[str, torch.nn.Module]:
 
 
 def backbone_digest(model) -> str:
-    """sha256 over the frozen backbones' configs and every weight/buffer value (hex)."""
+    """sha256 (hex) over the frozen backbones' configs and weights (a stand-in gives the digest
+    of the encoder it stands for, so it equals the real model's)."""
     h = hashlib.sha256()
     for modality, encoder in _frozen_backbones(model).items():
-        h.update(json.dumps({modality: to_dict(encoder.cfg)}, sort_keys=True).encode())
-        for name, tensor in sorted(encoder.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{modality}.{name}:{tuple(t.shape)}:{t.dtype}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(f"{modality}:{encoder_digest(modality, encoder)};".encode())
     return h.hexdigest()
 
 
