@@ -173,8 +173,10 @@ def test_interrupted_search_resumes_with_its_trials_and_optuna_history(cluster, 
     """
     log = tmp_path / "first.log"
     # the other data path: shards read by the driver, batches streamed every epoch
+    # no ASHA: the second trial runs all its epochs, so the kill finds it running (an early stop
+    # at its second epoch left a window of ~0.3 s)
     args = ["--name", "resume", "--num-samples", "3", "--set", "train_overrides.finetune.epochs=6",
-            "--set", "data.read=driver", "--set", "data.in_memory_max_mb=0"]
+            "--set", "data.read=driver", "--set", "data.in_memory_max_mb=0", "--set", "scheduler.asha=false"]
     proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
     exp = tmp_path / "resume"
 
