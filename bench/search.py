@@ -94,16 +94,10 @@ def _empty_train_loop(config: dict) -> None:
 
 
 def _empty_trial(config: dict) -> None:
-    import os
-
     import ray.train
     import ray.train.torch
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from tuning.trial import HEALTH_CHECK_ENV
-
-    os.environ[HEALTH_CHECK_ENV] = f"{config['health_check_interval_s']:g}"  # as the search's trials
 
     ray.train.torch.TorchTrainer(
         _empty_train_loop,
@@ -113,7 +107,7 @@ def _empty_trial(config: dict) -> None:
     ).fit()
 
 
-def ray_train_floor_seconds(work: Path, cpus_per_worker: float, health_check_interval_s: float) -> float:
+def ray_train_floor_seconds(work: Path, cpus_per_worker: float) -> float:
     """Tune's trial time of a TorchTrainer trial whose workers only report once (same resources):
     what any Ray Train trial costs on this machine before its training loop runs."""
     import shutil
@@ -124,8 +118,7 @@ def ray_train_floor_seconds(work: Path, cpus_per_worker: float, health_check_int
     shutil.rmtree(runs, ignore_errors=True)
     trainable = ray.tune.with_resources(_empty_trial, {"cpu": 0.01})
     results = ray.tune.Tuner(
-        trainable, param_space={"cpus": cpus_per_worker, "runs": str(runs / "train"),
-                                "health_check_interval_s": health_check_interval_s},
+        trainable, param_space={"cpus": cpus_per_worker, "runs": str(runs / "train")},
         run_config=ray.tune.RunConfig(storage_path=str(runs), name="empty", verbose=0),
     ).fit()
     return float(results[0].metrics["time_total_s"])
@@ -238,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     local_s, local_best = in_process_seconds(one)
     o = execute_search(one, say=quiet)
     trial_s = float(o.table["time_s"].iloc[0])
-    floor_s = ray_train_floor_seconds(work, 0.9, one.cfg.fault.health_check_interval_s)
+    floor_s = ray_train_floor_seconds(work, 0.9)
     ray.shutdown()
 
     if a is not None:

@@ -75,7 +75,6 @@ def run_main(args: list[str], capsys) -> tuple[int, str]:
         ("data.label=valence9", "data.label"),
         ("resources.cpus_per_worker=-1", "resources.cpus_per_worker"),
         ("space.tcn_growth={choices: [0, 2]}", "space.tcn_growth.choices[0]"),
-        ("fault.health_check_interval_s=0", "fault.health_check_interval_s"),
     ],
 )
 def test_bad_config_fails_before_anything_starts(setting, field, dataset, tmp_path, capsys):

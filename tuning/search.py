@@ -358,7 +358,6 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         max_failures=cfg.fault.max_failures,
         keep_checkpoints=cfg.fault.keep_checkpoints,
         checkpoint_every=cfg.fault.checkpoint_every,
-        health_check_interval_s=cfg.fault.health_check_interval_s,
     )
     restore = resuming and ray.tune.Tuner.can_restore(plan.location)
     if restore:

@@ -40,7 +40,6 @@ class TrialSetup:
     max_failures: int
     keep_checkpoints: int
     checkpoint_every: int = 1
-    health_check_interval_s: float = 2.0
 
 
 def trial_train_config(params: dict[str, Any], setup: TrialSetup) -> dict[str, Any]:
@@ -90,17 +89,10 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
     )
 
 
-HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-
-
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Tune function trainable: one trial = one Ray Train run (resumed if it has checkpoints)."""
-    import os
-
     import ray.tune
 
-    # read here by the TorchTrainer, which hands it on to the run's controller and workers
-    os.environ[HEALTH_CHECK_ENV] = f"{setup.health_check_interval_s:g}"
     context = ray.tune.get_context()
     trainer = build_trainer(dict(config), setup, context.get_trial_id(), context.get_trial_name())
     trainer.fit()
