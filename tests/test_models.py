@@ -236,6 +236,32 @@ def test_model_with_cached_backbone_stand_ins_trains_like_the_full_model():
         build_model(other, SHAPES, cached=stand_ins)
 
 
+def test_search_worker_builds_its_model_without_importing_timm_or_sklearn():
+    """Every trial worker is a new process: timm (+torchvision) and scikit-learn cost it ~2 s."""
+    import pathlib
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import tuning.worker
+from mercl.models.cached_backbone import CachedBackbone
+from mercl.models.config import AudioEncoderConfig, DataShapes, ModelConfig, VideoEncoderConfig
+from mercl.models.mercl_model import build_model
+from mercl.training.loop import train_two_stage
+cfg = ModelConfig(video=VideoEncoderConfig(backbone="test_vit", img_size=32), width=16, heads=2)
+shapes = DataShapes(eeg=(5, 6, 5), audio=(150, 20), video=(3, 3, 40, 40), n_classes=3)
+stand_ins = {"video": CachedBackbone("video", cfg.video, 64, "d1"),
+             "audio": CachedBackbone("audio", cfg.audio, cfg.audio.embed_dim, "d2")}
+model = build_model(cfg, shapes, cached=stand_ins)
+loaded = sorted(m for m in ("timm", "torchvision", "sklearn") if m in sys.modules)
+assert not loaded, loaded
+"""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_video_input_uint8_and_float_agree():
     encoder = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32)).eval()
     frames = torch.randint(0, 256, (2, 3, 3, 40, 40), dtype=torch.uint8)

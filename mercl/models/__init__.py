@@ -9,6 +9,7 @@ from mercl.lazy import lazy_exports
 
 _EXPORTS = {
     "VggishSpatialEncoder": "audio_encoder",
+    "CachedBackbone": "cached_backbone",
     "AudioEncoderConfig": "config",
     "DataShapes": "config",
     "EegEncoderConfig": "config",
