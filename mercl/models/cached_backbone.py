@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from mercl.config import to_dict
 from mercl.errors import MerclError
 
+BACKBONES = ("video", "audio")  # modalities whose spatial encoder can be frozen and cached
 BACKBONE_SEED_OFFSETS = {"video": 1_000_003, "audio": 2_000_003}
 
 
@@ -49,6 +50,21 @@ def encoder_digest(modality: str, encoder: nn.Module) -> str:
         t = tensor.detach().cpu().contiguous()
         h.update(f"{modality}.{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def frozen_backbones(model: nn.Module) -> dict[str, nn.Module]:
+    """{modality: encoder} of the model's frozen video/audio spatial encoders (stand-ins included)."""
+    encoders = model.spatial_encoders
+    return {m: encoders[m] for m in BACKBONES if m in encoders and getattr(encoders[m], "frozen", False)}
+
+
+def backbone_digest(model: nn.Module) -> str:
+    """sha256 (hex) over the frozen backbones' configs and weights (a stand-in gives the digest
+    of the encoder it stands for, so it equals the real model's)."""
+    h = hashlib.sha256()
+    for modality, encoder in frozen_backbones(model).items():
+        h.update(f"{modality}:{encoder_digest(modality, encoder)};".encode())
     return h.hexdigest()
 
 

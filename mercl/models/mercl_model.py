@@ -19,15 +19,13 @@ from torch import Tensor, nn
 
 from mercl.errors import ConfigError, MerclError
 from mercl.models.audio_encoder import VggishSpatialEncoder
-from mercl.models.cached_backbone import CachedBackbone, backbone_rng
+from mercl.models.cached_backbone import BACKBONES, CachedBackbone, backbone_rng
 from mercl.models.config import MODALITIES, DataShapes, ModelConfig, check_config
 from mercl.models.cross_attention import ConcatFusion, CrossModalFusion
 from mercl.models.dropout import Dropout
 from mercl.models.eeg_encoder import EegSpatialEncoder
 from mercl.models.projection import Projection
 from mercl.models.tcn import ResidualTCN
-
-BACKBONES = ("video", "audio")  # modalities whose spatial encoder can be cached
 
 
 def _mask_samples(x: Tensor, present: Tensor) -> Tensor:

@@ -85,7 +85,7 @@ def backbones_digest(model: torch.nn.Module) -> str | None:
     """Digest of the frozen backbones' configs and weights (None when the model has none)."""
     if not _frozen_backbone_prefixes(model):
         return None
-    from mercl.training.feature_cache import backbone_digest
+    from mercl.models.cached_backbone import backbone_digest  # not feature_cache: it imports the data stack
 
     return backbone_digest(model)
 

@@ -28,26 +28,11 @@ import torch
 
 from mercl.data import shards
 from mercl.data.reader import PreparedDataset
-from mercl.models.cached_backbone import encoder_digest
+from mercl.models.cached_backbone import backbone_digest, frozen_backbones
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("video", "audio")
 CACHE_FILE = "features.parquet"
-
-
-def _frozen_backbones(model) -> dict[str, torch.nn.Module]:
-    encoders = model.spatial_encoders
-    return {m: encoders[m] for m in BACKBONES if m in encoders and getattr(encoders[m], "frozen", False)}
-
-
-def backbone_digest(model) -> str:
-    """sha256 (hex) over the frozen backbones' configs and weights (a stand-in gives the digest
-    of the encoder it stands for, so it equals the real model's)."""
-    h = hashlib.sha256()
-    for modality, encoder in _frozen_backbones(model).items():
-        h.update(f"{modality}:{encoder_digest(modality, encoder)};".encode())
-    return h.hexdigest()
 
 
 def cache_key(model, prepared: PreparedDataset) -> str:
@@ -94,7 +79,7 @@ def compute_backbone_features(
     progress: optional callable(n_rows_done) for a progress bar.
     """
     model.eval()
-    wanted = {f"{m}_feat" for m in _frozen_backbones(model)}
+    wanted = {f"{m}_feat" for m in frozen_backbones(model)}
     n = len(prepared.stimuli)
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
@@ -132,7 +117,7 @@ def ensure_feature_cache(
     Returns None when there is nothing to cache (no frozen video/audio backbone, or no
     stimulus rows); the caller then feeds raw frames/log-Mel.
     """
-    if not _frozen_backbones(model) or len(prepared.stimuli) == 0:
+    if not frozen_backbones(model) or len(prepared.stimuli) == 0:
         return None
     path = cache_path(model, prepared)
     if path.is_file():
