@@ -132,10 +132,12 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     there through pyarrow, the search's own outputs are uploaded from a local mirror.
     """
     pid_dir, log = tmp_path / "pids", tmp_path / "search.log"
-    planned = 2 + 12
+    # enough epochs that the trial still trains when its first result reaches the file:// storage
+    # (with 12, a trial without start-up work in its workers could be over by then: no restart)
+    planned = 2 + 40
     proc = start_search(cluster, search_command(
         dataset, f"file://{tmp_path / 'store'}", "--name", "kill", "--num-samples", "1", "--set",
-        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=12"), log,
+        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=40"), log,
         MERCL_LOCAL_RESULTS=str(tmp_path / "mirror"))
     exp = tmp_path / "store" / "kill"
 
