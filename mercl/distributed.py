@@ -7,15 +7,26 @@ Each rank computes the same loss on the same global batch, so that sum is
 ``world_size x dL/dz_local``; DDP then averages parameter gradients over the ranks,
 which gives exactly the gradient of the single-process loss on the concatenated batch.
 Ranks may hold different batch sizes (a short last batch): tensors are padded to the
-largest size for the collective and trimmed afterwards.
+largest size for the collective and trimmed afterwards, which needs every rank's size on
+the host.
+
+Inside ``with step_rows(n):`` (the training loop wraps each step's loss in it) the sizes are
+exchanged once, and every gather of a tensor with ``n`` rows reuses them: one size
+collective and one host sync per step instead of one of each per gathered tensor (three
+embeddings, the labels and three masks: 7). Outside it each gather exchanges sizes itself.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.distributed._functional_collectives import all_gather_single, wait_tensor
+
+_step_sizes: dict[int, list[int]] = {}  # local rows -> every rank's rows, inside step_rows()
 
 
 def is_distributed() -> bool:
@@ -23,18 +34,47 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def exchange_sizes(rows: int, device: torch.device) -> list[int]:
+    """``rows`` of every rank, in rank order: one collective and one host sync."""
+    size = torch.tensor([rows], device=device, dtype=torch.long)
+    sizes = torch.zeros(dist.get_world_size(), device=device, dtype=torch.long)
+    dist.all_gather_into_tensor(sizes, size)
+    return sizes.tolist()
+
+
+@contextlib.contextmanager
+def step_rows(rows: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Exchange this step's local batch size once; gathers of ``rows``-row tensors inside reuse it.
+
+    Every rank must enter it (it is a collective); a no-op without torch.distributed.
+    """
+    if not is_distributed():
+        yield
+        return
+    _step_sizes[rows] = exchange_sizes(rows, torch.device(device))
+    try:
+        yield
+    finally:
+        _step_sizes.pop(rows, None)
+
+
 def _sizes(x: Tensor) -> list[int]:
-    """First-axis size of ``x`` on every rank."""
-    size = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    return [int(s) for s in sizes]
+    """First-axis size of ``x`` on every rank (this step's, when :func:`step_rows` knows them)."""
+    known = _step_sizes.get(x.shape[0])
+    return known if known is not None else exchange_sizes(x.shape[0], x.device)
 
 
 def _pad_rows(x: Tensor, rows: int) -> Tensor:
     if x.shape[0] == rows:
         return x
     return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])
+
+
+def _trim(gathered: Tensor, rows: int, sizes: list[int]) -> Tensor:
+    """(world * rows, ...) padded parts -> (sum(sizes), ...); no copy when no rank was short."""
+    if all(n == rows for n in sizes):
+        return gathered
+    return torch.cat([part[:n] for part, n in zip(gathered.split(rows), sizes, strict=True)])
 
 
 def all_gather_with_grad(x: Tensor) -> Tensor:
@@ -44,7 +84,7 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     sizes = _sizes(x)
     rows = max(sizes)
     gathered = wait_tensor(all_gather_single(_pad_rows(x, rows), 0, dist.group.WORLD))  # (world * rows, ...)
-    return torch.cat([part[:n] for part, n in zip(gathered.split(rows), sizes, strict=True)])
+    return _trim(gathered, rows, sizes)
 
 
 def all_gather_no_grad(x: Tensor) -> Tensor:
@@ -52,9 +92,10 @@ def all_gather_no_grad(x: Tensor) -> Tensor:
     if not is_distributed():
         return x
     sizes = _sizes(x)
+    rows = max(sizes)
     wire = x.to(torch.uint8) if x.dtype == torch.bool else x
-    padded = _pad_rows(wire.detach(), max(sizes))
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    out = torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+    padded = _pad_rows(wire.detach(), rows).contiguous()
+    gathered = padded.new_empty((len(sizes) * rows, *padded.shape[1:]))
+    dist.all_gather_into_tensor(gathered, padded)
+    out = _trim(gathered, rows, sizes)
     return out.bool() if x.dtype == torch.bool else out

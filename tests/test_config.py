@@ -71,3 +71,36 @@ def test_load_config_yaml_errors(tmp_path):
         load_config(Outer, path)
     with pytest.raises(InputFileError, match="no such file"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+# ----------------------------------------------------------------------------- GPU-related fields
+
+
+def test_precision_is_one_of_fp32_bf16_fp16_and_named_when_wrong():
+    from mercl.training.config import load_train_config
+
+    assert load_train_config("tiny").precision == "fp32"
+    assert load_train_config("tiny", {"precision": "bf16"}).precision == "bf16"
+    with pytest.raises(ConfigError, match=r"'precision': must be one of fp32, bf16, fp16, got 'fp8'"):
+        load_train_config("tiny", {"precision": "fp8"})
+
+
+SPACE = {"space.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}, "data.dataset": "unused"}
+
+
+@pytest.mark.parametrize("gpus", [0.5, 1.5, 0.25])
+def test_search_refuses_a_gpu_share_per_rank_that_nccl_cannot_run(gpus):
+    """Two DDP ranks on one GPU fail in NCCL ("Duplicate GPU detected"): refused before Ray starts."""
+    from tuning.config import load_search_config
+
+    with pytest.raises(ConfigError, match=r"'resources.gpus_per_worker': must be a whole number of GPUs "
+                                          r"with 2 DDP workers"):
+        load_search_config(None, {**SPACE, "resources.gpus_per_worker": gpus, "resources.num_workers": 2})
+
+
+@pytest.mark.parametrize("workers, gpus", [(1, 0.5), (2, 1), (4, 2), (2, 0), (3, 0)])
+def test_search_accepts_whole_gpus_per_rank_a_share_for_one_rank_and_cpu_only(workers, gpus):
+    from tuning.config import load_search_config
+
+    cfg = load_search_config(None, {**SPACE, "resources.gpus_per_worker": gpus, "resources.num_workers": workers})
+    assert cfg.resources.use_gpu == (gpus > 0)

@@ -22,6 +22,7 @@ from mercl.losses import LossConfig
 from mercl.models.config import ModelConfig
 
 NAMED_CONFIGS = ("paper", "small", "tiny")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -76,6 +77,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     num_threads: int = 0  # torch intra-op threads while training (0: leave torch's setting)
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    # fp32, or autocast to bfloat16 / float16 (fp16 scales the loss with a GradScaler); on CUDA
+    # float32 matmuls use TF32 either way
+    precision: str = "fp32"
 
     def validate(self) -> None:
         if not 0 < self.val_fraction < 1:
@@ -87,6 +91,8 @@ class TrainConfig:
         at_least(self, 0, "num_workers")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise FieldProblem("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.finetune.epochs < 1:
             raise FieldProblem("finetune.epochs", f"must be >= 1, got {self.finetune.epochs}")
 

@@ -18,12 +18,16 @@ every rank takes the same early-stopping decisions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import inspect
+import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mercl.config import to_dict
+from mercl.distributed import step_rows
 from mercl.losses import audio_valid, mercl_loss
 from mercl.training.checkpoint import (
     backbones_digest,
@@ -52,6 +57,8 @@ from mercl.training.metrics import classification_metrics
 MODALITIES = ("video", "audio", "eeg")
 STAGES = ("pretrain", "finetune")
 STATE_FORMAT = "mercl-train-state/1"
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 
@@ -113,6 +120,98 @@ def is_distributed() -> bool:
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _pinned(batch: Batch) -> Batch:
+    return {k: v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+            for k, v in batch.items()}
+
+
+_END = object()
+
+
+def _in_background(batches: Iterable[Batch], prepare: Callable[[Batch], Batch], ahead: int = 2) -> Iterator[Batch]:
+    """``prepare(batch)`` for each batch, produced by a thread up to ``ahead`` batches in advance."""
+    out: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in batches:
+                item = prepare(batch)
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(_END)
+        except BaseException as exc:  # handed to the consumer
+            out.put(exc)
+
+    thread = threading.Thread(target=produce, name="mercl-batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def device_batches(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
+    """The batches on ``device``.
+
+    On a CUDA device a background thread builds and pins (page-locks) the next batches while
+    the current step runs, and each batch's host-to-device copy is issued (``non_blocking``,
+    on a side stream) one batch ahead, so the step never waits for the host. Elsewhere each
+    batch is moved as it comes (the CPU path does no copy at all).
+    """
+    if device.type != "cuda":
+        for batch in batches:
+            yield to_device(batch, device)
+        return
+    copy_stream = torch.cuda.Stream(device)
+
+    def issue(batch: Batch):
+        with torch.cuda.stream(copy_stream):
+            moved = to_device(batch, device)
+            done = torch.cuda.Event()
+            done.record(copy_stream)
+        return moved, done
+
+    def ready(item) -> Batch:
+        moved, done = item
+        compute = torch.cuda.current_stream(device)
+        compute.wait_event(done)
+        for value in moved.values():
+            if isinstance(value, torch.Tensor):
+                value.record_stream(compute)  # its memory is not reused before the step is done
+        return moved
+
+    pending = None
+    for batch in _in_background(batches, _pinned):
+        nxt = issue(batch)
+        if pending is not None:
+            yield ready(pending)
+        pending = nxt
+    if pending is not None:
+        yield ready(pending)
+
+
+def autocast(device: torch.device, precision: str):
+    """The mixed-precision context of ``precision`` (``fp32``: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def modality_valid(batch: Batch, modalities: Iterable[str], loss_cfg) -> dict[str, torch.Tensor]:
@@ -211,13 +310,34 @@ class _EncodedClassifier(nn.Module):
         return self.model.head(self.encodings(batch), self.model.present(batch))
 
 
-def _wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+def stage_unused_parameters(model: nn.Module, stage: str) -> list[str]:
+    """Names of trainable parameters that the stage's forward never reaches (so get no gradient).
+
+    Stage 1 runs encoders and projections (``encode`` -> ``project``), stage 2 runs
+    ``forward`` / ``head``, which never calls the projections. A parameter of a module the
+    stage does not run is unused: the projections in stage 2 when the encoders train there
+    (``contrastive: false`` or ``unfreeze_encoders``), fusion and classifier in stage 1 were
+    they trainable. Within a stage every parameter of a module it runs is reached (the loss
+    stays connected to every embedding even without anchors; tests/test_training.py checks
+    this rule against autograd).
+    """
+    if stage == "pretrain":
+        used = {id(p) for p in model.encoder_parameters()}
+    else:
+        projections = getattr(model, "projections", None)
+        skipped = {id(p) for p in projections.parameters()} if projections is not None else set()
+        used = {id(p) for p in model.parameters() if id(p) not in skipped}
+    return [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in used]
+
+
+def _wrap_ddp(module: nn.Module, device: torch.device, find_unused: bool) -> nn.Module:
+    """DDP; ``find_unused`` (a graph traversal per step) only where some parameter goes without gradient."""
     if not is_distributed():
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def _set_trainable(model: nn.Module, trainable: set[int]) -> list[nn.Parameter]:
@@ -232,48 +352,59 @@ def _set_trainable(model: nn.Module, trainable: set[int]) -> list[nn.Parameter]:
 # ----------------------------------------------------------------------------- epochs
 
 
-def _pretrain_epoch(net, model, batches, optimizer, cfg: TrainConfig, device) -> dict[str, float]:
-    """One stage-1 epoch over ``batches``; returns mean loss terms."""
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
+def _update(loss: torch.Tensor, optimizer, scaler, cfg: TrainConfig) -> None:
+    """Backward and optimizer step (through the fp16 GradScaler when there is one)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                       cfg.grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _pretrain_epoch(net, model, batches, optimizer, cfg: TrainConfig, device, scaler) -> dict[str, float]:
+    """One stage-1 epoch over ``batches``; returns mean loss terms.
+
+    The loss terms add up on the device and are read once, at the end of the epoch: no step
+    waits for the host (under DDP each step exchanges the ranks' batch sizes once).
+    """
     model.train()
-    sums = {"loss": 0.0, "amcl": 0.0, "emcl": 0.0, "smcl": 0.0}
+    sums = torch.zeros(4, device=device, dtype=_sum_dtype(device))  # loss, amcl, emcl, smcl
     n_batches = 0
     gather = is_distributed()
-    for batch in batches:
-        batch = to_device(batch, device)
-        z = net(batch)
-        valid = modality_valid(batch, z.keys(), cfg.loss)
-        out = mercl_loss(z, batch["label"], valid, cfg.loss, gather=gather)
-        optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                           cfg.grad_clip_norm)
-        optimizer.step()
-        sums["loss"] += float(out.total.detach())
-        sums["amcl"] += float(out.amcl.detach())
-        sums["emcl"] += float(out.emcl.detach())
-        sums["smcl"] += float(out.smcl.detach())
+    for batch in device_batches(batches, device):
+        with autocast(device, cfg.precision):
+            z = net(batch)
+            valid = modality_valid(batch, z.keys(), cfg.loss)
+            with step_rows(len(batch["label"]), device) if gather else contextlib.nullcontext():
+                out = mercl_loss(z, batch["label"], valid, cfg.loss, gather=gather)
+        _update(out.total, optimizer, scaler, cfg)
+        sums += torch.stack([out.total.detach(), out.amcl.detach(), out.emcl.detach(), out.smcl.detach()])
         n_batches += 1
-    return {k: v / max(n_batches, 1) for k, v in sums.items()}
+    means = (sums / max(n_batches, 1)).tolist()
+    return dict(zip(("loss", "amcl", "emcl", "smcl"), means, strict=True))
 
 
-def _finetune_epoch(net, model, batches, optimizer, cfg: TrainConfig, device) -> dict[str, float]:
-    """One stage-2 epoch: cross-entropy on the classifier's logits; returns the mean loss."""
+def _finetune_epoch(net, model, batches, optimizer, cfg: TrainConfig, device, scaler) -> dict[str, float]:
+    """One stage-2 epoch: cross-entropy on the classifier's logits; returns the mean loss (read once)."""
     model.train()
-    total, n_batches = 0.0, 0
-    for batch in batches:
-        batch = to_device(batch, device)
-        logits = net(batch)
-        loss = F.cross_entropy(logits, batch["label"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                           cfg.grad_clip_norm)
-        optimizer.step()
-        total += float(loss.detach())
+    total = torch.zeros((), device=device, dtype=_sum_dtype(device))
+    n_batches = 0
+    for batch in device_batches(batches, device):
+        with autocast(device, cfg.precision):
+            logits = net(batch)
+            loss = F.cross_entropy(logits.float(), batch["label"])
+        _update(loss, optimizer, scaler, cfg)
+        total += loss.detach()
         n_batches += 1
-    return {"loss": total / max(n_batches, 1), "ce": total / max(n_batches, 1)}
+    mean = float(total) / max(n_batches, 1)
+    return {"loss": mean, "ce": mean}
 
 
 @torch.no_grad()
@@ -290,7 +421,8 @@ def embed_batches(model, batches: Iterable[Batch], cfg: TrainConfig, device, lim
     n = 0
     for batch in batches:
         batch = to_device(batch, device)
-        z = model.project(model.encode(batch))
+        with autocast(device, cfg.precision):
+            z = model.project(model.encode(batch))
         valid = modality_valid(batch, z.keys(), cfg.loss)
         for m in z:
             zs.setdefault(m, []).append(z[m].float().cpu())
@@ -323,13 +455,15 @@ def probe_accuracy(train_x, train_y, val_x, val_y, kind: str, k: int, n_classes:
 
 
 @torch.no_grad()
-def predict_batches(model, batches: Iterable[Batch], device) -> dict[str, np.ndarray]:
+def predict_batches(model, batches: Iterable[Batch], device, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Eval-mode predictions -> {"index" (N,), "label" (N,), "pred" (N,), "prob" (N, n_classes)}."""
     model.eval()
     out: dict[str, list] = {"index": [], "label": [], "pred": [], "prob": []}
     for batch in batches:
         batch = to_device(batch, device)
-        logits = model(batch).float()
+        with autocast(device, precision):
+            logits = model(batch)
+        logits = logits.float()
         prob = torch.softmax(logits, dim=1)
         out["prob"].append(prob.cpu().numpy())
         out["pred"].append(prob.argmax(1).cpu().numpy())
@@ -364,8 +498,8 @@ def _pretrain_validation(model, train_batches, val_batches, epoch, cfg, device, 
     return metrics, (z, valid, torch.as_tensor(val_y))
 
 
-def _finetune_validation(model, val_batches, device, n_classes):
-    pred = predict_batches(model, val_batches(), device)
+def _finetune_validation(model, val_batches, device, n_classes, precision="fp32"):
+    pred = predict_batches(model, val_batches(), device, precision)
     labels, preds = gather_numpy(pred["label"]), gather_numpy(pred["pred"])
     probs = gather_numpy(pred["prob"])
     val_loss = float("nan")
@@ -416,9 +550,14 @@ def train_two_stage(
     class_names = class_names or [str(k) for k in range(n_classes)]
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     previous_threads = torch.get_num_threads()
+    previous_matmul = torch.get_float32_matmul_precision()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    rank = dist.get_rank() if is_distributed() else 0
+    world = dist.get_world_size() if is_distributed() else 1
 
     encoder_ids = {id(p) for p in model.encoder_parameters()}
     head_ids = {id(p) for p in model.head_parameters()}
@@ -439,7 +578,7 @@ def train_two_stage(
         pre_best = copy.deepcopy(resume.get("pretrain_best", pre_best))
         start_stage, start_epoch = resume["stage"], resume["epoch"]
         start_finished, start_bad = resume["stage_finished"], resume["bad_epochs"]
-        set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"], device, rank=rank, world_size=world, seed=cfg.seed, epoch=len(history))
 
     stages = [("pretrain", cfg.pretrain)] if cfg.contrastive else []
     stages.append(("finetune", cfg.finetune))
@@ -462,19 +601,23 @@ def train_two_stage(
             else:
                 trainable = (encoder_ids | head_ids) & base_trainable
             params = _set_trainable(model, trainable)  # before DDP: it registers trainable params only
+            find_unused = bool(stage_unused_parameters(model, stage))
             if stage == "pretrain":
                 classifier = None
-                net = _wrap_ddp(_Embedder(model), device)
+                net = _wrap_ddp(_Embedder(model), device, find_unused)
             else:  # frozen encoders are in eval mode: encode each row once for the whole stage
                 frozen = getattr(model, "encoders_frozen", False)
                 classifier = _EncodedClassifier(model, FrozenEncodings(model)) if frozen else model
-                net = _wrap_ddp(classifier, device)
+                net = _wrap_ddp(classifier, device, find_unused)
             optimizer = make_optimizer(params, scfg.lr, scfg.weight_decay, device)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stage_lr_lambda(scfg))
+            scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
             first_epoch, bad_epochs = 0, 0
             if resuming_here:
                 optimizer.load_state_dict(resume["optimizer"])
                 scheduler.load_state_dict(resume["scheduler"])
+                if resume.get("scaler"):
+                    scaler.load_state_dict(resume["scaler"])
                 first_epoch, bad_epochs = start_epoch, start_bad
             stage_best = max((h["val_metric"] for h in history if h["stage"] == stage), default=-math.inf)
 
@@ -482,16 +625,17 @@ def train_two_stage(
                 lr = optimizer.param_groups[0]["lr"]
                 batches = call_train_batches(train_batches, epoch, stage)
                 if stage == "pretrain":
-                    train_metrics = _pretrain_epoch(net, model, batches, optimizer, cfg, device)
+                    train_metrics = _pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler)
                 else:
-                    train_metrics = _finetune_epoch(net, model, batches, optimizer, cfg, device)
+                    train_metrics = _finetune_epoch(net, model, batches, optimizer, cfg, device, scaler)
                 scheduler.step()
                 average_buffers(model)
                 if stage == "pretrain":
                     val_metrics, embedded = _pretrain_validation(
                         model, train_batches, val_batches, epoch, cfg, device, n_classes)
                 else:
-                    val_metrics, last_scores = _finetune_validation(classifier, val_batches, device, n_classes)
+                    val_metrics, last_scores = _finetune_validation(classifier, val_batches, device, n_classes,
+                                                                     cfg.precision)
                 metrics = {**train_metrics, **val_metrics, "lr": lr}
                 global_epoch = offset[stage] + epoch + 1
                 history.append({"stage": stage, "epoch": epoch + 1, "global_epoch": global_epoch, **metrics})
@@ -522,8 +666,8 @@ def train_two_stage(
                         tb.confusion(last_scores.confusion, class_names, global_epoch, tag="confusion/val")
 
                 def state(stage=stage, epoch=epoch, finished=finished, bad_epochs=bad_epochs,
-                          optimizer=optimizer, scheduler=scheduler, best=best, pre_best=pre_best,
-                          rng=rng_state()) -> dict[str, Any]:
+                          optimizer=optimizer, scheduler=scheduler, scaler=scaler, best=best,
+                          pre_best=pre_best, rng=rng_state(device)) -> dict[str, Any]:
                     """The checkpoint after this epoch; call it inside ``on_epoch_end`` (it reads live weights)."""
                     return snapshot({
                         "format": STATE_FORMAT,
@@ -535,6 +679,7 @@ def train_two_stage(
                         "backbones": backbones,
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                         "rng": rng,
                         "history": history,
                         "best": best,
@@ -550,12 +695,13 @@ def train_two_stage(
                 _restore_pretrain_best(model, pre_best, cfg)
                 pre_best = {**pre_best, "state": None}  # in the model now: keep stage-2 checkpoints small
             # Drop this stage's DDP wrapper: its gradient hooks must not fire in the next stage.
-            del net, classifier, optimizer, scheduler
+            del net, classifier, optimizer, scheduler, scaler
             gc.collect()
     finally:
         if cfg.deterministic and not previous_deterministic:
             torch.use_deterministic_algorithms(False)
         torch.set_num_threads(previous_threads)
+        torch.set_float32_matmul_precision(previous_matmul)
 
     if cfg.restore_best and best["state"] is not None:
         load_trained_state(model, best["state"])
