@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import pickle
 import random
 from collections import OrderedDict
 from pathlib import Path
@@ -192,33 +191,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    kind: str = "checkpoint") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` without running code from the file.
-
-    ``torch.load(weights_only=True)``: only tensors, strings, numbers and containers of them are
-    read; a file holding any other pickled Python object (which could run code as it loads) is
-    refused. Every problem (missing, corrupt, refused, not a dict) is an InputFileError naming
-    the file; ``kind`` names what the file should be (``checkpoint``, ``mercl model file``).
-    """
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (a missing/corrupt file: InputFileError)."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, f"not a file (expected a {kind})" if path.exists() else f"no such file (expected a {kind})")
+        raise InputFileError(path, "no such checkpoint file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower() or "weights_only" in str(exc):
-            raise InputFileError(path, f"refused: not a {kind} mercl can read safely (it holds pickled Python "
-                                       "objects beyond tensors and plain data, which could run code on "
-                                       "loading)") from None
-        raise InputFileError(path, f"not a readable {kind} ({_first_line(exc)})") from None
+        # weights_only=False: the state holds RNG tuples and numpy arrays, written by us.
+        state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # truncated zip, not a torch file, ...
-        raise InputFileError(path, f"not a readable {kind} ({_first_line(exc)})") from None
+        first_line = (str(exc).splitlines() or [""])[0]
+        raise InputFileError(path, f"not a readable checkpoint ({type(exc).__name__}: {first_line})") from None
     if not isinstance(state, dict):
-        raise InputFileError(path, f"not a {kind} (expected a dict, got {type(state).__name__})")
+        raise InputFileError(path, "not a mercl checkpoint (expected a dict)")
     return state
-
-
-def _first_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
