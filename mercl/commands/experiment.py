@@ -1,4 +1,4 @@
-"""``mercl experiment {paper,modalities,ablation} DATASET --protocol P -o RUN_DIR``: the paper's tables."""
+"""``mercl experiment {paper,modalities,ablation} DATASET --protocol P[,P...] -o RUN_DIR``: the paper's tables."""
 
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ def add_parser(subparsers) -> None:
         description=(
             "Run every method (MERCL and the baselines, paper), MERCL's modality combinations "
             "(modalities) or its ablations (ablation) for every label scheme the dataset supports, on "
-            "the same folds. Each method x fold result is cached in RUN_DIR/cache/, so a re-run only "
-            "computes what changed. --protocol both runs the paper's segment-level k-fold (LEAKY) "
-            "beside the trial-grouped one and reports the gap. Then: mercl report RUN_DIR."
+            "the same folds, beside the majority and clip-majority baselines. Each method x fold result is cached "
+            "in RUN_DIR/cache/, so a re-run only computes what changed. --protocol segment,trial,stimulus runs "
+            "each protocol on the same data and the report shows the window leak (segment - trial) and the clip "
+            "leak (trial - stimulus). Then: mercl report RUN_DIR."
         ),
     )
     parser.add_argument("kind", choices=("paper", "modalities", "ablation"), help="which experiment")
     parser.add_argument("dataset", metavar="DATASET", help="prepared dataset dir (mercl prepare's output)")
-    parser.add_argument("--protocol", default="trial", choices=("trial", "subject", "segment", "both"),
-                        help="trial-grouped k-fold (default), leave-one-subject-out, segment-level k-fold "
-                             "(LEAKY), or both segment and trial with the gap")
+    parser.add_argument("--protocol", default="auto", metavar="P[,P...]",
+                        help="comma list of stimulus (clips held out), subject-stimulus (subjects and clips held "
+                             "out), trial, subject (leave-one-subject-out), segment (LEAKY), both (= segment,trial); "
+                             "default auto: stimulus when the clips are shared across subjects, else trial")
     parser.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="output folder")
     parser.add_argument("--config", default="small", metavar="NAME_OR_FILE",
                         help="MERCL training config: paper, small, tiny or a YAML file (default: small)")
@@ -34,8 +36,9 @@ def add_parser(subparsers) -> None:
                              "less any the dataset lacks (EEG-only recordings run MERCL's EEG branch)")
     parser.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default 5)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                        help="paper: methods to run (mercl ve_bilstm ave_rt ave_kelm ave_lstm majority); "
-                             "majority is always added")
+                        help="paper: methods to run (mercl ve_bilstm ave_rt ave_kelm ave_lstm); majority and "
+                             "clip-majority are always added, and with clips shared across subjects MERCL on audio + "
+                             "video alone (content only)")
     parser.add_argument("--schemes", nargs="+", default=None, metavar="SCHEME",
                         help="label schemes (default: every scheme the dataset supports)")
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mercl.data.reader import load_dataset
+    from mercl.data.splits import shared_stimuli
     from mercl.errors import MerclError
     from mercl.experiments.runner import (
         Experiment,
@@ -76,12 +80,19 @@ def run(args: argparse.Namespace) -> int:
     cfg, note = dataset_modalities(args.kind, cfg, prepared, wanted)
     if note:
         print(note)
+    schemes = dataset_schemes(prepared, args.schemes)
+    protocols, protocol_note = protocols_of(args.protocol, prepared, schemes[0], args.folds, cfg.seed)
+    if protocol_note:
+        print(protocol_note)
+    content_only = (shared_stimuli(prepared.subjects, prepared.stimulus_ids)
+                    and {"video", "audio"} <= set(prepared.present_modalities())
+                    and "eeg" in cfg.model.modalities)
     exp = Experiment(
         kind=args.kind,
         dataset=Path(args.dataset),
-        protocols=protocols_of(args.protocol),
-        schemes=dataset_schemes(prepared, args.schemes),
-        rows=experiment_rows(args.kind, cfg, args.methods),
+        protocols=protocols,
+        schemes=schemes,
+        rows=experiment_rows(args.kind, cfg, args.methods, content_only=content_only),
         folds=args.folds,
         cfg=cfg,
         config_name=args.config if args.config in NAMED_CONFIGS else Path(args.config).name,

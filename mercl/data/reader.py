@@ -80,6 +80,11 @@ class PreparedDataset:
     def trials(self) -> np.ndarray:
         return self.rows["trial"].to_numpy(dtype=np.int64)
 
+    @property
+    def stimulus_ids(self) -> np.ndarray:
+        """(N,) str: the clip each row's viewer watched (``none`` when the trial had no clip)."""
+        return self.rows["stimulus"].to_numpy(dtype=str)
+
     def trial_groups(self) -> np.ndarray:
         """(N,) int64 id of each row's (subject, trial)."""
         return trial_groups(self.subjects, self.trials)

@@ -116,12 +116,52 @@ def format_summary(manifest: dict, root: str | Path) -> str:
             lines.append(f"  {_n(len(names), 'clip')} with {what}: {', '.join(names[:8])}{more}")
     if counts.get("trials_too_short"):
         lines.append(f"  {_n(counts['trials_too_short'], 'trial')} shorter than one segment, skipped")
+    lines += ["", "evaluation protocol:"]
+    lines += ["  " + line for line in protocol_lines(root, manifest)]
     files = manifest.get("files", {})
     n_eeg = sum(1 for f in files if f.startswith("eeg/"))
     n_stim = sum(1 for f in files if f.startswith("stimuli/"))
     lines += ["", f"shards    {root / 'eeg'} ({n_eeg} files), {root / 'stimuli'} ({n_stim} files)"]
     lines.append(f"manifest  {root / 'manifest.json'}")
     return "\n".join(lines)
+
+
+def protocol_lines(root: Path, manifest: dict, folds: int = 4) -> list[str]:
+    """Which honest protocol applies by default, and how many clips per class (majority label) each
+    label scheme has: ``stimulus`` folds need clips shared across subjects and every class on
+    every training side."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from mercl.data.labels import assign_labels, available_schemes, class_names
+    from mercl.data.splits import clips_per_class, default_protocol, has_clip, shared_stimuli
+
+    eeg_files = sorted(f for f in manifest.get("files", {}) if f.startswith("eeg/"))
+    if not eeg_files:
+        return ["no EEG shards"]
+    wanted = ["subject", "trial", "stimulus", "valence", "arousal", "dominance", "liking", "label"]
+    tables = []
+    for rel in eeg_files:
+        names = pq.read_schema(root / rel).names
+        tables.append(pq.read_table(root / rel, columns=[c for c in wanted if c in names]).to_pandas())
+    import pandas as pd
+
+    rows = pd.concat(tables, ignore_index=True)
+    subjects, stimuli = rows["subject"].to_numpy(str), rows["stimulus"].to_numpy(str)
+    n_clips = len(np.unique(stimuli[has_clip(stimuli)]))
+    if not shared_stimuli(subjects, stimuli):
+        what = "no stimulus clips" if n_clips == 0 else f"{n_clips} clips, not each watched by 2+ subjects"
+        return [f"trial (default): {what}, so there is no clip to hold out"]
+    viewers = len(np.unique(subjects))
+    lines = [f"{n_clips} clips shared across {viewers} subjects: trial and subject folds keep every test clip "
+             "in training through other viewers (clips shared with training)"]
+    for scheme in available_schemes(rows.columns, rows):
+        labels = assign_labels(rows, scheme)
+        per = clips_per_class(stimuli, labels, len(class_names(scheme)))
+        protocol, _ = default_protocol(subjects, stimuli, labels, folds)
+        per_text = ", ".join(f"{name} {int(n)}" for name, n in zip(class_names(scheme), per, strict=True))
+        lines.append(f"{scheme}: clips per class {per_text} -> default {protocol} ({folds} folds)")
+    return lines
 
 
 def summarize(path: str | Path) -> str:

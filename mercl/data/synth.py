@@ -38,7 +38,9 @@ So the four-class quadrant needs video (or EEG) for valence and audio (or EEG) f
 arousal, and the ratings' subject-level deviations are visible only in the EEG. (One
 caveat: under trial- or subject-grouped folds every clip is also in the training set,
 so any stimulus modality can learn a clip's identity and its usual label; the
-"needs a combination" property is about features, and shows in full for unseen clips.)
+"needs a combination" property is about features, and shows in full for unseen clips:
+the ``stimulus`` protocol holds whole clips out, and the ``clip-majority`` baseline
+measures how far clip memory alone gets under the other protocols.)
 Everything is drawn from ``numpy.random.default_rng([seed, part, index])`` streams, so
 a seed gives the same study, and changing e.g. the video size leaves the EEG unchanged.
 """
@@ -83,6 +85,9 @@ NUISANCE = 0.2  # sd of the per-trial log-amplitude changes of alpha, asymmetry 
 class SynthConfig:
     """Size of the synthetic study (defaults: ``mercl prepare`` on it takes seconds).
 
+    The default study (8 subjects x 16 clips of 12 s, 4 clips per quadrant) is sized so that
+    ``stimulus`` folds (whole clips held out) have every class on every training side.
+
     subjects, stimuli: counts (every subject watches every stimulus once).
     duration: seconds per clip. seed: the random seed.
     sfreq: EEG rate in Hz. channels: EEG channel count (Emotiv-like 14 by default).
@@ -93,8 +98,8 @@ class SynthConfig:
     """
 
     subjects: int = 8
-    stimuli: int = 8
-    duration: float = 20.0
+    stimuli: int = 16  # 4 per quadrant: enough clips per class for 4 stimulus-held-out folds
+    duration: float = 12.0
     seed: int = 0
     sfreq: float = 128.0
     channels: int = 14

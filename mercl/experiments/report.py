@@ -24,7 +24,7 @@ from mercl import atomic
 from mercl.data.labels import class_names
 from mercl.errors import MerclError
 from mercl.experiments.runner import load_record
-from mercl.experiments.tables import TABLE_TITLES, gap_table, method_table, to_markdown
+from mercl.experiments.tables import TABLE_TITLES, leakage_table, method_table, protocol_name, to_markdown
 
 MODALITY_COLOURS = {"video": "tab:blue", "audio": "tab:orange", "eeg": "tab:green"}
 
@@ -163,6 +163,25 @@ def tsne_figure(records: list[dict], scheme: str, path: Path, seed: int = 0) -> 
 # ----------------------------------------------------------------------------- the report
 
 
+REPORT_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+    "h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}"
+    "table.results{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}"
+    "table.results th,table.results td{padding:4px 10px;border-bottom:1px solid #e3e3e3;text-align:right}"
+    "table.results th{background:#f3f5f8;border-bottom:2px solid #bbb}"
+    "table.results td:first-child,table.results th:first-child{text-align:left}"
+    "table.results tbody tr:nth-child(even){background:#fafafa}"
+    "p.note{background:#fff7e0;border-left:4px solid #e0a800;padding:0.5em 0.8em}"
+    "img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
+)
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """One header row (the index name becomes the first column's header, not a row of its own)."""
+    flat = frame.reset_index() if frame.index.name else frame
+    return flat.to_html(index=False, escape=True, classes="results", border=0)
+
+
 class Blocks:
     """The report's content, rendered once as Markdown and once as HTML."""
 
@@ -198,16 +217,15 @@ class Blocks:
 
     def html(self, title: str) -> str:
         out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-               "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
-               "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
-               "img{max-width:100%}</style></head><body>"]
+               f"<style>{REPORT_CSS}</style></head><body>"]
         for kind, value in self.items:
             if kind == "h":
                 out.append(f"<h{value[0]}>{html.escape(value[1])}</h{value[0]}>")
             elif kind == "p":
-                out.append(f"<p>{html.escape(value.replace('**', '').replace('> ', ''))}</p>")
+                css = " class='note'" if value.startswith("> ") else ""
+                out.append(f"<p{css}>{html.escape(value.replace('**', '').removeprefix('> '))}</p>")
             elif kind == "t":
-                out.append(value.to_html(escape=True))
+                out.append(html_table(value))
             else:
                 path, _root, caption = value
                 data = base64.b64encode(path.read_bytes()).decode()
@@ -226,30 +244,38 @@ def _experiment_sections(blocks: Blocks, run_dir: Path, figures: Path) -> None:
         if rec is None:
             raise MerclError(f"{run_dir / rel}: missing or unreadable unit result (re-run mercl experiment)")
         records[rel] = rec
+    labels = meta.get("protocol_labels") or {}
     blocks.heading(f"MERCL experiment `{meta['kind']}` on {meta['dataset_id']}", 1)
     blocks.para(f"Label schemes: {', '.join(meta['schemes'])}. Protocols: "
-                f"{', '.join('segment (LEAKY)' if p == 'segment' else p for p in meta['protocols'])}. "
+                f"{', '.join(protocol_name(p, labels) for p in meta['protocols'])}. "
                 f"Folds: {meta['n_folds']}; seed {meta['seed']}; training config "
                 f"`{meta['config_name'] or 'custom'}` ({meta['config_hash']}). "
-                "Cells: mean ± std over folds; every table includes the majority-class baseline.")
+                "Cells: mean ± std over folds; every table includes the majority-class baseline and "
+                "clip-majority (the test clip's usual label among other viewers in training: clip memory, "
+                "no signal; under the stimulus protocol it equals majority).")
     for protocol, warning in meta.get("warnings", {}).items():
-        blocks.para(f"> **LEAKY PROTOCOL ({protocol}).** {warning}")
-    tables = list(dict.fromkeys(results["table"]))
-    for table in tables:
-        for protocol in meta["protocols"]:
-            plabel = "segment (LEAKY)" if protocol == "segment" else protocol
-            blocks.heading(f"{TABLE_TITLES.get(table, table)}: protocol {plabel}", 2)
-            blocks.table(method_table(results, table, protocol))
-        if {"segment", "trial"} <= set(meta["protocols"]):
-            blocks.heading(f"{TABLE_TITLES.get(table, table)}: leakage gap (segment LEAKY - trial)", 2)
-            blocks.para("Mean accuracy under the paper's segment-level k-fold (LEAKY) beside the trial-grouped "
-                        "k-fold; the gap is how much of the segment-level accuracy comes from leakage.")
-            blocks.table(gap_table(results, table))
+        kind = "LEAKY PROTOCOL" if protocol in meta.get("leaky", ["segment"]) else "CLIPS SHARED WITH TRAINING"
+        blocks.para(f"> **{kind} ({protocol}).** {warning}")
+    for table, protocol in _table_order(results, meta):
+        blocks.heading(f"{TABLE_TITLES.get(table, table)}: protocol {protocol_name(protocol, labels)}", 2)
+        if table == "modalities" and protocol == "stimulus":
+            blocks.para("On clips no model saw in training: does EEG add anything on new content? Compare A+V "
+                        "(content only) with the rows that include EEG, and every row with the baselines.")
+        blocks.table(method_table(results, table, protocol))
+    leak_protocols = [p for p in ("segment", "trial", "stimulus") if p in meta["protocols"]]
+    if len(leak_protocols) >= 2:
+        for table in dict.fromkeys(results["table"]):
+            blocks.heading(f"{TABLE_TITLES.get(table, table)}: leakage", 2)
+            blocks.para("Mean accuracy per protocol on the same data. window leak = segment (LEAKY) - trial: "
+                        "overlapping windows of a trial on both sides; clip leak = trial - stimulus: test clips "
+                        "in training through other viewers. A row whose score falls to the baselines' under "
+                        "stimulus had learnt the clips, not the emotion.")
+            blocks.table(leakage_table(results, table, leak_protocols, labels))
 
     blocks.heading("Figures", 2)
     unit_of = results.assign(rec=results["unit_file"].map(records))
     for protocol in meta["protocols"]:
-        plabel = "segment (LEAKY)" if protocol == "segment" else protocol
+        plabel = protocol_name(protocol, labels)
         for scheme in meta["schemes"]:
             part = unit_of[(unit_of["protocol"] == protocol) & (unit_of["scheme"] == scheme)]
             part = part.drop_duplicates(subset=["row", "unit_file"])
@@ -271,6 +297,17 @@ def _experiment_sections(blocks: Blocks, run_dir: Path, figures: Path) -> None:
                 path = tsne_figure(mine, scheme, figures / f"tsne-{tag}.png", seed=int(meta["seed"]))
                 if path is not None:
                     blocks.image(path, run_dir, f"t-SNE of MERCL ({main}) test-fold embeddings, {scheme}, {plabel}")
+
+
+def _table_order(results: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
+    """(table, protocol) pairs in report order: with clips shared across subjects, the modality
+    table under ``stimulus`` comes first (it says whether EEG adds anything on new content)."""
+    pairs = [(t, p) for t in dict.fromkeys(results["table"]) for p in meta["protocols"]]
+    first = ("modalities", "stimulus")
+    if meta.get("shared_clips") and first in pairs:
+        pairs.remove(first)
+        pairs.insert(0, first)
+    return pairs
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

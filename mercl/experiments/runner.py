@@ -32,16 +32,24 @@ from mercl import atomic
 from mercl.config import config_hash, to_dict
 from mercl.data.labels import available_schemes, class_names
 from mercl.data.reader import PreparedDataset, load_dataset
-from mercl.data.splits import make_folds
+from mercl.data.splits import shared_stimuli
 from mercl.errors import MerclError
 from mercl.training.config import TrainConfig
-from mercl.training.crossval import PROTOCOLS, apply_ablations, protocol_label, variant_name
-from mercl.training.metrics import classification_metrics, majority_baseline
+from mercl.training.crossval import (
+    apply_ablations,
+    parse_protocols,
+    protocol_folds,
+    protocol_label,
+    resolve_protocol,
+    variant_name,
+)
+from mercl.training.metrics import classification_metrics, clip_majority_baseline, majority_baseline
 
 EXPERIMENTS = ("paper", "modalities", "ablation")
-PROTOCOL_CHOICES = ("trial", "subject", "segment", "both")
 BASELINE_METHODS = ("ve_bilstm", "ave_rt", "ave_kelm", "ave_lstm")
-PAPER_METHODS = ("mercl", *BASELINE_METHODS, "majority")
+TRIVIAL_METHODS = ("majority", "clip-majority")  # in every table
+PAPER_METHODS = ("mercl", *BASELINE_METHODS, *TRIVIAL_METHODS)
+CONTENT_ONLY = "MERCL A+V (content only)"  # MERCL without EEG: what the clip alone gives
 EMBEDDING_SAMPLE = 64  # test rows per MERCL fold whose shared embeddings are kept for the report
 CACHE_VERSION = 1
 
@@ -63,7 +71,7 @@ class Experiment:
 
     kind: str
     dataset: Path
-    protocols: list[str]  # "trial" / "subject" / "segment"
+    protocols: list[str]  # "stimulus" / "subject-stimulus" / "trial" / "subject" / "segment"
     schemes: list[str]
     rows: list[Row]
     folds: int
@@ -101,41 +109,57 @@ class RunOutcome:
 # ----------------------------------------------------------------------------- experiment definitions
 
 
-def protocols_of(choice: str) -> list[str]:
-    """``both`` -> the paper's segment-level k-fold (LEAKY) beside the trial-grouped one."""
-    if choice not in PROTOCOL_CHOICES:
-        raise MerclError(f"unknown protocol '{choice}' (choose from {', '.join(PROTOCOL_CHOICES)})")
-    return ["segment", "trial"] if choice == "both" else [choice]
+def protocols_of(choice: str, prepared: PreparedDataset | None = None, scheme: str | None = None,
+                 folds: int = 5, seed: int = 0) -> tuple[list[str], str | None]:
+    """``--protocol`` -> (protocol names, a note): a comma list; ``both`` = segment and trial;
+    ``auto`` = the dataset's default (needs ``prepared``; decided on ``scheme``'s labels)."""
+    names = parse_protocols(choice)
+    note = None
+    if "auto" in names:
+        labels = prepared.labels(scheme) if scheme else None
+        default, note = resolve_protocol(None, prepared, labels, folds, seed)
+        names = list(dict.fromkeys(default if n == "auto" else n for n in names))
+    return names, note
 
 
-def experiment_rows(kind: str, cfg: TrainConfig, methods: list[str] | None = None) -> list[Row]:
-    """The rows of an experiment's tables; ``methods`` keeps only rows of those methods (paper)."""
+def _trivial_rows(table: str) -> list[Row]:
+    return [Row(m, m, None, table) for m in TRIVIAL_METHODS]
+
+
+def experiment_rows(kind: str, cfg: TrainConfig, methods: list[str] | None = None,
+                    content_only: bool = False) -> list[Row]:
+    """The rows of an experiment's tables; ``methods`` keeps only rows of those methods (paper).
+
+    Every table ends with the trivial baselines (majority, clip-majority). ``content_only`` adds
+    MERCL on audio + video alone to the paper's methods table (data with clips shared across
+    subjects: it shows how much a model scores from the clip alone, protocol by protocol).
+    """
     if kind == "paper":
         chosen = list(methods) if methods else list(PAPER_METHODS)
         unknown = [m for m in chosen if m not in PAPER_METHODS]
         if unknown:
             raise MerclError(f"--methods: unknown method(s) {', '.join(unknown)} "
                              f"(choose from {', '.join(PAPER_METHODS)})")
-        if "majority" not in chosen:
-            chosen.append("majority")  # every table has the majority-class baseline
-        return [Row(m, m, cfg if m == "mercl" else None, "methods") for m in chosen]
+        rows = [Row(m, m, cfg if m == "mercl" else None, "methods") for m in chosen if m not in TRIVIAL_METHODS]
+        if content_only and "mercl" in chosen:
+            rows.append(Row(CONTENT_ONLY, "mercl", apply_ablations(cfg, modalities=["video", "audio"]), "methods"))
+        return rows + _trivial_rows("methods")
     if kind == "modalities":
         combos = (("A+V", ["video", "audio"]), ("A+E", ["audio", "eeg"]), ("V+E", ["video", "eeg"]),
                   ("A+V+E", ["video", "audio", "eeg"]))
         rows = [Row(name, "mercl", apply_ablations(cfg, modalities=mods), "modalities") for name, mods in combos]
-        return rows + [Row("majority", "majority", None, "modalities")]
+        return rows + _trivial_rows("modalities")
     if kind == "ablation":
-        rows = [
+        return [
             Row("w/o contrastive learning", "mercl", apply_ablations(cfg, contrastive=False), "ablation"),
             Row("w/o cross-modal attention", "mercl", apply_ablations(cfg, cross_attention=False), "ablation"),
             Row("w/o both", "mercl", apply_ablations(cfg, contrastive=False, cross_attention=False), "ablation"),
             Row("full", "mercl", cfg, "ablation"),
-            Row("majority", "majority", None, "ablation"),
+            *_trivial_rows("ablation"),
             Row("w/o energy sample selection", "mercl", apply_ablations(cfg, energy_gate=False), "energy"),
             Row("with energy sample selection", "mercl", cfg, "energy"),
-            Row("majority", "majority", None, "energy"),
+            *_trivial_rows("energy"),
         ]
-        return rows
     raise MerclError(f"unknown experiment '{kind}' (choose from {', '.join(EXPERIMENTS)})")
 
 
@@ -182,8 +206,8 @@ def method_signature(row: Row) -> dict:
     """Everything a row's results depend on besides data/fold (part of the cache key)."""
     if row.method == "mercl":
         return {"method": "mercl", "config": config_hash(row.cfg)}
-    if row.method == "majority":
-        return {"method": "majority"}
+    if row.method in TRIVIAL_METHODS:
+        return {"method": row.method}
     from mercl.baselines import CPU_OPTIONS
 
     return {"method": row.method, "options": CPU_OPTIONS.get(row.method, {})}
@@ -259,9 +283,15 @@ def run_mercl_fold(prepared: PreparedDataset, scheme: str, cfg: TrainConfig, cv,
 def run_baseline_fold(prepared: PreparedDataset, features, method: str, scheme: str, seed: int, fold) -> dict:
     """Fit a baseline on the fold's training rows and predict its test rows."""
     labels = prepared.labels(scheme)
-    if method == "majority":
+    if method in TRIVIAL_METHODS:
         start = time.perf_counter()
-        pred, _ = majority_baseline(labels[fold.train], labels[fold.test], len(class_names(scheme)))
+        n_classes = len(class_names(scheme))
+        if method == "majority":
+            pred, _ = majority_baseline(labels[fold.train], labels[fold.test], n_classes)
+        else:
+            stimuli = prepared.stimulus_ids
+            pred, _ = clip_majority_baseline(labels[fold.train], stimuli[fold.train], stimuli[fold.test],
+                                             labels[fold.test], n_classes)
         return {"y_true": labels[fold.test], "y_pred": pred, "train_s": time.perf_counter() - start,
                 "predict_s": 0.0}
     from mercl.baselines import CPU_OPTIONS, get_baseline
@@ -303,7 +333,7 @@ def compute_unit(prepared: PreparedDataset, features, unit: Unit, cv, seed: int)
         result = run_mercl_fold(prepared, unit.scheme, unit.row.cfg, cv, fold)
     else:
         result = run_baseline_fold(prepared, features, unit.row.method, unit.scheme, seed, fold)
-    return unit_record(unit, prepared, fold, result, protocol_label(unit.protocol))
+    return unit_record(unit, prepared, fold, result, protocol_label(unit.protocol, cv.clip_shared))
 
 
 _LOADED: dict[str, dict] = {}  # per worker process: dataset path -> its dataset (and baseline features)
@@ -438,8 +468,7 @@ def run_experiment(
     cvs = {}
     for protocol in exp.protocols:
         for scheme in exp.schemes:
-            cvs[protocol, scheme] = make_folds(PROTOCOLS[protocol], prepared.subjects, prepared.trials,
-                                               prepared.labels(scheme), exp.folds, seed=exp.seed)
+            cvs[protocol, scheme] = protocol_folds(protocol, prepared, prepared.labels(scheme), exp.folds, exp.seed)
     n_folds = {p: len(cvs[p, exp.schemes[0]]) for p in exp.protocols}
     units = plan_units(exp, dataset_id, n_folds)
     todo = [u for u in units if load_record(cache / u.file_name) is None]
@@ -447,9 +476,11 @@ def run_experiment(
     n_todo = len({u.key for u in todo})
     say(f"experiment {exp.kind} on {dataset_id}: {n_keys} units (method x scheme x protocol x fold), "
         f"{n_keys - n_todo} cached, {n_todo} to compute")
+    labels_of = {p: protocol_label(p, cvs[p, exp.schemes[0]].clip_shared) for p in exp.protocols}
     for protocol in exp.protocols:
-        if cvs[protocol, exp.schemes[0]].leaky:
-            say(f"LEAKY: protocol {protocol}: {cvs[protocol, exp.schemes[0]].warning}")
+        cv = cvs[protocol, exp.schemes[0]]
+        if cv.warning:
+            say(f"{'LEAKY' if cv.leaky else 'NOTE'}: protocol {labels_of[protocol]}: {cv.warning}")
 
     distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
     if distinct and (ray_address is not None or (workers > 1 and len(distinct) > 1)):
@@ -479,7 +510,7 @@ def run_experiment(
         record = load_record(cache / unit.file_name)
         table_rows.append({"row": unit.row.label, "table": unit.row.table, "method": unit.row.method,
                            "scheme": unit.scheme, "protocol": unit.protocol,
-                           "protocol_label": protocol_label(unit.protocol), "fold": unit.fold,
+                           "protocol_label": labels_of[unit.protocol], "fold": unit.fold,
                            "accuracy": record["accuracy"], "macro_f1": record["macro_f1"],
                            "n_test": record["n_test"], "train_s": record["train_s"],
                            "predict_s": record["predict_s"], "unit_file": f"cache/{unit.file_name}"})
@@ -489,7 +520,10 @@ def run_experiment(
         "schemes": exp.schemes, "folds": exp.folds, "n_folds": n_folds, "seed": exp.seed,
         "config_name": exp.config_name, "config_hash": config_hash(exp.cfg), "config": to_dict(exp.cfg),
         "rows": [{"label": r.label, "method": r.method, "table": r.table} for r in exp.rows],
-        "warnings": {p: cvs[p, exp.schemes[0]].warning for p in exp.protocols if cvs[p, exp.schemes[0]].leaky},
+        "warnings": {p: cvs[p, exp.schemes[0]].warning for p in exp.protocols if cvs[p, exp.schemes[0]].warning},
+        "leaky": [p for p in exp.protocols if cvs[p, exp.schemes[0]].leaky],
+        "protocol_labels": labels_of,
+        "shared_clips": shared_stimuli(prepared.subjects, prepared.stimulus_ids),
         "units": [f"cache/{u.file_name}" for u in units],
     }
     tmp = out / f"results.csv.tmp-{os.getpid()}"

@@ -2,7 +2,8 @@
 
 Every cell is ``mean ± std`` over folds (population std, ``ddof=0``, as ``mercl evaluate``
 prints) of the per-fold results in ``results.csv`` / the unit JSONs, with 3 decimals. Every
-table carries the majority-class row and names its protocol; the segment protocol is LEAKY.
+table carries the majority and clip-majority rows and names its protocol; the segment
+protocol is LEAKY, and trial/subject on data with shared clips say "clips shared with training".
 """
 
 from __future__ import annotations
@@ -41,20 +42,35 @@ def method_table(results: pd.DataFrame, table: str, protocol: str) -> pd.DataFra
     return frame
 
 
-def gap_table(results: pd.DataFrame, table: str, leaky: str = "segment", honest: str = "trial") -> pd.DataFrame:
-    """Mean accuracy under the leaky and the honest protocol and their gap (leaky - honest), per scheme."""
+def protocol_name(protocol: str, labels: dict[str, str] | None = None) -> str:
+    """How a table names a protocol: ``segment (LEAKY)``, ``trial (clips shared with training)``, ..."""
+    if labels and protocol in labels:
+        return labels[protocol]
+    return "segment (LEAKY)" if protocol == "segment" else protocol
+
+
+LEAKS = (("segment", "trial", "window leak"), ("trial", "stimulus", "clip leak"))
+
+
+def leakage_table(results: pd.DataFrame, table: str, protocols: list[str],
+                  labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Mean accuracy per protocol (one column each, per scheme) and the leak gaps between them:
+    segment - trial (window leak: overlapping windows of a trial on both sides) and trial -
+    stimulus (clip leak: test clips seen in training through other viewers), where both
+    protocols ran."""
     part = results[results["table"] == table]
     schemes = _ordered(part["scheme"])
+    gaps = [(a, b, name) for a, b, name in LEAKS if a in protocols and b in protocols]
     out = {}
     for row in _ordered(part["row"]):
         mine = part[part["row"] == row]
         values = {}
         for s in schemes:
-            a = mine.loc[(mine["scheme"] == s) & (mine["protocol"] == leaky), "accuracy"].mean()
-            b = mine.loc[(mine["scheme"] == s) & (mine["protocol"] == honest), "accuracy"].mean()
-            values[f"{s} {leaky} (LEAKY) Acc"] = f"{a:.3f}"
-            values[f"{s} {honest} Acc"] = f"{b:.3f}"
-            values[f"{s} gap"] = f"{a - b:+.3f}"
+            acc = {p: mine.loc[(mine["scheme"] == s) & (mine["protocol"] == p), "accuracy"].mean() for p in protocols}
+            for p in protocols:
+                values[f"{s} {protocol_name(p, labels)} Acc"] = f"{acc[p]:.3f}"
+            for a, b, name in gaps:
+                values[f"{s} {name} ({a} - {b})"] = f"{acc[a] - acc[b]:+.3f}"
         out[row] = values
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame.index.name = "method"

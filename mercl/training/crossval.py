@@ -35,7 +35,7 @@ from mercl.atomic import write_atomic
 from mercl.config import to_dict
 from mercl.data.labels import class_names as scheme_class_names
 from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
-from mercl.data.splits import make_folds
+from mercl.data.splits import default_protocol, make_folds
 from mercl.errors import MerclError
 from mercl.models.config import MODALITIES, DataShapes
 from mercl.models.mercl_model import build_model
@@ -49,18 +49,27 @@ from mercl.training.loop import (
     seed_everything,
     train_two_stage,
 )
-from mercl.training.metrics import classification_metrics, majority_baseline
+from mercl.training.metrics import classification_metrics, clip_majority_baseline, majority_baseline
+from mercl.training.model_file import (  # model.pt; load_trained_model is re-exported
+    MODEL_FILE,
+    load_trained_model,  # noqa: F401
+    model_file_state,
+)
 from mercl.training.normalize import NormStats, fit_normalization
 from mercl.training.tensorboard import TensorBoardLogger
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = {"trial": "trial", "subject": "loso", "segment": "segment"}
+PROTOCOLS = {"stimulus": "stimulus", "subject-stimulus": "subject-stimulus", "trial": "trial", "subject": "loso",
+             "segment": "segment"}
 PROTOCOL_TEXT = {
+    "stimulus": "stimulus-held-out {k}-fold (every viewer of a test clip on the test side)",
+    "subject-stimulus": "held-out subjects x held-out clips, {k} folds",
     "trial": "trial-grouped {k}-fold",
     "subject": "leave-one-subject-out",
     "segment": "segment-level {k}-fold (LEAKY)",
 }
+BASELINES = ("majority", "clip-majority")  # beside every MERCL score
 MODALITY_CODES = {"v": "video", "a": "audio", "e": "eeg"}
 
 
@@ -258,9 +267,46 @@ class CrossValResult:
         return float(self.results.loc[self.results["method"] == method, metric].mean())
 
 
-def protocol_label(protocol: str) -> str:
-    """The protocol as every output states it: ``segment`` carries ``(LEAKY)``."""
-    return "segment (LEAKY)" if protocol == "segment" else protocol
+def protocol_label(protocol: str, clip_shared: bool = False) -> str:
+    """The protocol as every output states it: ``segment`` carries ``(LEAKY)``; ``trial`` and
+    ``subject`` on data whose clips every subject watched carry ``(clips shared with training)``."""
+    if protocol == "segment":
+        return "segment (LEAKY)"
+    if clip_shared and protocol in ("trial", "subject"):
+        return f"{protocol} (clips shared with training)"
+    return protocol
+
+
+def parse_protocols(text: str, *, allow_both: bool = True) -> list[str]:
+    """``"segment,trial,stimulus"`` -> a list of protocol names; ``both`` = segment and trial
+    (the paper's leaky protocol beside the trial-grouped one); ``auto`` = the data's default."""
+    names: list[str] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        chosen = ["segment", "trial"] if part == "both" and allow_both else [part]
+        for name in chosen:
+            if name not in (*PROTOCOLS, "auto"):
+                raise MerclError(f"--protocol: unknown protocol '{name}' (choose from "
+                                 f"{', '.join(PROTOCOLS)}{', both' if allow_both else ''}, or a comma list)")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def resolve_protocol(protocol: str | None, prepared: PreparedDataset, labels: np.ndarray | None, folds: int,
+                     seed: int) -> tuple[str, str | None]:
+    """``None``/``auto`` -> the data's default protocol (:func:`~mercl.data.splits.default_protocol`)
+    and the one-line note saying why; an explicit protocol -> itself and no note."""
+    if protocol not in (None, "auto"):
+        if protocol not in PROTOCOLS:
+            raise MerclError(f"unknown protocol '{protocol}' (choose from {', '.join(PROTOCOLS)})")
+        return protocol, None
+    return default_protocol(prepared.subjects, prepared.stimulus_ids, labels, folds, seed)
+
+
+def protocol_folds(protocol: str, prepared: PreparedDataset, labels: np.ndarray | None, folds: int, seed: int):
+    """The :class:`~mercl.data.splits.CrossValidation` of ``protocol`` on a prepared dataset."""
+    return make_folds(PROTOCOLS[protocol], prepared.subjects, prepared.trials, labels, folds, seed=seed,
+                      stimuli=prepared.stimulus_ids)
 
 
 def _prediction_frame(prepared: PreparedDataset, rows: np.ndarray, fold: int, method: str, variant: str,
@@ -296,28 +342,31 @@ def cross_validate(
     label_scheme: str,
     cfg: TrainConfig,
     *,
-    protocol: str = "trial",
+    protocol: str | None = None,
     folds: int = 4,
     out_dir: str | Path | None = None,
     show_progress: bool = True,
     console: Callable[[str], None] | None = print,
     config_name: str = "",
 ) -> CrossValResult:
-    """Outer k-fold CV (or LOSO) of MERCL and the majority baseline; writes RUN_DIR outputs.
+    """Outer k-fold CV (or LOSO) of MERCL beside the majority and clip-majority baselines.
 
     dataset: a prepared dataset dir (or an already loaded :class:`PreparedDataset`).
-    protocol: ``trial`` | ``subject`` | ``segment`` (LEAKY). ``folds`` is ignored by ``subject``.
+    protocol: ``stimulus`` | ``subject-stimulus`` | ``trial`` | ``subject`` | ``segment`` (LEAKY);
+    None or ``auto``: the data's default (``stimulus`` when its clips are shared across subjects).
+    ``folds`` is ignored by ``subject``.
     out_dir: where results.csv, summary.md, predictions.parquet and tb/ go (None: nothing written).
     """
-    if protocol not in PROTOCOLS:
-        raise MerclError(f"unknown protocol '{protocol}' (choose from {', '.join(PROTOCOLS)})")
     say = console or (lambda _msg: None)
     prepared = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
     labels = prepared.labels(label_scheme)
     names = list(scheme_class_names(label_scheme))
     n_classes = len(names)
-    cv = make_folds(PROTOCOLS[protocol], prepared.subjects, prepared.trials, labels, folds, seed=cfg.seed)
-    plabel = protocol_label(protocol)
+    protocol, note = resolve_protocol(protocol, prepared, labels, folds, cfg.seed)
+    if note:
+        say(note)
+    cv = protocol_folds(protocol, prepared, labels, folds, cfg.seed)
+    plabel = protocol_label(protocol, cv.clip_shared)
     variant = variant_name(cfg)
     if cv.leaky:
         say(f"LEAKY: {cv.warning}")
@@ -327,8 +376,12 @@ def cross_validate(
     dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
     say(f"cross-validation: {dataset_id}, label {label_scheme}, protocol {plabel}, "
         f"{len(cv)} folds, variant {variant}")
+    if sum(f.dropped for f in cv):
+        say(f"{protocol}: training sides leave out {', '.join(str(f.dropped) for f in cv)} rows per fold "
+            "(they share a subject or a clip with the test side)")
 
     rows, frames, histories = [], [], []
+    stimuli = prepared.stimulus_ids
     for fold in cv:
         inner_train, inner_val = cv.inner_split(fold.train, labels, cfg.val_fraction)
         tb = TensorBoardLogger(out / "tb" / f"fold{fold.index}") if out is not None else None
@@ -351,25 +404,28 @@ def cross_validate(
         if not np.array_equal(test_rows, fold.test):
             raise RuntimeError("predictions do not cover the test fold")  # a bug, not a user error
         scores = classification_metrics(pred["label"][order], pred["pred"][order], n_classes)
-        majority_pred, majority = majority_baseline(labels[fold.train], labels[fold.test], n_classes)
+        baselines = fold_baselines(labels, stimuli, fold.train, fold.test, n_classes)
         histories.append(run.result.history)
-        for method, sc in (("mercl", scores), ("majority", majority)):
+        for method, sc in (("mercl", scores), *((m, b[1]) for m, b in baselines.items())):
             rows.append({"method": method, "fold": fold.index, "accuracy": sc.accuracy, "macro_f1": sc.macro_f1,
                          "n_test": sc.n, "protocol": plabel, "label": label_scheme, "variant": variant,
-                         "held_out_subject": fold.held_out_subject or ""})
+                         "held_out_subject": fold.held_out_subject or "", "n_dropped": fold.dropped})
         frames.append(_prediction_frame(prepared, test_rows, fold.index, "mercl", variant, pred["label"][order],
                                         pred["pred"][order], pred["prob"][order], plabel))
-        frames.append(_prediction_frame(prepared, fold.test, fold.index, "majority", variant, labels[fold.test],
-                                        majority_pred, None, plabel))
+        for method, (base_pred, _) in baselines.items():
+            frames.append(_prediction_frame(prepared, fold.test, fold.index, method, variant, labels[fold.test],
+                                            base_pred, None, plabel))
         if tb is not None:
             step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
             tb.scalars(scores.scalars(), step, prefix="test")
-            tb.scalars(majority.scalars(), step, prefix="test_majority")
+            for method, (_, sc) in baselines.items():
+                tb.scalars(sc.scalars(), step, prefix=f"test_{method.replace('-', '_')}")
             tb.confusion(scores.confusion, names, step, tag="confusion/test")
             tb.text("protocol", f"{plabel}; {cv.warning or ''}")
             tb.close()
+        base_text = ", ".join(f"{m} {b[1].accuracy:.3f}" for m, b in baselines.items())
         say(f"fold {fold.index + 1}/{len(cv)} [{plabel}]: mercl accuracy {scores.accuracy:.3f} "
-            f"(macro-F1 {scores.macro_f1:.3f}), majority {majority.accuracy:.3f}, n_test {scores.n}, "
+            f"(macro-F1 {scores.macro_f1:.3f}), {base_text}, n_test {scores.n}, "
             f"best inner-val epoch {run.result.best_epoch}, {run.seconds:.0f} s")
 
     results = pd.DataFrame(rows)
@@ -382,15 +438,29 @@ def cross_validate(
         write_atomic(out / "predictions.parquet", lambda p: predictions.to_parquet(p, index=False))
         write_atomic(out / "summary.md", lambda p: p.write_text(summary))
         write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
-    for method in ("mercl", "majority"):
+    for method in ("mercl", *BASELINES):
         acc = results.loc[results["method"] == method, "accuracy"]
         say(f"{method}: accuracy {acc.mean():.3f} +- {acc.std(ddof=0):.3f} [{plabel}]")
-    if cv.leaky:
-        say(f"LEAKY: {cv.warning}")
+    if cv.warning:
+        say(f"{'LEAKY' if cv.leaky else 'NOTE'}: {cv.warning}")
     if out is not None:
         say(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'predictions.parquet'}; "
             f"tensorboard --logdir {out / 'tb'}")
     return result
+
+
+def fold_baselines(labels: np.ndarray, stimuli: np.ndarray, train: np.ndarray, test: np.ndarray,
+                   n_classes: int) -> dict[str, tuple[np.ndarray, object]]:
+    """The trivial baselines of one fold: ``{name: (test predictions, ClassificationMetrics)}``.
+
+    ``majority``: the training rows' most frequent class. ``clip-majority``: the test row's clip's
+    usual label among the training rows (other viewers), how far clip memory alone gets.
+    """
+    return {
+        "majority": majority_baseline(labels[train], labels[test], n_classes),
+        "clip-majority": clip_majority_baseline(labels[train], stimuli[train], stimuli[test], labels[test],
+                                                 n_classes),
+    }
 
 
 def _fmt(values: pd.Series) -> str:
@@ -402,41 +472,47 @@ def summary_markdown(result: CrossValResult, *, dataset_id: str, label_scheme: s
     """summary.md: mean ± std per method, per-fold and per-subject accuracy, protocol beside each score."""
     plabel = result.protocol
     res = result.results
+    methods = [m for m in ("mercl", *BASELINES) if m in set(res["method"])]
     lines = [f"# MERCL cross-validation: {dataset_id}", ""]
     lines.append(f"- label scheme: `{label_scheme}`")
     lines.append(f"- protocol: **{plabel}**: {PROTOCOL_TEXT[protocol].format(k=n_folds)}, {n_folds} folds; "
                  "hyperparameters and the final epoch chosen on an inner validation split of the training "
-                 "trials; normalisation from training rows only")
+                 "side held out the same way; normalisation from training rows only")
+    if "n_dropped" in res and res["n_dropped"].sum():
+        lines.append(f"- rows left out of training (sharing a subject or a clip with the test side): "
+                     f"{', '.join(str(int(d)) for d in res.groupby('fold')['n_dropped'].first())} per fold")
     lines.append(f"- model variant: `{variant_name(cfg)}`" + (f", config `{config_name}`" if config_name else ""))
+    lines.append("- baselines: `majority` (the training side's most frequent class), `clip-majority` (the test "
+                 "clip's usual label among other viewers in training: clip memory with no signal)")
     if warning:
-        lines += ["", f"> **LEAKY PROTOCOL.** {warning}"]
+        lines += ["", f"> **{'LEAKY PROTOCOL' if result.leaky else 'CLIPS SHARED WITH TRAINING'}.** {warning}"]
     lines += ["", "## Accuracy (mean ± std over folds)", "",
               "| method | protocol | accuracy | macro-F1 | folds |", "|---|---|---|---|---|"]
-    for method in ("mercl", "majority"):
+    for method in methods:
         part = res[res["method"] == method]
         lines.append(f"| {method} | {plabel} | {_fmt(part['accuracy'])} | {_fmt(part['macro_f1'])} | {len(part)} |")
-    lines += ["", "## Per fold", "", "| fold | n_test | mercl accuracy | majority accuracy | protocol |",
-              "|---|---|---|---|---|"]
+    lines += ["", "## Per fold", "", "| fold | n_test | " + " | ".join(f"{m} accuracy" for m in methods)
+              + " | protocol |", "|---|---|" + "---|" * len(methods) + "---|"]
     for fold, part in res.groupby("fold"):
         acc = dict(zip(part["method"], part["accuracy"], strict=True))
         n_test = int(part["n_test"].iloc[0])
-        lines.append(f"| {fold} | {n_test} | {acc['mercl']:.3f} | {acc['majority']:.3f} | {plabel} |")
+        lines.append(f"| {fold} | {n_test} | " + " | ".join(f"{acc[m]:.3f}" for m in methods) + f" | {plabel} |")
     pred = result.predictions
     pred = pred.assign(correct=pred["label"] == pred["prediction"])
     per_subject = pred.pivot_table(index="subject", columns="method", values="correct", aggfunc="mean")
     counts = pred[pred["method"] == "mercl"].groupby("subject").size()
     lines += ["", "## Per subject accuracy (test rows over all folds)", "",
-              "| subject | n | mercl accuracy | majority accuracy | protocol |", "|---|---|---|---|---|"]
+              "| subject | n | " + " | ".join(f"{m} accuracy" for m in methods) + " | protocol |",
+              "|---|---|" + "---|" * len(methods) + "---|"]
     for subject, row in per_subject.iterrows():
-        lines.append(f"| {subject} | {int(counts.get(subject, 0))} | {row.get('mercl', float('nan')):.3f} | "
-                     f"{row.get('majority', float('nan')):.3f} | {plabel} |")
+        cells = " | ".join(f"{row.get(m, float('nan')):.3f}" for m in methods)
+        lines.append(f"| {subject} | {int(counts.get(subject, 0))} | {cells} | {plabel} |")
     lines.append("")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- one training run (mercl train)
 
-MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -453,9 +529,10 @@ def train_once(
 ) -> SplitRun:
     """Train on one train/validation split of the dataset's trials and save the model.
 
-    Writes ``model.pt`` (weights, configs, shapes, normalisation, class names), ``checkpoint.pt``
-    after every epoch (``resume=True`` continues from it), ``history.csv``, ``metrics.json``
-    (inner-validation scores beside the majority baseline), ``config.json`` and ``tb/``.
+    Writes ``model.pt`` (the self-describing model file of :mod:`mercl.training.model_file`:
+    weights, configs, preprocessing, normalisation, class names), ``checkpoint.pt`` after every
+    epoch (``resume=True`` continues from it), ``history.csv``, ``metrics.json`` (inner-validation
+    scores beside the majority baseline), ``config.json`` and ``tb/``.
     """
     from mercl.data.splits import inner_split
     from mercl.training.checkpoint import load_checkpoint, save_checkpoint
@@ -504,43 +581,15 @@ def train_once(
         "majority_val_macro_f1": majority.macro_f1, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
         "best_epoch": run.result.best_epoch, "seconds": run.seconds,
     }
-    save_checkpoint(model_file_state(run, cfg, label_scheme, names, dataset_id), out / MODEL_FILE)
+    training = {k: metrics[k] for k in ("dataset", "variant", "val_accuracy", "val_macro_f1", "majority_val_accuracy",
+                                        "n_train", "n_val", "best_epoch")}
+    training["config_name"] = config_name
+    save_checkpoint(model_file_state(run, cfg, label_scheme, names, prepared, train_rows, labels, training=training),
+                    out / MODEL_FILE)
     write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
     write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
     say(f"validation accuracy {scores.accuracy:.3f} (macro-F1 {scores.macro_f1:.3f}) [held-out trials], "
         f"majority {majority.accuracy:.3f}; best epoch {run.result.best_epoch}")
-    say(f"wrote {out / MODEL_FILE}; tensorboard --logdir {out / 'tb'}")
+    say(f"wrote {out / MODEL_FILE} (mercl info {out / MODEL_FILE}); tensorboard --logdir {out / 'tb'}")
     return run
-
-
-def model_file_state(run: SplitRun, cfg: TrainConfig, label_scheme: str, names: list[str], dataset_id: str) -> dict:
-    """What ``model.pt`` holds: weights plus everything needed to rebuild and feed the model."""
-    return {
-        "format": "mercl-model/1",
-        "model": run.model.state_dict(),
-        "config": to_dict(cfg),
-        "shapes": to_dict(run.shapes),
-        "norm": run.norm.to_dict(),
-        "label_scheme": label_scheme,
-        "class_names": names,
-        "dataset": dataset_id,
-    }
-
-
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a model saved by :func:`train_once` -> (model in eval mode, NormStats, the saved dict)."""
-    from mercl.training.checkpoint import load_checkpoint
-    from mercl.training.config import train_config_from_dict
-
-    saved = load_checkpoint(path, map_location=device)
-    if saved.get("format") != "mercl-model/1":
-        raise MerclError(f"{path}: not a mercl model file (expected format mercl-model/1)")
-    cfg = train_config_from_dict(saved["config"])
-    s = saved["shapes"]
-    shapes = DataShapes(eeg=tuple(s["eeg"]), audio=tuple(s["audio"]), video=tuple(s["video"]),
-                        n_classes=int(s["n_classes"]))
-    model = build_model(cfg.model, shapes)
-    model.load_state_dict(saved["model"])
-    model.to(device).eval()
-    return model, NormStats.from_dict(saved["norm"]), saved

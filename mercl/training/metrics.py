@@ -76,3 +76,33 @@ def majority_baseline(train_labels, test_labels, n_classes: int) -> tuple[np.nda
     test_labels = np.asarray(test_labels, dtype=np.int64)
     pred = np.full(len(test_labels), majority_class(train_labels, n_classes), dtype=np.int64)
     return pred, classification_metrics(test_labels, pred, n_classes)
+
+
+def clip_majority_predictions(train_labels, train_stimuli, test_stimuli, n_classes: int) -> np.ndarray:
+    """For each test row, the majority label of the SAME clip among the training rows (other
+    viewers); the global training majority where the clip is not in training or has no clip
+    (ties: the smaller index). (N_test,) int64.
+
+    This is pure clip memory: no signal of the test row is used. Under folds that hold clips
+    out it equals the majority baseline by construction.
+    """
+    from mercl.data.splits import has_clip
+
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    train_stimuli = np.asarray(train_stimuli).astype(str)
+    test_stimuli = np.asarray(test_stimuli).astype(str)
+    pred = np.full(len(test_stimuli), majority_class(train_labels, n_classes), dtype=np.int64)
+    usable = has_clip(train_stimuli)
+    for clip in np.unique(test_stimuli[has_clip(test_stimuli)]):
+        seen = usable & (train_stimuli == clip)
+        if seen.any():
+            pred[test_stimuli == clip] = majority_class(train_labels[seen], n_classes)
+    return pred
+
+
+def clip_majority_baseline(
+    train_labels, train_stimuli, test_stimuli, test_labels, n_classes: int
+) -> tuple[np.ndarray, ClassificationMetrics]:
+    """:func:`clip_majority_predictions` for every test row -> (predictions (N,), metrics)."""
+    pred = clip_majority_predictions(train_labels, train_stimuli, test_stimuli, n_classes)
+    return pred, classification_metrics(np.asarray(test_labels, dtype=np.int64), pred, n_classes)
