@@ -1,4 +1,5 @@
-"""mercl_loss(gather=True) in a real 2-process gloo group equals the loss of the whole batch."""
+"""mercl_loss(gather=True) in a real 2-process gloo group equals the loss of the whole batch,
+with the number of collectives and host syncs per step that the training loop relies on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mercl.distributed import step_rows
 from mercl.losses import LossConfig, mercl_loss
+from mercl.training.step_probe import count_step_events
 
 MODS = ("video", "audio", "eeg")
 WORLD = 2
@@ -41,13 +44,21 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         z, labels, valid = _global_batch()
         part = _shard(rank)
         local = {m: v[part].clone().requires_grad_(True) for m, v in z.items()}
-        out = mercl_loss(local, labels[part], {m: v[part] for m, v in valid.items()}, CFG, gather=True)
+        local_valid = {m: v[part] for m, v in valid.items()}
+        # as the training loop runs a step: the batch sizes exchanged once for the 7 gathers
+        with count_step_events() as step, step_rows(len(labels[part])):
+            out = mercl_loss(local, labels[part], local_valid, CFG, gather=True)
+        # each gather exchanging sizes itself (mercl_loss outside the loop, and the loop before)
+        with count_step_events() as unscoped:
+            mercl_loss(local, labels[part], local_valid, CFG, gather=True)
         out.total.backward()
         result = {
             "total": out.total.detach(),
             "terms": [out.amcl.detach(), out.emcl.detach(), out.smcl.detach()],
             "counts": [out.amcl_anchors, out.emcl_anchors, out.smcl_pairs],
             "grad": {m: v.grad for m, v in local.items()},
+            "step_events": [dict(step.collectives), dict(step.host_syncs)],
+            "unscoped_events": [dict(unscoped.collectives), dict(unscoped.host_syncs)],
         }
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -77,6 +88,15 @@ def test_gathered_loss_and_gradients_equal_single_process(tmp_path):
         # DDP's averaging over WORLD ranks then gives exactly the single-process gradient.
         for m in MODS:
             torch.testing.assert_close(got["grad"][m] / WORLD, whole[m].grad[_shard(rank)])
+        # one size exchange (all_gather_into_tensor + one tolist) for 3 embeddings (all_gather_single),
+        # the labels and 3 masks (all_gather_into_tensor each): 8 collectives, 1 host sync
+        collectives, syncs = got["step_events"]
+        assert collectives == {"all_gather_into_tensor": 1 + 4, "all_gather_single": 3}, collectives
+        assert syncs.get("tolist", 0) == 1 and syncs.get("__int__", 0) == 0, syncs
+        # without step_rows every gather exchanges the sizes again: 7 more collectives and syncs
+        collectives, syncs = got["unscoped_events"]
+        assert collectives == {"all_gather_into_tensor": 7 + 4, "all_gather_single": 3}, collectives
+        assert syncs.get("tolist", 0) == 7, syncs
 
 
 def test_gather_is_identity_without_a_process_group():

@@ -17,11 +17,30 @@ Fault tolerance, two levels:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tuning.space import BaseModelShape, trial_overrides
 from tuning.worker import WorkerSetup, train_loop_per_worker
+
+TRIAL_DRIVER_RESOURCE = "trial_driver"
+
+
+def trial_driver_resources(trainable_cpus: float, cluster: Mapping[str, float]) -> dict[str, float]:
+    """What each trial's Tune driver (this module's :func:`run_trial`) asks of the cluster.
+
+    The driver only starts a TorchTrainer and waits. Where the cluster offers the custom
+    resource ``trial_driver`` (cluster/*.yaml give the CPU-only head ``{CPU: 0,
+    trial_driver: 100}``) it asks for one unit of it and no CPU, so it runs on the head. A
+    driver holding a sliver of CPU on a GPU node otherwise leaves that node unable to host a
+    rank that asks for all its CPUs (``gpu.1x``: ``{CPU: 4, GPU: 1}``), and with the node count
+    capped the trial waits forever. Elsewhere (a laptop, a cluster without the resource):
+    ``trainable_cpus`` of a CPU, as before.
+    """
+    if cluster.get(TRIAL_DRIVER_RESOURCE, 0) >= 1:
+        return {"cpu": 0, TRIAL_DRIVER_RESOURCE: 1}
+    return {"cpu": trainable_cpus}
 
 
 @dataclass
@@ -67,6 +86,7 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
             "train_config": trial_train_config(params, setup),
             "trial_name": trial_name,
             "checkpoint_every": setup.checkpoint_every,
+            "use_gpu": use_gpu,
         },
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

@@ -15,6 +15,13 @@ scheme), so a resumed run, or the same configuration in another search, sees the
 and no split coordinator actor is started (~3-6 s per trial on 2 cores).
 Larger data are split by Ray Data (``streaming_split``) and stream through
 ``iter_torch_batches`` every epoch with a local shuffle buffer.
+
+Batches leave here on the CPU. On a GPU the training loop
+(:func:`mercl.training.loop.device_batches`) builds and pins the next batches in a
+background thread and copies them to the device without blocking, one batch ahead, so the
+step does not wait for this code. A worker of a GPU trial that finds no CUDA device stops at
+once with one line naming its node and the fix (:func:`require_cuda`), instead of training
+on the CPU or failing deep inside NCCL.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +112,54 @@ class ShardFeed:
             yield self._finish(core)
 
 
+def cuda_unavailable_reason() -> str | None:
+    """Why torch sees no CUDA device here (None when it sees one), in one line."""
+    import torch.cuda
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # e.g. "The NVIDIA driver on your system is too old (found version 12020)"
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for warning in caught:
+        text = str(warning.message).strip()
+        if text:
+            return text.splitlines()[0]
+    return f"no CUDA device visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r})"
+
+
+def node_name() -> str:
+    """This machine's host name and, inside Ray, its node IP."""
+    try:
+        import ray.util
+
+        return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+    except Exception:
+        return socket.gethostname()
+
+
+def require_cuda(use_gpu: bool) -> None:
+    """A GPU trial's worker without a usable CUDA device: one-line MerclError naming the node and the fix."""
+    if not use_gpu:
+        return
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        return
+    from mercl.errors import MerclError
+
+    raise MerclError(
+        f"node {node_name()}: resources.gpus_per_worker > 0 but torch {torch.__version__} (CUDA "
+        f"{torch.version.cuda}) finds no usable GPU: {reason}. Fix: give the GPU nodes an NVIDIA driver "
+        f"that supports CUDA {torch.version.cuda} (torch 2.14.1+cu130 needs driver >= 580) and the NVIDIA "
+        "container runtime, see cluster/README.md 'GPU driver and image'; or search on CPUs with "
+        "--gpus-per-worker 0")
+
+
 def quiet_ray_train_reports() -> None:
     """Silence Ray Train's per-report INFO lines in the worker (two per epoch per worker).
 
@@ -156,7 +213,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry.
 
     config: ``{"setup": WorkerSetup, "train_config": dict (a TrainConfig), "trial_name": str,
-    "checkpoint_every": int}``.
+    "checkpoint_every": int, "use_gpu": bool}``.
     """
     import ray
     import ray.train
@@ -170,6 +227,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     quiet_ray_train_reports()
     setup: WorkerSetup = config["setup"]
     cfg = train_config_from_dict(config["train_config"])
+    require_cuda(bool(config.get("use_gpu", False)))  # before anything slow: fail in seconds, not after data
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     write_pid_file(setup.pid_dir, config.get("trial_name", "trial"), rank)
