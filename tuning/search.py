@@ -249,8 +249,10 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
     from tuning.trial import run_trial
 
     cfg = plan.cfg
-    trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(run_trial, setup=setup), {"cpu": cfg.resources.trainable_cpus})
+    from tuning.trial import trial_driver_resources  # on the head's trial_driver resource where it has one
+
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, setup=setup),
+                                        trial_driver_resources(cfg.resources.trainable_cpus, ray.cluster_resources()))
     if restore:
         return ray.tune.Tuner.restore(plan.location, trainable=trainable,
                                       resume_unfinished=True, resume_errored=True)
