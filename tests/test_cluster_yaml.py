@@ -103,6 +103,21 @@ def test_head_runs_no_trials(launcher_yaml):
     assert "--num-cpus=0" in start_head and "--num-gpus=0" in start_head
 
 
+def test_trial_drivers_run_on_the_head_and_only_there(launcher_yaml):
+    """The head offers ``trial_driver`` for every concurrent trial's Tune driver; no GPU node does."""
+    from tuning.trial import TRIAL_DRIVER_RESOURCE, trial_driver_resources
+
+    config = validate_launcher_yaml(launcher_yaml)
+    head = config["available_node_types"][config["head_node_type"]]["resources"]
+    assert head[TRIAL_DRIVER_RESOURCE] >= cluster_search_config().resources.max_concurrent_trials
+    start_head = " ".join(config["head_start_ray_commands"])
+    assert f"--resources='{{\"{TRIAL_DRIVER_RESOURCE}\": {head[TRIAL_DRIVER_RESOURCE]}}}'" in start_head
+    for node_type in gpu_node_types(config).values():
+        assert TRIAL_DRIVER_RESOURCE not in node_type["resources"]
+    assert trial_driver_resources(0.01, head) == {"cpu": 0, TRIAL_DRIVER_RESOURCE: 1}
+    assert trial_driver_resources(0.01, {"CPU": 8}) == {"cpu": 0.01}  # a laptop: as before
+
+
 def test_gpu_workers_autoscale_from_zero(launcher_yaml):
     config = validate_launcher_yaml(launcher_yaml)
     gpus = gpu_node_types(config)
@@ -256,6 +271,8 @@ def check_ray_cluster_spec(spec: dict) -> None:
     assert worker_count_problems(config) == []
     node_types = config["available_node_types"]
     assert node_types["headgroup"]["resources"]["CPU"] == 0
+    assert node_types["headgroup"]["resources"]["trial_driver"] >= 3  # each trial's Tune driver runs there
+    assert all("trial_driver" not in t["resources"] for n, t in node_types.items() if n != "headgroup")
     assert {t["resources"]["GPU"] for n, t in node_types.items() if n != "headgroup"} == gpus
     assert config["idle_timeout_minutes"] == spec["autoscalerOptions"]["idleTimeoutSeconds"] / 60
 
@@ -320,10 +337,11 @@ def cluster_search_config():
 
 
 def trial_demands(resources) -> list[dict]:
-    """One trial's resource requests as the autoscaler sees them: the Tune trainable, then
-    one bundle per DDP worker (the autoscaler flattens a PACK group into its bundles)."""
+    """One trial's resource requests on new nodes as the autoscaler sees them: one bundle per
+    DDP worker (the autoscaler flattens a PACK group into its bundles). The Tune trainable
+    asks for the head's ``trial_driver`` (tests above), which needs no new node."""
     worker = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
-    return [{"CPU": resources.trainable_cpus}] + [worker] * resources.num_workers
+    return [worker] * resources.num_workers
 
 
 def nodes_to_add(config: dict, demands: list[dict]) -> tuple[dict[str, int], list[dict]]:
