@@ -1,5 +1,5 @@
 """`mercl experiment` + `mercl report`: tables equal the stored per-fold results, the cache works,
-protocol both shows the leakage gap, figures are real images."""
+segment,trial,stimulus shows the window and clip leaks, figures are real images."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ from mercl.training.config import load_train_config
 
 QUICK = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=2"]
 METHODS = ["majority", "ave_rt", "mercl"]
+CONTENT_ONLY = "MERCL A+V (content only)"
+# Table rows: the methods asked for, MERCL on the clip alone (the study's clips are shared), the baselines.
+ROWS = ["ave_rt", "mercl", CONTENT_ONLY, "majority", "clip-majority"]
+PROTOCOLS = ("segment", "trial", "stimulus")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "paper"
-    assert mercl_main(["experiment", "paper", str(dataset), "--protocol", "both", "--folds", "2",
+    assert mercl_main(["experiment", "paper", str(dataset), "--protocol", ",".join(PROTOCOLS), "--folds", "2",
                        "--config", "tiny", *QUICK, "--methods", *METHODS, "--schemes", "valence2",
                        "--no-progress", "-o", str(out)]) == 0
     assert mercl_main(["report", str(out)]) == 0
@@ -57,15 +61,15 @@ def _mean_std(text: str) -> tuple[float, float]:
 
 def test_every_table_number_equals_the_stored_per_fold_results(run_dir):
     units = _unit_results(run_dir)
-    assert len(units) == 3 * 2 * 2  # methods x protocols x folds
+    assert len(units) == len(ROWS) * 3 * 2  # rows x protocols x folds
     report = (run_dir / "report.md").read_text()
     tables = parse_markdown_tables(report)
     method_tables = [t for t in tables if "valence2 Acc" in t.columns]
-    assert len(method_tables) == 2  # one per protocol
-    for table, protocol in zip(method_tables, ("segment", "trial"), strict=True):
-        assert list(table.index) == METHODS  # the majority-class row is there
-        for method in METHODS:
-            mine = units[(units["method"] == method) & (units["protocol"] == protocol)]
+    assert len(method_tables) == 3  # one per protocol
+    for table, protocol in zip(method_tables, PROTOCOLS, strict=True):
+        assert list(table.index) == ROWS  # both baseline rows are there
+        for method in ROWS:
+            mine = units[(units["row"] == method) & (units["protocol"] == protocol)]
             assert len(mine) == 2
             for column, metric in (("valence2 Acc", "accuracy"), ("valence2 F1", "macro_f1")):
                 mean, std = _mean_std(table.loc[method, column])
@@ -75,18 +79,43 @@ def test_every_table_number_equals_the_stored_per_fold_results(run_dir):
     for rec in units.itertuples():
         pred = rec.predictions
         assert rec.accuracy == pytest.approx(np.mean(np.equal(pred["label"], pred["prediction"])))
-    assert "protocol segment (LEAKY)" in report and "LEAKY PROTOCOL" in report and "protocol trial" in report
+    assert "protocol segment (LEAKY)" in report and "LEAKY PROTOCOL" in report
+    assert "protocol trial (clips shared with training)" in report and "CLIPS SHARED WITH TRAINING" in report
+    assert "protocol stimulus" in report
 
 
-def test_protocol_both_reports_the_leakage_gap(run_dir):
+def test_leakage_table_has_a_column_per_protocol_and_both_gaps(run_dir):
     units = _unit_results(run_dir)
-    (gap,) = [t for t in parse_markdown_tables((run_dir / "report.md").read_text()) if "valence2 gap" in t.columns]
-    for method in METHODS:
-        seg = units[(units["method"] == method) & (units["protocol"] == "segment")]["accuracy"].mean()
-        trial = units[(units["method"] == method) & (units["protocol"] == "trial")]["accuracy"].mean()
-        assert float(gap.loc[method, "valence2 segment (LEAKY) Acc"]) == pytest.approx(seg, abs=5e-4)
-        assert float(gap.loc[method, "valence2 trial Acc"]) == pytest.approx(trial, abs=5e-4)
-        assert float(gap.loc[method, "valence2 gap"]) == pytest.approx(seg - trial, abs=1.1e-3)
+    (leak,) = [t for t in parse_markdown_tables((run_dir / "report.md").read_text())
+               if "valence2 clip leak (trial - stimulus)" in t.columns]
+    assert list(leak.index) == ROWS
+    for method in ROWS:
+        acc = {p: units[(units["row"] == method) & (units["protocol"] == p)]["accuracy"].mean() for p in PROTOCOLS}
+        assert float(leak.loc[method, "valence2 segment (LEAKY) Acc"]) == pytest.approx(acc["segment"], abs=5e-4)
+        assert float(leak.loc[method, "valence2 trial (clips shared with training) Acc"]) == pytest.approx(
+            acc["trial"], abs=5e-4)
+        assert float(leak.loc[method, "valence2 stimulus Acc"]) == pytest.approx(acc["stimulus"], abs=5e-4)
+        assert float(leak.loc[method, "valence2 window leak (segment - trial)"]) == pytest.approx(
+            acc["segment"] - acc["trial"], abs=1.1e-3)
+        assert float(leak.loc[method, "valence2 clip leak (trial - stimulus)"]) == pytest.approx(
+            acc["trial"] - acc["stimulus"], abs=1.1e-3)
+    # clip memory: with held-out clips it is the majority baseline, fold by fold
+    for fold in (0, 1):
+        pick = (units["protocol"] == "stimulus") & (units["fold"] == fold)
+        clip = units[pick & (units["row"] == "clip-majority")].iloc[0]
+        major = units[pick & (units["row"] == "majority")].iloc[0]
+        assert clip["predictions"] == major["predictions"]
+
+
+def test_html_tables_have_one_header_row(run_dir):
+    page = (run_dir / "report.html").read_text()
+    tables = page.split("<table")[1:]
+    assert tables and all(t.count("<tr") - t.count("<tbody") >= 2 for t in tables)
+    for table in tables:
+        head = table.split("</thead>")[0]
+        assert head.count("<tr") == 1, "one header row: the index name is the first column's header"
+        assert "<th>method</th>" in head
+    assert all("results" in t.split(">")[0] for t in tables), "styled tables"
 
 
 def test_second_run_computes_nothing_and_a_changed_config_recomputes_only_mercl(run_dir, dataset):
@@ -95,10 +124,10 @@ def test_second_run_computes_nothing_and_a_changed_config_recomputes_only_mercl(
     from mercl.data.reader import load_dataset
 
     schemes = dataset_schemes(load_dataset(dataset), ["valence2"])
-    exp = Experiment("paper", dataset, ["segment", "trial"], schemes, experiment_rows("paper", cfg, METHODS),
-                     2, cfg, "tiny")
+    exp = Experiment("paper", dataset, list(PROTOCOLS), schemes,
+                     experiment_rows("paper", cfg, METHODS, content_only=True), 2, cfg, "tiny")
     outcome = run_experiment(exp, run_dir, show_progress=False, console=None)
-    assert outcome.computed == 0 and outcome.cached == 12
+    assert outcome.computed == 0 and outcome.cached == len(ROWS) * 3 * 2
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "cache").iterdir()} == before
 
     # a different MERCL config, same cache: only MERCL's units are computed (trial protocol: 2 folds)
@@ -107,7 +136,7 @@ def test_second_run_computes_nothing_and_a_changed_config_recomputes_only_mercl(
     cfg2 = load_train_config("tiny", {"pretrain.epochs": 1, "finetune.epochs": 1})
     exp2 = Experiment("paper", dataset, ["trial"], schemes, experiment_rows("paper", cfg2, METHODS), 2, cfg2, "tiny")
     outcome = run_experiment(exp2, other, show_progress=False, console=None)
-    assert (outcome.computed, outcome.cached) == (2, 4)
+    assert (outcome.computed, outcome.cached) == (2, 6)
     assert set(outcome.results.loc[outcome.results["method"] == "mercl", "fold"]) == {0, 1}
 
 
@@ -115,7 +144,7 @@ def test_figures_are_real_images_and_the_html_is_self_contained(run_dir):
     figures = sorted((run_dir / "figures").glob("*.png"))
     kinds = {p.name.split("-")[0] for p in figures}
     assert kinds == {"confusion", "per", "training", "tsne"}
-    assert len(figures) == 8  # 4 kinds x 2 protocols
+    assert len(figures) == 12  # 4 kinds x 3 protocols
     for path in figures:
         with Image.open(path) as img:
             img.load()
@@ -161,7 +190,7 @@ def test_ray_gives_the_same_results_as_the_local_run(run_dir, dataset, tmp_path)
                        "--no-progress", "--ray", "-o", str(out)]) == 0
     local = pd.read_csv(run_dir / "results.csv")
     remote = pd.read_csv(out / "results.csv")
-    assert len(remote) == 4
+    assert len(remote) == 6  # ave_rt, majority, clip-majority x 2 folds
     for r in remote.itertuples():
         same = local[(local["unit_file"] == r.unit_file)]
         assert len(same) == 1 and same["accuracy"].item() == r.accuracy and same["macro_f1"].item() == r.macro_f1
@@ -176,7 +205,7 @@ def test_serial_run_gives_the_same_results_as_the_default_worker_processes(run_d
                        "--no-progress", "--workers", "1", "-o", str(out)]) == 0
     parallel = pd.read_csv(run_dir / "results.csv")
     serial = pd.read_csv(out / "results.csv")
-    assert len(serial) == 6  # mercl, ave_rt, majority x 2 folds
+    assert len(serial) == 10  # mercl, ave_rt, MERCL A+V, majority, clip-majority x 2 folds
     for r in serial.itertuples():
         same = parallel[parallel["unit_file"] == r.unit_file]
         assert len(same) == 1 and same["n_test"].item() == r.n_test
