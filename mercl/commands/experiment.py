@@ -44,6 +44,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run one Ray task per method x fold unit: a fresh local Ray instance, or the "
                              "cluster at ADDRESS (e.g. auto); same results as without")
+    parser.add_argument("--gpus-per-unit", type=float, default=None, metavar="G",
+                        help="with --ray: GPUs each unit of a method that trains a network (mercl, ve_bilstm, "
+                             "ave_lstm) asks for (default: 1 when the cluster has GPUs, else 0); the tree/ELM "
+                             "baselines and the majority rows ask for none")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="local processes sharing the units (default: min(4, CPUs)); 1 runs them here, "
                              "one after the other; ignored with --ray")
@@ -97,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         cfg=cfg,
         config_name=args.config if args.config in NAMED_CONFIGS else Path(args.config).name,
     )
-    run_experiment(exp, args.out, show_progress=not args.no_progress, ray_address=args.ray, workers=workers)
+    if args.gpus_per_unit is not None and args.gpus_per_unit < 0:
+        raise MerclError(f"--gpus-per-unit: must be >= 0, got {args.gpus_per_unit:g}")
+    run_experiment(exp, args.out, show_progress=not args.no_progress, ray_address=args.ray, workers=workers,
+                   gpus_per_unit=args.gpus_per_unit)
     print(f"next: mercl report {args.out}")
     return 0

@@ -405,8 +405,55 @@ def _run_in_processes(exp: Experiment, units: list[Unit], cvs: dict, workers: in
                 bar.update(1)
 
 
-def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, show_progress: bool):
-    """Yield (unit, record) as the Ray tasks (one per unit) finish. Ray is imported only here."""
+NETWORK_METHODS = ("mercl", "ve_bilstm", "ave_lstm")  # train a torch network: worth a GPU
+
+
+def unit_gpus(method: str, gpus_per_unit: float | None, cluster_gpus: float) -> float:
+    """GPUs one unit's Ray task asks for: ``gpus_per_unit`` when given, else 1 for a method that
+    trains a network on a cluster with GPUs, 0 for the tree/ELM baselines and the majority rows."""
+    if gpus_per_unit is not None:
+        return gpus_per_unit if method in NETWORK_METHODS else 0.0
+    return 1.0 if cluster_gpus > 0 and method in NETWORK_METHODS else 0.0
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected Ray cluster has now or, per its autoscaler's config, may add (node
+    types that start at zero show up only there)."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    try:  # Ray's own view of the autoscaler's node types (what Ray Train also reads); private API
+        from ray._private.state import state
+
+        gpus = max(gpus, (state.get_max_resources_from_cluster_config() or {}).get("GPU", 0) or 0)
+    except Exception:
+        pass
+    return float(gpus)
+
+
+def _compute_unit_placed(dataset: str, unit: Unit, cv, seed: int) -> dict:
+    """:func:`compute_unit_from_path` in a Ray task; the record says where it ran (``placement``)."""
+    import socket
+
+    import ray
+
+    record = compute_unit_from_path(dataset, unit, cv, seed)
+    context = ray.get_runtime_context()
+    record["placement"] = {"node_id": context.get_node_id(), "host": socket.gethostname(),
+                           "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
+    return record
+
+
+def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, show_progress: bool,
+                gpus_per_unit: float | None = None):
+    """Yield (unit, record) as the Ray tasks (one per unit) finish. Ray is imported only here.
+
+    Each task asks for one CPU and :func:`unit_gpus` GPUs, so a network's unit gets a GPU of
+    its own in Ray's accounting (``device: auto`` then resolves to that GPU) and never runs on
+    a GPU-less head. On a cluster with GPUs the tasks that ask for none see none
+    (``CUDA_VISIBLE_DEVICES=""``): they would otherwise see every GPU of their node and take
+    ``cuda:0`` outside Ray's accounting.
+    """
     import ray
     from tqdm.auto import tqdm
 
@@ -417,9 +464,18 @@ def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, sho
         else:
             ray.init(address=address, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1)(compute_unit_from_path)
+        gpus_here = cluster_gpus()
+        task = ray.remote(num_cpus=1)(_compute_unit_placed)
+
+        def submit(unit: Unit):
+            gpus = unit_gpus(unit.row.method, gpus_per_unit, gpus_here)
+            options: dict = {"num_gpus": gpus}
+            if gpus == 0 and gpus_here > 0:
+                options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+            return task.options(**options).remote(dataset, unit, cvs[unit.protocol, unit.scheme], exp.seed)
+
         dataset = str(Path(exp.dataset).resolve())
-        pending = {task.remote(dataset, u, cvs[u.protocol, u.scheme], exp.seed): u for u in units}
+        pending = {submit(u): u for u in units}
         with tqdm(total=len(pending), desc="method x fold (ray)", unit="unit", disable=not show_progress) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -450,6 +506,7 @@ def run_experiment(
     console: Callable[[str], None] | None = print,
     ray_address: str | None = None,
     workers: int = 1,
+    gpus_per_unit: float | None = None,
 ) -> RunOutcome:
     """Run (or read from RUN_DIR/cache) every unit of ``exp``; writes experiment.json and results.csv.
 
@@ -457,6 +514,8 @@ def run_experiment(
     unit (``"local"``: a fresh local Ray instance; else a cluster address such as ``"auto"``);
     the dataset path must be readable by the workers. Same results either way.
     workers > 1 (without Ray): that many local processes share the units.
+    gpus_per_unit (with Ray): GPUs per unit of a method that trains a network (None: 1 when the
+    cluster has GPUs; see :func:`unit_gpus`).
     """
     say = console or (lambda _msg: None)
     out = Path(out_dir)
@@ -487,7 +546,7 @@ def run_experiment(
         say("shared caches (baseline features, backbone features): building or reading DATASET/cache")
         build_shared_caches(distinct, prepared, show_progress)
         if ray_address is not None:
-            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress)
+            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress, gpus_per_unit)
         else:
             fanned = _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress)
         for unit, record in fanned:
