@@ -28,7 +28,7 @@ from mercl.data.synth import SynthConfig, synthesize
 from mercl.errors import ConfigError
 from tuning import search
 from tuning.config import load_search_config, parse_set
-from tuning.data import SPLIT_IDS, prepare_search_data, select_split_rows
+from tuning.data import SPLIT_IDS, prepare_search_data, select_split_rows, split_column
 from tuning.space import (
     BaseModelShape,
     SpaceSampler,
@@ -75,11 +75,13 @@ def run_main(args: list[str], capsys) -> tuple[int, str]:
         ("data.label=valence9", "data.label"),
         ("resources.cpus_per_worker=-1", "resources.cpus_per_worker"),
         ("space.tcn_growth={choices: [0, 2]}", "space.tcn_growth.choices[0]"),
+        ("data.protocol=clips", "data.protocol"),  # not a protocol
+        ("data.protocol=stimulus", "data.protocol"),  # 4 clips cannot make 8 stimulus folds
     ],
 )
 def test_bad_config_fails_before_anything_starts(setting, field, dataset, tmp_path, capsys):
     code, err = run_main(["--config", str(TEST_CONFIG), "--dataset", str(dataset), "--storage", str(tmp_path),
-                          "--set", setting], capsys)
+                          "--set", "data.folds=8", "--set", setting], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("search: error:"), err
@@ -231,30 +233,154 @@ def test_outer_fold_held_out_and_rows_match_mercls_reader(dataset):
     prepared = load_dataset(dataset)
     labels = prepared.labels("valence2")
     cv = make_folds("trial", prepared.subjects, prepared.trials, labels, 4, seed=base.seed)
-    assert np.array_equal(np.flatnonzero(rows["split"] == SPLIT_IDS["test"]), cv.folds[0].test)
+    assert np.array_equal(data.split_rows(0, "test"), cv.folds[0].test)
     inner_train, inner_val = cv.inner_split(cv.folds[0].train, labels, 0.25)
-    assert np.array_equal(np.flatnonzero(rows["split"] == SPLIT_IDS["train"]), inner_train)
-    assert np.array_equal(np.flatnonzero(rows["split"] == SPLIT_IDS["val"]), inner_val)
+    assert np.array_equal(data.split_rows(0, "train"), inner_train)
+    assert np.array_equal(data.split_rows(0, "val"), inner_val)
     groups = prepared.trial_groups()
     assert not set(groups[inner_train]) & set(groups[cv.folds[0].test])
 
     # the map_batches function on the real shards, then the worker-side join
     parts = [part for f in data.eeg_files
-             for part in select_split_rows(pq.read_table(f), rows, SPLIT_IDS["val"], tuple(data.shapes.eeg))]
+             for part in select_split_rows(pq.read_table(f), rows, SPLIT_IDS["val"], tuple(data.shapes.eeg),
+                                           split_column(0))]
     core = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
     assert set(core["index"].tolist()) == set(inner_val.tolist())
     order = torch.argsort(core["index"])
     core = {k: v[order] for k, v in core.items()}
-    ours = data.norm.apply(data.stimuli.join(core))
+    ours = data.folds[0].norm.apply(data.stimuli.join(core))
 
     extra = (data.feature_table,) if data.feature_table is not None else ()
     reference = SegmentDataset(prepared, inner_val, "valence2", base.model.modalities, extra)
-    theirs = data.norm.apply(collate([reference[i] for i in range(len(reference))]))
+    theirs = data.folds[0].norm.apply(collate([reference[i] for i in range(len(reference))]))
     assert data.feature_table is not None and "video_feat" in ours and "video" not in ours
     assert set(ours) == set(theirs)
     for key in theirs:
         assert torch.equal(ours[key], theirs[key]), key
     assert not ours["present"][:, 1].all()  # the clip without audio is marked missing
+
+
+def test_protocol_default_is_the_datasets_and_the_inner_split_follows_the_protocol(dataset, tmp_path):
+    """``default`` resolves as mercl evaluate resolves it; under ``stimulus`` no clip, under
+    ``subject-stimulus`` no subject and no clip, is on two sides of any searched fold."""
+    from mercl.data.splits import default_protocol
+
+    prepared = load_dataset(dataset)
+    expected, _ = default_protocol(prepared.subjects, prepared.stimulus_ids, prepared.labels("valence2"), 2)
+    plan = search.plan_search(str(TEST_CONFIG), {"data.dataset": str(dataset), "storage": str(tmp_path),
+                                                  "data.protocol": "default", "data.folds": 2})
+    assert plan.cfg.data.protocol == expected == "stimulus" and "stimulus" in plan.protocol_note
+    assert not any(tmp_path.iterdir())
+
+    for protocol, nested in (("stimulus", True), ("subject-stimulus", False)):
+        plan = search.plan_search(str(TEST_CONFIG), {"data.dataset": str(dataset), "storage": str(tmp_path),
+                                                      "data.protocol": protocol, "data.folds": 2,
+                                                      "data.nested": nested})
+        data = prepare_search_data(plan.cfg.data, plan.base_cfg)
+        assert sorted(data.folds) == ([0, 1] if nested else [0])
+        for fold in data.folds:
+            sides = {name: data.rows.iloc[data.split_rows(fold, name)] for name in ("train", "val", "test")}
+            assert all(len(side) for side in sides.values())
+            keys = ["stimulus"] + (["subject"] if protocol == "subject-stimulus" else [])
+            for key in keys:
+                values = {name: set(side[key]) for name, side in sides.items()}
+                assert not values["train"] & values["val"], (protocol, fold, key)
+                assert not values["train"] & values["test"] and not values["val"] & values["test"]
+            # what the Ray Data map function keeps for each side is exactly that side
+            for name in ("train", "val"):
+                kept = [part["index"] for f in data.eeg_files for part in select_split_rows(
+                    pq.read_table(f), data.rows, SPLIT_IDS[name], tuple(data.shapes.eeg), split_column(fold))]
+                assert np.array_equal(np.sort(np.concatenate(kept)), data.split_rows(fold, name))
+        if protocol == "subject-stimulus":
+            assert data.folds[0].counts["unused_rows"] > 0  # rows sharing a viewer or a clip are left out
+
+
+def test_fold_searcher_keeps_one_study_per_fold_through_save_and_restore(tmp_path):
+    """Round robin over folds, every config names its fold, each fold's results reach its own study."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tuning.nested import FoldSearcher, studies_in_state
+
+    specs = parse_space({"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "width": [16, 32]})
+    base = BaseModelShape(32, 4, [1, 2])
+
+    def make():
+        return FoldSearcher({f: OptunaSearch(space=SpaceSampler(specs, base), metric="m", mode="max", seed=0)
+                             for f in (0, 1)}, per_fold=2, metric="m", mode="max")
+
+    searcher = make()
+    folds = []
+    for i in range(3):
+        config = searcher.suggest(f"t{i}")
+        folds.append(config["fold"])
+        searcher.on_trial_complete(f"t{i}", {"m": float(i), "training_iteration": 1})
+    assert folds == [0, 1, 0]
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    restored = make()
+    restored.restore(str(path))
+    studies = studies_in_state(pickle.loads(path.read_bytes()))
+    assert {f: len(s.trials) for f, s in studies.items()} == {0: 2, 1: 1}
+    assert [t.value for t in restored.searchers[0]._ot_study.trials] == [0.0, 2.0]
+    last = restored.suggest("t3")
+    assert last["fold"] == 1 and restored.suggest("t4") == restored.FINISHED
+    assert len(restored.searchers[1]._ot_study.trials) == 2  # the new trial joined fold 1's own study
+    # the same seed in every fold: fold 1's first draw is fold 0's first draw
+    assert {k: v for k, v in restored.searchers[1]._ot_study.trials[0].params.items()} == \
+        restored.searchers[0]._ot_study.trials[0].params
+
+
+def test_asha_compares_a_trial_only_with_trials_of_its_fold(tmp_path):
+    from types import SimpleNamespace
+
+    from tuning.results import recording_asha
+
+    asha = recording_asha(tmp_path / "asha" / "state.json", time_attr="global_epoch", metric="m", mode="max",
+                          max_t=8, grace_period=1, reduction_factor=2)
+    trials = {name: SimpleNamespace(trial_id=name, config={"fold": fold})
+              for name, fold in (("a0", 0), ("b0", 0), ("a1", 1))}
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, trials["a0"], {"global_epoch": 1, "m": 0.9}) == "CONTINUE"
+    assert asha.on_trial_result(None, trials["b0"], {"global_epoch": 1, "m": 0.1}) == "STOP"  # below a0
+    # fold 1's first trial is alone in its rungs, however poor next to fold 0
+    assert asha.on_trial_result(None, trials["a1"], {"global_epoch": 1, "m": 0.05}) == "CONTINUE"
+    saved = json.loads((tmp_path / "asha" / "state.json").read_text())
+    assert set(saved["fold_brackets"]) == {"0", "1"} and saved["stopped"] == {"b0": 1}
+    again = recording_asha(tmp_path / "asha" / "state.json", time_attr="global_epoch", metric="m", mode="max",
+                           max_t=8, grace_period=1, reduction_factor=2)
+    late = SimpleNamespace(trial_id="c0", config={"fold": 0})
+    again.on_trial_add(None, late)  # after a restore, fold 0's rungs still hold a0 and b0
+    assert again.on_trial_result(None, late, {"global_epoch": 1, "m": 0.2}) == "STOP"
+
+
+def test_summary_leads_with_the_scores_no_search_saw(tmp_path):
+    from types import SimpleNamespace
+
+    from tuning.results import headline_text, summary_markdown
+
+    rows = [{"method": m, "fold": f, "accuracy": a, "macro_f1": a / 2}
+            for f, accs in enumerate([(0.7, 0.5, 0.5), (0.6, 0.4, 0.4)])
+            for m, a in zip(("mercl", "majority", "clip-majority"), accs, strict=True)]
+    crossval = SimpleNamespace(results=pd.DataFrame(rows), protocol="stimulus", leaky=False)
+    table = pd.DataFrame({"trial_id": ["t0", "t1"], "status": ["completed"] * 2, "fold": [0, 1], "lr": [0.1, 0.2],
+                          "best_val_metric": [0.8, 0.9], "best_finetune_val_metric": [0.8, 0.9],
+                          "last_val_metric": [0.8, 0.9], "epochs_run": [3, 3]})
+    plain_text = headline_text(crossval, nested=False, test_fold=1, n_folds=2)
+    assert plain_text == ("mercl 0.600, majority 0.400, clip-majority 0.400 "
+                          "[stimulus; held-out test fold 1 of 2, never seen by the search]")
+    nested_text = headline_text(crossval, nested=True, test_fold=0, n_folds=2)
+    assert nested_text.startswith("mercl 0.650 ± 0.050, majority 0.450 ± 0.050, clip-majority 0.450 ± 0.050")
+    text = summary_markdown(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["lr", "fold"],
+                            metric="val_metric", data_text="d", protocol_text="stimulus, 2 folds", crossval=crossval,
+                            test_fold=0, plots={}, study_trials=2, tensorboard_cmd="tb", nested=True,
+                            fold_bests={0: table.iloc[0], 1: table.iloc[1]}, n_folds=2,
+                            model_file=str(tmp_path / "model.pt"), final_text="all data")
+    lines = text.splitlines()
+    assert lines[2] == "## Headline: accuracy on data no part of the search saw"
+    assert lines[4] == f"**{nested_text}**"
+    assert "| 1 | `t1` | 0.9000 | 0.600 | 0.400 | 0.400 | 0.2 |" in lines
+    assert f"final model: `{tmp_path / 'model.pt'}`" in text
 
 
 # ----------------------------------------------------------------------------- outputs

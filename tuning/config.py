@@ -36,12 +36,21 @@ class DataSection:
 
     dataset: a prepared dataset dir (``mercl prepare -o OUT`` writes ``OUT/<dataset_id>``;
         OUT itself is accepted when it holds exactly one dataset).
-    protocol: outer split (``trial`` grouped k-fold, ``subject`` = leave-one-subject-out,
-        ``segment`` = the paper's leaky k-fold). ``test_fold`` of the outer folds is held out
-        before the search starts; trials train on an inner split of the remaining training
-        trials. The folds and the inner split are those ``mercl evaluate`` makes for the same
-        training config: seeded by its ``seed``, ``val_fraction`` of the trials validate
-        (set them in ``train_overrides``).
+    protocol: the outer folds AND the inner validation split (``mercl.data.splits``):
+        ``stimulus`` (k-fold over clips: every viewer's rows of a clip on one side),
+        ``subject-stimulus`` (held-out viewers on held-out clips), ``trial`` (grouped k-fold),
+        ``subject`` (leave-one-subject-out), ``segment`` (the paper's, LEAKY), or ``default``:
+        the dataset's default as ``mercl evaluate`` chooses it (``stimulus`` when clips are
+        shared across viewers and there are enough per class, else ``trial``), resolved
+        before the search starts. ``test_fold`` of the outer folds is held out before the
+        search starts; trials train on an inner split of the remaining training rows that
+        follows the protocol (under ``stimulus`` the validation rows are whole clips the
+        inner-train rows never contain). The folds and the inner split are those
+        ``mercl evaluate`` makes for the same training config: seeded by its ``seed``,
+        ``val_fraction`` of the groups validate (set them in ``train_overrides``).
+    nested: one search per outer fold (each blind to its own test fold, with its own Optuna
+        study and ASHA rungs, all in one Tune run sharing the cluster); the headline is the
+        k-fold mean of scores no search saw. ``test_fold`` is then unused.
     read: ``parquet``: ``ray.data.read_parquet`` reads the EEG shards in Ray tasks, on any node
         (the dataset must be on a path every node reads: one machine, NFS); ``driver``: the
         search driver reads them with pyarrow and hands the tables to Ray Data
@@ -51,9 +60,10 @@ class DataSection:
     dataset: str = ""
     label: str = "valence2"
     modalities: list[Modality] = field(default_factory=lambda: list(MODALITIES))
-    protocol: Literal["trial", "subject", "segment"] = "trial"
+    protocol: Literal["default", "stimulus", "subject-stimulus", "trial", "subject", "segment"] = "default"
     folds: int = 4
     test_fold: int = 0
+    nested: bool = False
     read: Literal["parquet", "driver"] = "parquet"
     verify_checksums: bool = True
     in_memory_max_mb: float = 2048.0  # train + val rows up to this size: held whole by every worker for all epochs
@@ -66,7 +76,7 @@ class DataSection:
         if len(set(self.modalities)) != len(self.modalities):
             raise FieldProblem("modalities", f"lists a modality twice: {self.modalities}")
         at_least(self, 2, "folds")
-        if not 0 <= self.test_fold < self.folds and self.protocol != "subject":
+        if not 0 <= self.test_fold < self.folds and self.protocol != "subject" and not self.nested:
             raise FieldProblem("test_fold", f"must be in [0, folds={self.folds}), got {self.test_fold}")
         at_least(self, 0, "test_fold")
         at_least(self, 0, "in_memory_max_mb")
@@ -174,9 +184,17 @@ class FaultSection:
 
 @dataclass
 class CrossvalSection:
-    """The outer cross-validation of the best configuration after the search."""
+    """The outer cross-validation of the best configuration after the search.
+
+    Its folds run as Ray tasks with one trial worker's resources, in parallel where the
+    cluster has room (``max_parallel`` at a time; 0: all folds at once).
+    """
 
     enabled: bool = True
+    max_parallel: int = 0
+
+    def validate(self) -> None:
+        at_least(self, 0, "max_parallel")
 
 
 @dataclass
@@ -197,6 +215,9 @@ class SearchConfig:
     sampler: SamplerSection = field(default_factory=SamplerSection)
     fault: FaultSection = field(default_factory=FaultSection)
     crossval: CrossvalSection = field(default_factory=CrossvalSection)
+    # the final step: the best configuration trained on all the data (its inner validation
+    # split for early stopping) -> <storage>/<name>/model.pt
+    final_model: bool = True
     progress: Literal["table", "quiet"] = "table"
     pid_dir: str | None = None  # workers write <pid_dir>/<trial>-rank<k>.pid (fault-injection tests)
 

@@ -3,11 +3,16 @@
 Once per search, in the job driver (:func:`prepare_search_data`):
 
 1. load the prepared dataset (``mercl.data.reader``), hold out the outer test fold
-   ``data.test_fold`` and split the remaining training trials into inner-train and
-   inner-validation trials (``mercl.data.splits``). The test rows never reach a trial.
-2. normalisation statistics from the inner-train rows only (``mercl.training.normalize``).
+   ``data.test_fold`` (nested search: every outer fold, one search each) and split the
+   remaining training rows into inner-train and inner-validation rows the way the protocol
+   groups them (``mercl.data.splits``: whole clips under ``stimulus``, held-out viewers on
+   held-out clips under ``subject-stimulus``, trials under ``trial``). A fold's test rows
+   never reach its trials.
+2. normalisation statistics from each fold's inner-train rows only (``mercl.training.normalize``).
 3. the backbone feature cache (``mercl.training.feature_cache``): frozen ViT/VGGish features
-   per stimulus segment, computed once; trials never run the backbones.
+   per stimulus segment, computed once, by a caller-given function (the search runs it as a
+   Ray task with a trial worker's accelerator: :mod:`tuning.remote`); trials never run the
+   backbones.
 4. the stimulus side (cached features or raw log-Mel/frames, one row per (stimulus, segment),
    never copied per subject) goes into the object store once.
 5. Ray Data reads the EEG Parquet shards (``ray.data.read_parquet``), keeps the inner-train
@@ -35,9 +40,16 @@ from mercl.errors import ConfigError, InputFileError
 log = logging.getLogger(__name__)
 
 MODALITIES = ("video", "audio", "eeg")
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-PROTOCOL_MODES = {"trial": "trial", "subject": "loso", "segment": "segment"}
+# per searched fold, each row is in the fold's inner train or validation split, its outer test
+# fold, or unused (subject-stimulus folds leave out training rows that share a viewer or a clip
+# with the test or validation side)
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "unused": 3}
 SILENT_DB = -120.0
+
+
+def split_column(fold: int) -> str:
+    """The row-table column holding searched fold ``fold``'s split ids."""
+    return f"split_f{fold}"
 
 
 # ----------------------------------------------------------------------------- checks before Ray
@@ -81,6 +93,54 @@ def check_dataset(data_cfg, source=None) -> tuple[Path, dict]:
         raise ConfigError("data.test_fold", f"leave-one-subject-out has {counts.get('subjects')} folds, "
                                             f"got test_fold {data_cfg.test_fold}", source)
     return root, manifest
+
+
+def row_table(root: Path, manifest: dict) -> pd.DataFrame:
+    """The dataset's per-segment rows (subject, trial, segment, stimulus, ratings) without the EEG."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for rel in sorted(r for r in manifest["files"] if r.startswith("eeg/")):
+        names = [n for n in pq.read_schema(root / rel).names if n != "eeg"]
+        tables.append(pq.read_table(root / rel, columns=names))
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def check_protocol(data_cfg, seed: int, source=None) -> str:
+    """Resolve ``data.protocol: default`` and make the outer folds once from the row table.
+
+    ``default`` becomes the dataset's default protocol as ``mercl evaluate`` chooses it
+    (``mercl.data.splits.default_protocol``), written back into ``data_cfg``. A protocol the
+    data cannot run (no shared clips for ``stimulus``, too few clips per class, a
+    ``test_fold`` beyond the folds) raises ConfigError naming ``data.protocol`` /
+    ``data.test_fold``. Returns the one-line note of the default choice ("" when the
+    protocol was given).
+    """
+    from mercl.data.labels import assign_labels
+    from mercl.data.splits import default_protocol, make_folds
+    from mercl.data.summary import read_manifest
+    from mercl.errors import MerclError
+    from mercl.training.crossval import PROTOCOLS
+
+    root, manifest = read_manifest(data_cfg.dataset)
+    rows = row_table(root, manifest)
+    labels = assign_labels(rows, data_cfg.label)
+    subjects = rows["subject"].astype(str).to_numpy()
+    stimuli = rows["stimulus"].astype(str).to_numpy() if "stimulus" in rows else np.full(len(rows), "")
+    note = ""
+    if data_cfg.protocol == "default":
+        data_cfg.protocol, note = default_protocol(subjects, stimuli, labels, data_cfg.folds)
+        note = note or ""
+    try:
+        cv = make_folds(PROTOCOLS[data_cfg.protocol], subjects, rows["trial"].to_numpy(np.int64), labels,
+                        data_cfg.folds, seed=seed, stimuli=stimuli)
+    except MerclError as exc:
+        raise ConfigError("data.protocol", f"'{data_cfg.protocol}': {exc}", source) from None
+    if not data_cfg.nested and data_cfg.test_fold >= len(cv):
+        raise ConfigError("data.test_fold", f"the {data_cfg.protocol} protocol gives {len(cv)} folds, "
+                                            f"got test_fold {data_cfg.test_fold}", source)
+    return note
 
 
 # ----------------------------------------------------------------------------- the stimulus side
@@ -132,6 +192,24 @@ class StimulusArrays:
 
 
 @dataclass
+class FoldSplit:
+    """One searched outer fold: its rows' split ids live in ``rows[split_column(fold)]``."""
+
+    fold: int
+    norm: Any  # mercl.training.normalize.NormStats from the fold's inner-train rows
+    counts: dict[str, int]  # {train,val,test,unused}_rows, {train,val,test}_trials, {train,val,test}_clips
+
+    def describe(self) -> str:
+        c = self.counts
+        unused = f"; {c['unused_rows']} rows sharing a viewer or clip with held-out rows left out" \
+            if c.get("unused_rows") else ""
+        return (f"fold {self.fold}: test {c['test_rows']} segments ({c['test_trials']} trials, "
+                f"{c['test_clips']} clips) held out; trains on {c['train_rows']} ({c['train_trials']} trials, "
+                f"{c['train_clips']} clips), validates on {c['val_rows']} ({c['val_trials']} trials, "
+                f"{c['val_clips']} clips){unused}")
+
+
+@dataclass
 class SearchData:
     """Everything trials share, computed once per search by :func:`prepare_search_data`."""
 
@@ -142,25 +220,33 @@ class SearchData:
     modalities: list[str]
     shapes: Any  # mercl.models.config.DataShapes
     eeg_files: list[str]
-    rows: pd.DataFrame  # subject, trial, segment, row, split, label, stim_row, p_video, p_audio, p_eeg, audio_energy
+    # subject, trial, segment, stimulus, row, label, stim_row, p_video, p_audio, p_eeg, audio_energy
+    # and one split_f<k> column per searched fold (SPLIT_IDS)
+    rows: pd.DataFrame
     stimuli: StimulusArrays
-    norm: Any  # mercl.training.normalize.NormStats
+    folds: dict[int, FoldSplit]  # the searched outer folds: [test_fold], or all of them (nested)
     protocol: str
-    test_fold: int
     n_folds: int
     leaky: bool
     feature_table: Path | None
-    counts: dict[str, int]
     # stand-ins for the frozen backbones whose features the stimulus arrays carry: trials
     # build their models with them (no ViT/VGGish, no timm import in the workers)
     cached_backbones: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def nested(self) -> bool:
+        return len(self.folds) > 1
+
+    def split_rows(self, fold: int, split: str) -> np.ndarray:
+        """(n,) sorted dataset rows of one searched fold's split (``train``, ``val``, ``test``)."""
+        return np.flatnonzero(self.rows[split_column(fold)].to_numpy() == SPLIT_IDS[split]).astype(np.int64)
+
     def describe(self) -> str:
-        c = self.counts
-        return (f"{self.dataset_id}: label {self.label}, outer test fold {self.test_fold + 1}/{self.n_folds} "
-                f"({self.protocol}) held out: {c['test_rows']} segments of {c['test_trials']} trials; "
-                f"search trains on {c['train_rows']} segments ({c['train_trials']} trials), validates on "
-                f"{c['val_rows']} ({c['val_trials']} trials)")
+        head = f"{self.dataset_id}: label {self.label}, protocol {self.protocol}, {self.n_folds} outer folds"
+        if self.nested:
+            return f"{head}, one search per fold (nested); " + "; ".join(f.describe() for f in self.folds.values())
+        (only,) = self.folds.values()
+        return f"{head}; outer test fold {only.fold} held out from the search: {only.describe()}"
 
 
 def _row_flags(prepared, modalities: list[str], stim: StimulusArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -217,41 +303,70 @@ def _stimulus_arrays(prepared, modalities: list[str], feature_table: Path | None
     return stim
 
 
-def prepare_search_data(data_cfg, base_cfg) -> SearchData:
-    """Outer/inner split, normalisation, feature cache and the per-row table (see the module doc).
+def in_process_features(model, prepared) -> dict[str, np.ndarray]:
+    """The frozen backbones' features computed in this process (tests; no cluster)."""
+    from mercl.training.feature_cache import compute_backbone_features
 
-    data_cfg: :class:`tuning.config.DataSection`; base_cfg: the base TrainConfig (its model
-    decides which backbones are frozen and cached; its ``seed`` and ``val_fraction`` make the
-    same folds and inner split as ``mercl.training.crossval.cross_validate``).
+    return compute_backbone_features(model, prepared, batch_size=64)
+
+
+def feature_table_for(model, prepared, compute) -> Path | None:
+    """The dataset's backbone feature cache for ``model``, made with ``compute(model, prepared)`` if absent.
+
+    compute: returns ``{"video_feat": (M, T_v, D_v), ...}`` for the M stimulus rows (the
+    search runs it as a Ray task with a trial worker's resources, see :mod:`tuning.remote`).
+    """
+    from mercl.models.cached_backbone import frozen_backbones
+    from mercl.training.feature_cache import cache_path, write_feature_table
+
+    if not frozen_backbones(model) or len(prepared.stimuli) == 0:
+        return None
+    path = cache_path(model, prepared)
+    if path.is_file():
+        log.info("backbone features: using cache %s", path)
+        return path
+    return write_feature_table(prepared, compute(model, prepared), path)
+
+
+def search_folds(data_cfg, n_folds: int) -> list[int]:
+    """The outer folds that get a search: every fold when nested, else ``data.test_fold``."""
+    return list(range(n_folds)) if data_cfg.nested else [data_cfg.test_fold]
+
+
+def prepare_search_data(data_cfg, base_cfg, compute_features=in_process_features) -> SearchData:
+    """Outer/inner splits, normalisation, feature cache and the per-row table (see the module doc).
+
+    data_cfg: :class:`tuning.config.DataSection` (its protocol resolved, see
+    :func:`check_protocol`); base_cfg: the base TrainConfig (its model decides which backbones
+    are frozen and cached; its ``seed`` and ``val_fraction`` make the same folds and inner
+    splits as ``mercl.training.crossval.cross_validate``).
+    compute_features: ``(model, prepared) -> {name: array}`` run when the cache is absent.
     """
     from mercl.data.labels import class_names
     from mercl.data.reader import load_dataset
     from mercl.data.splits import make_folds
     from mercl.models.cached_backbone import CachedBackbone
     from mercl.models.mercl_model import build_model
-    from mercl.training.crossval import data_shapes, fit_split_normalization
-    from mercl.training.feature_cache import ensure_feature_cache
+    from mercl.training.crossval import PROTOCOLS, data_shapes, fit_split_normalization
     from mercl.training.loop import seed_everything
 
     prepared = load_dataset(data_cfg.dataset, verify=data_cfg.verify_checksums)
     labels = prepared.labels(data_cfg.label)
     names = list(class_names(data_cfg.label))
-    mode = PROTOCOL_MODES[data_cfg.protocol]
-    cv = make_folds(mode, prepared.subjects, prepared.trials, labels, data_cfg.folds, seed=base_cfg.seed)
-    if data_cfg.test_fold >= len(cv):
+    cv = make_folds(PROTOCOLS[data_cfg.protocol], prepared.subjects, prepared.trials, labels, data_cfg.folds,
+                    seed=base_cfg.seed, stimuli=prepared.stimulus_ids)
+    folds = search_folds(data_cfg, len(cv))
+    if folds[-1] >= len(cv):
         raise ConfigError("data.test_fold", f"the {data_cfg.protocol} protocol gives {len(cv)} folds, "
                                             f"got test_fold {data_cfg.test_fold}")
-    fold = cv.folds[data_cfg.test_fold]
-    train_rows, val_rows = cv.inner_split(fold.train, labels, base_cfg.val_fraction)  # as mercl's own CV
 
     shapes = data_shapes(prepared, len(names))
     seed_everything(base_cfg.seed, base_cfg.deterministic)  # the same backbones as mercl's own CV
     model = build_model(base_cfg.model, shapes)
     feature_table = None
     if base_cfg.cache_backbone_features:
-        feature_table = ensure_feature_cache(model, prepared, batch_size=64)
+        feature_table = feature_table_for(model, prepared, compute_features)
     audio_trainable = "audio" in model.spatial_encoders and not model.spatial_encoders["audio"].frozen
-    norm = fit_split_normalization(prepared, train_rows, normalize_audio=audio_trainable)
 
     modalities = list(base_cfg.model.modalities)
     stim = _stimulus_arrays(prepared, modalities, feature_table)
@@ -261,15 +376,12 @@ def prepare_search_data(data_cfg, base_cfg) -> SearchData:
         cached_backbones[modality] = CachedBackbone.of(modality, model.spatial_encoders[modality])
     del model
     present, energy = _row_flags(prepared, modalities, stim)
-    split = np.full(len(prepared), SPLIT_IDS["test"], np.int8)
-    split[train_rows] = SPLIT_IDS["train"]
-    split[val_rows] = SPLIT_IDS["val"]
     rows = pd.DataFrame({
         "subject": prepared.rows["subject"].astype(str).to_numpy(),
         "trial": prepared.rows["trial"].to_numpy(np.int64),
         "segment": prepared.rows["segment"].to_numpy(np.int64),
+        "stimulus": prepared.stimulus_ids.astype(str),
         "row": np.arange(len(prepared), dtype=np.int64),
-        "split": split,
         "label": labels.astype(np.int64),
         "stim_row": prepared.stimulus_index.astype(np.int64),
         "p_video": present[:, 0],
@@ -278,26 +390,37 @@ def prepare_search_data(data_cfg, base_cfg) -> SearchData:
         "audio_energy": energy,
     })
     groups = prepared.trial_groups()
-    counts = {
-        "train_rows": len(train_rows), "val_rows": len(val_rows), "test_rows": len(fold.test),
-        "train_trials": len(np.unique(groups[train_rows])), "val_trials": len(np.unique(groups[val_rows])),
-        "test_trials": len(np.unique(groups[fold.test])),
-    }
+    clips = rows["stimulus"].to_numpy()
+    splits: dict[int, FoldSplit] = {}
+    for k in folds:
+        fold = cv.folds[k]
+        train_rows, val_rows = cv.inner_split(fold.train, labels, base_cfg.val_fraction)  # as mercl's own CV
+        split = np.full(len(prepared), SPLIT_IDS["unused"], np.int8)
+        split[fold.test] = SPLIT_IDS["test"]
+        split[train_rows] = SPLIT_IDS["train"]
+        split[val_rows] = SPLIT_IDS["val"]
+        rows[split_column(k)] = split
+        norm = fit_split_normalization(prepared, train_rows, normalize_audio=audio_trainable)
+        counts = {"unused_rows": int((split == SPLIT_IDS["unused"]).sum())}
+        for name, part in (("train", train_rows), ("val", val_rows), ("test", fold.test)):
+            counts[f"{name}_rows"] = len(part)
+            counts[f"{name}_trials"] = len(np.unique(groups[part]))
+            counts[f"{name}_clips"] = len(np.unique(clips[part][clips[part] != ""]))
+        splits[k] = FoldSplit(k, norm, counts)
     eeg_files = [str(prepared.path / rel) for rel in sorted(prepared.manifest["files"]) if rel.startswith("eeg/")]
     return SearchData(
         dataset_dir=prepared.path, dataset_id=prepared.manifest.get("dataset_id", prepared.path.name),
         label=data_cfg.label, class_names=names, modalities=modalities, shapes=shapes, eeg_files=eeg_files,
-        rows=rows, stimuli=stim, norm=norm, protocol=data_cfg.protocol, test_fold=data_cfg.test_fold,
-        n_folds=len(cv), leaky=cv.leaky, feature_table=feature_table, counts=counts,
-        cached_backbones=cached_backbones,
+        rows=rows, stimuli=stim, folds=splits, protocol=data_cfg.protocol, n_folds=len(cv), leaky=cv.leaky,
+        feature_table=feature_table, cached_backbones=cached_backbones,
     )
 
 
 # ----------------------------------------------------------------------------- Ray Data
 
 
-def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[int, ...]):
-    """Ray Data ``map_batches`` function: keep one split's rows of an EEG shard block.
+def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[int, ...], column: str):
+    """Ray Data ``map_batches`` function: keep one split's rows (``rows[column] == split``) of an EEG shard block.
 
     block: pyarrow Table with subject, trial, segment, eeg (flattened fixed-size lists).
     Yields (a generator: nothing when no row of the block is in the split, since an empty
@@ -314,7 +437,7 @@ def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[in
     if (where < 0).any():
         raise ValueError("an EEG shard row is not in the dataset's row table (shards changed during the search?)")
     picked = rows.iloc[where]
-    keep = picked["split"].to_numpy() == split
+    keep = picked[column].to_numpy() == split
     if not keep.any():
         return
     picked = picked[keep]
@@ -329,8 +452,8 @@ def select_split_rows(block, rows: pd.DataFrame, split: int, eeg_shape: tuple[in
     }
 
 
-def build_ray_datasets(data: SearchData, read: str = "parquet") -> dict[str, Any]:
-    """``{"train": ..., "val": ...}`` materialised Ray Datasets of EEG rows from the Parquet shards.
+def build_ray_datasets(data: SearchData, read: str = "parquet") -> dict[int, dict[str, Any]]:
+    """``{fold: {"train": ..., "val": ...}}``: materialised Ray Datasets of EEG rows from the Parquet shards.
 
     read: ``parquet`` (``ray.data.read_parquet``, in Ray tasks on any node) or ``driver``
     (read here with pyarrow, handed over with ``ray.data.from_arrow``).
@@ -344,23 +467,27 @@ def build_ray_datasets(data: SearchData, read: str = "parquet") -> dict[str, Any
         import pyarrow.parquet as pq
 
         tables = [pq.read_table(path, columns=columns) for path in data.eeg_files]
-    out = {}
-    for name in ("train", "val"):
-        if tables is None:
-            ds = ray.data.read_parquet(data.eeg_files, columns=columns)
-        else:
-            ds = ray.data.from_arrow(tables)
-        ds = ds.map_batches(
-            select_split_rows,
-            batch_format="pyarrow",
-            batch_size=None,
-            fn_kwargs={"rows": data.rows, "split": SPLIT_IDS[name], "eeg_shape": tuple(data.shapes.eeg)},
-        )
-        out[name] = ds.materialize()
-    n_train, n_val = out["train"].count(), out["val"].count()
-    if n_train != data.counts["train_rows"] or n_val != data.counts["val_rows"]:
-        raise RuntimeError(f"Ray Data read {n_train}/{n_val} train/val rows, expected "
-                           f"{data.counts['train_rows']}/{data.counts['val_rows']}")
+    # the map function's row table: only what it reads (it travels to every read task)
+    keep = ["subject", "trial", "segment", "row", "label", "stim_row", "p_video", "p_audio", "p_eeg", "audio_energy"]
+    out: dict[int, dict[str, Any]] = {}
+    for fold, split in data.folds.items():
+        column = split_column(fold)
+        rows = data.rows[[*keep, column]]
+        out[fold] = {}
+        for name in ("train", "val"):
+            ds = ray.data.read_parquet(data.eeg_files, columns=columns) if tables is None else ray.data.from_arrow(tables)
+            ds = ds.map_batches(
+                select_split_rows,
+                batch_format="pyarrow",
+                batch_size=None,
+                fn_kwargs={"rows": rows, "split": SPLIT_IDS[name], "eeg_shape": tuple(data.shapes.eeg),
+                           "column": column},
+            )
+            out[fold][name] = ds.materialize()
+        n_train, n_val = out[fold]["train"].count(), out[fold]["val"].count()
+        if n_train != split.counts["train_rows"] or n_val != split.counts["val_rows"]:
+            raise RuntimeError(f"Ray Data read {n_train}/{n_val} train/val rows of fold {fold}, expected "
+                               f"{split.counts['train_rows']}/{split.counts['val_rows']}")
     return out
 
 

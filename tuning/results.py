@@ -79,16 +79,30 @@ def download_outputs(location: str, exp_dir: Path, names=("search_config.yaml", 
 
 
 def _make_recording_asha():
+    import copy
+
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     class RecordingASHA(ASHAScheduler):
-        """ASHA on ``time_attr`` that records early stops and persists its rungs (see module doc)."""
+        """ASHA on ``time_attr`` that records early stops and persists its rungs (see module doc).
+
+        A trial whose config has a ``fold`` (nested search, :mod:`tuning.nested`) is compared
+        only with trials of the same fold: each fold has its own brackets and rungs.
+        """
 
         def __init__(self, *, state_file: str, **kwargs):
             super().__init__(**kwargs)
             self._state_file = state_file
             self.stopped: dict[str, int] = {}
             self._loaded = False
+            self._empty = copy.deepcopy(self._brackets)
+            self._fold_brackets: dict[str, list] = {}
+
+        def _brackets_of(self, trial) -> list:
+            fold = (trial.config or {}).get("fold")
+            if fold is None:
+                return self._brackets
+            return self._fold_brackets.setdefault(str(fold), copy.deepcopy(self._empty))
 
         def _load(self) -> None:
             if self._loaded:
@@ -99,29 +113,44 @@ def _make_recording_asha():
                 return
             state = json.loads(path.read_text())
             self.stopped = dict(state.get("stopped", {}))
-            for bracket, rungs in zip(self._brackets, state.get("brackets", []), strict=False):
+            self._restore_rungs(self._brackets, state.get("brackets", []))
+            for fold, saved in state.get("fold_brackets", {}).items():
+                self._fold_brackets[fold] = copy.deepcopy(self._empty)
+                self._restore_rungs(self._fold_brackets[fold], saved)
+
+        @staticmethod
+        def _restore_rungs(brackets: list, saved_brackets: list) -> None:
+            for bracket, rungs in zip(brackets, saved_brackets, strict=False):
                 for (milestone, recorded), saved in zip(bracket._rungs, rungs, strict=False):
                     if float(saved["milestone"]) == float(milestone):
                         recorded.update({k: float(v) for k, v in saved["recorded"].items()})
+
+        @staticmethod
+        def _rungs(brackets: list) -> list:
+            return [[{"milestone": float(m), "recorded": {k: float(v) for k, v in rec.items()}}
+                     for m, rec in bracket._rungs] for bracket in brackets]
 
         def _save(self) -> None:
             state = {
                 "time_attr": self._time_attr,
                 "max_t": self._max_t,
                 "stopped": self.stopped,
-                "brackets": [[{"milestone": float(m), "recorded": {k: float(v) for k, v in rec.items()}}
-                              for m, rec in bracket._rungs] for bracket in self._brackets],
+                "brackets": self._rungs(self._brackets),
+                "fold_brackets": {fold: self._rungs(b) for fold, b in self._fold_brackets.items()},
             }
             write_text(Path(self._state_file), json.dumps(state, indent=1))
 
         def on_trial_add(self, tune_controller, trial):
             self._load()
             super().on_trial_add(tune_controller, trial)
+            brackets = self._brackets_of(trial)
+            if brackets is not self._brackets:  # the same bracket index, in the fold's own brackets
+                self._trial_info[trial.trial_id] = brackets[self._brackets.index(self._trial_info[trial.trial_id])]
 
         def on_trial_result(self, tune_controller, trial, result):
             self._load()
             if trial.trial_id not in self._trial_info:  # a trial restored from before an interruption
-                self._trial_info[trial.trial_id] = self._brackets[0]
+                self._trial_info[trial.trial_id] = self._brackets_of(trial)[0]
             action = super().on_trial_result(tune_controller, trial, result)
             at = result.get(self._time_attr)
             if action == TrialScheduler.STOP and at is not None and at < self._max_t:
@@ -182,11 +211,18 @@ def load_searcher_state(location: str | Path) -> dict[str, Any] | None:
 
 
 def searcher_study(location: str | Path):
-    """The Optuna study inside the saved OptunaSearch state (None when there is none)."""
+    """The Optuna study inside the saved OptunaSearch state (None when there is none, or per fold)."""
     state = load_searcher_state(location)
     if not isinstance(state, dict) or "_ot_study" not in state:
         return None
     return state["_ot_study"]
+
+
+def searcher_studies(location: str | Path) -> dict[int | None, Any]:
+    """{fold: Optuna study} of a nested search's saved searcher ({None: study} for a plain one)."""
+    from tuning.nested import studies_in_state
+
+    return studies_in_state(load_searcher_state(location))
 
 
 # ----------------------------------------------------------------------------- the trial table
@@ -371,55 +407,114 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
+BASELINES = ("majority", "clip-majority")
+
+
+def _scores(crossval, folds: list[int] | None = None) -> dict[str, pd.DataFrame]:
+    """{method: its rows of the outer results} for mercl and both baselines (optionally some folds only)."""
+    res = crossval.results
+    if folds is not None:
+        res = res[res["fold"].isin(folds)]
+    return {m: res[res["method"] == m] for m in ("mercl", *BASELINES) if m in set(res["method"])}
+
+
+def headline_text(crossval, *, nested: bool, test_fold: int, n_folds: int) -> str:
+    """One line: accuracy on data no part of the search saw, beside both baselines, with the protocol."""
+    if nested:
+        parts = _scores(crossval)
+        where = f"nested search, mean ± std over {n_folds} outer folds, each scored by a search that never saw it"
+        cells = [f"{m} {p['accuracy'].mean():.3f} ± {p['accuracy'].std(ddof=0):.3f}" for m, p in parts.items()]
+    else:
+        parts = _scores(crossval, [test_fold])
+        where = f"held-out test fold {test_fold} of {n_folds}, never seen by the search"
+        cells = [f"{m} {p['accuracy'].iloc[0]:.3f}" for m, p in parts.items() if len(p)]
+    return f"{', '.join(cells)} [{crossval.protocol}; {where}]"
+
+
 def summary_markdown(*, name: str, exp_dir: Path, table: pd.DataFrame, best: pd.Series | None,
                      hparam_names: list[str], metric: str, data_text: str, protocol_text: str,
                      crossval: Any | None, test_fold: int, plots: dict[str, str], study_trials: int | None,
-                     tensorboard_cmd: str) -> str:
-    """The search's summary.md (see the module doc)."""
+                     tensorboard_cmd: str, nested: bool = False, fold_bests: dict[int, pd.Series] | None = None,
+                     n_folds: int = 0, model_file: str | None = None, final_text: str = "") -> str:
+    """The search's summary.md (see the module doc): it leads with the scores no part of the search saw."""
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     lines = [f"# Hyperparameter search `{name}`", ""]
+    lines += ["## Headline: accuracy on data no part of the search saw", ""]
+    if crossval is None:
+        lines.append("Not measured (crossval.enabled is false, or no trial finished).")
+    else:
+        lines.append(f"**{headline_text(crossval, nested=nested, test_fold=test_fold, n_folds=n_folds)}**")
+        lines += ["", "| method | protocol | accuracy | macro-F1 | folds |", "|---|---|---|---|---|"]
+        for method, part in _scores(crossval, None if nested else [test_fold]).items():
+            acc, f1 = part["accuracy"], part["macro_f1"]
+            text = (f"{acc.mean():.3f} ± {acc.std(ddof=0):.3f}", f"{f1.mean():.3f} ± {f1.std(ddof=0):.3f}") \
+                if nested else (f"{acc.iloc[0]:.3f}", f"{f1.iloc[0]:.3f}")
+            lines.append(f"| {method} | {crossval.protocol} | {text[0]} | {text[1]} | "
+                         f"{', '.join(str(int(f)) for f in part['fold'])} |")
+        lines += ["", "`majority`: the training side's most frequent class; `clip-majority`: the test clip's "
+                  "usual label among other viewers in training (clip memory with no signal; equals `majority` "
+                  "when test clips are held out)."]
+        if crossval.leaky:
+            lines += ["", "> **LEAKY PROTOCOL**: segment-level folds put overlapping windows of one trial on "
+                      "both sides of the split."]
+    lines += ["", "## Search", ""]
     lines.append(f"- data: {data_text}")
     lines.append(f"- trials: {len(table)}: {counts.get(STATUS_COMPLETED, 0)} completed, "
                  f"**{counts.get(STATUS_STOPPED, 0)} stopped early by ASHA**, {counts.get(STATUS_ERROR, 0)} failed"
                  + (f", {counts.get(STATUS_UNFINISHED, 0)} unfinished" if counts.get(STATUS_UNFINISHED) else ""))
     if study_trials is not None:
-        lines.append(f"- Optuna (TPE) study held by the searcher: {study_trials} trials")
-    lines.append(f"- selection: {metric} on the inner validation split of the training trials; the outer "
-                 "test fold never reached the search")
-    lines += ["", "## Best trial", ""]
-    if best is None:
-        lines.append("No trial reported a validation metric.")
+        lines.append(f"- Optuna (TPE) {'studies held by the per-fold searchers' if nested else 'study held by the searcher'}: "
+                     f"{study_trials} trials")
+    lines.append(f"- selection: {metric} on an inner validation split of the training side, held out the way "
+                 f"the protocol ({protocol_text}) holds out; a fold's test rows never reached its search")
+    if model_file:
+        lines.append(f"- final model: `{model_file}` ({final_text}); `mercl info {model_file}`")
+    if nested and fold_bests:
+        lines += ["", "## Per fold: the best configuration its search found, scored on the fold's test rows", ""]
+        shown = [h for h in hparam_names if h != "fold"]
+        lines += ["| fold | best trial | inner-val " + metric + " | test accuracy | majority | clip-majority | "
+                  + " | ".join(shown) + " |", "|" + "---|" * (6 + len(shown))]
+        res = crossval.results if crossval is not None else pd.DataFrame(columns=["method", "fold", "accuracy"])
+        for fold, row in sorted(fold_bests.items()):
+            acc = {m: res[(res["method"] == m) & (res["fold"] == fold)]["accuracy"] for m in ("mercl", *BASELINES)}
+            cells = [f"{a.iloc[0]:.3f}" if len(a) else "-" for a in acc.values()]
+            lines.append(f"| {fold} | `{row['trial_id']}` | {row[f'best_finetune_{metric}']:.4f} | "
+                         + " | ".join(cells) + " | " + " | ".join(_fmt_value(plain(row[h])) for h in shown) + " |")
+        lines += ["", "Per-fold training configs: `fold<k>/best_config.yaml`; outer scores: `crossval/`."]
     else:
-        lines.append(f"Trial `{best['trial_id']}` ({best['status']}): best fine-tuning {metric} "
-                     f"**{best[f'best_finetune_{metric}']:.4f}**, {int(best['epochs_run'])} epochs. "
-                     f"Its training config: `best_config.yaml`.")
-        lines += ["", "| hyperparameter | value |", "|---|---|"]
-        for h in hparam_names:
-            if h in best:
-                lines.append(f"| {h} | {_fmt_value(plain(best[h]))} |")
-    lines += ["", f"## Outer cross-validation of the best config ({protocol_text})", ""]
-    if crossval is None:
-        lines.append("Not run (crossval.enabled is false, or no best trial).")
-    else:
-        res = crossval.results
-        lines += ["| method | protocol | accuracy (mean ± std) | macro-F1 | "
-                  f"accuracy on fold {test_fold} (held out from the search) |", "|---|---|---|---|---|"]
-        for method in ("mercl", "majority"):
-            part = res[res["method"] == method]
-            held = part[part["fold"] == test_fold]["accuracy"]
-            held_text = f"{held.iloc[0]:.3f}" if len(held) else "-"
-            lines.append(f"| {method} | {crossval.protocol} | {part['accuracy'].mean():.3f} ± "
-                         f"{part['accuracy'].std(ddof=0):.3f} | {part['macro_f1'].mean():.3f} | {held_text} |")
-        lines += ["", f"Only fold {test_fold} is a clean test of the search (its test trials were held out "
-                  "before the search); the other folds' test trials were part of the search's training data, "
-                  "so their scores can be optimistic. Details: `crossval/summary.md`, `crossval/results.csv`."]
-        if crossval.leaky:
-            lines += ["", "> **LEAKY PROTOCOL**: segment-level folds put overlapping windows of one trial on "
-                      "both sides of the split."]
+        lines += ["", "## Best trial", ""]
+        if best is None:
+            lines.append("No trial reported a validation metric.")
+        else:
+            lines.append(f"Trial `{best['trial_id']}` ({best['status']}): best fine-tuning {metric} "
+                         f"**{best[f'best_finetune_{metric}']:.4f}** on the inner validation split, "
+                         f"{int(best['epochs_run'])} epochs. Its training config: `best_config.yaml`.")
+            lines += ["", "| hyperparameter | value |", "|---|---|"]
+            for h in hparam_names:
+                if h in best:
+                    lines.append(f"| {h} | {_fmt_value(plain(best[h]))} |")
+        lines += ["", f"## Outer cross-validation of the best config ({protocol_text})", ""]
+        if crossval is None:
+            lines.append("Not run (crossval.enabled is false, or no best trial).")
+        else:
+            res = crossval.results
+            methods = [m for m in ("mercl", *BASELINES) if m in set(res["method"])]
+            lines += ["| method | protocol | accuracy over all folds (mean ± std) | macro-F1 | "
+                      f"accuracy on fold {test_fold} (held out from the search) |", "|---|---|---|---|---|"]
+            for method in methods:
+                part = res[res["method"] == method]
+                held = part[part["fold"] == test_fold]["accuracy"]
+                held_text = f"{held.iloc[0]:.3f}" if len(held) else "-"
+                lines.append(f"| {method} | {crossval.protocol} | {part['accuracy'].mean():.3f} ± "
+                             f"{part['accuracy'].std(ddof=0):.3f} | {part['macro_f1'].mean():.3f} | {held_text} |")
+            lines += ["", f"Only fold {test_fold} is a clean test of the search (the headline); the other folds' "
+                      "test rows were part of the search's training data, so the mean over all folds can be "
+                      "optimistic (`nested: true` scores every fold cleanly). Details: `crossval/summary.md`, "
+                      "`crossval/results.csv`."]
     lines += ["", "## Trials", "", "`trials.csv` / `trials.parquet`: every hyperparameter, best and last "
               f"{metric}, epochs run and status per trial.", ""]
     show = ["trial_id", "status", *hparam_names, f"best_{metric}", f"last_{metric}", "epochs_run"]
-    show = [c for c in show if c in table.columns]
+    show = list(dict.fromkeys(c for c in show if c in table.columns))
     lines += ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt_value(plain(row[c])) for c in show) + " |")

@@ -55,6 +55,11 @@ class SearchPlan:
     exp_dir: Path  # local: our outputs (a mirror uploaded to ``location`` for cloud storage)
     location: str  # where Tune and Ray Train keep the experiment (local path or URI)
     points_to_evaluate: list[dict[str, Any]] | None = None  # configurations to try first (bench/search.py)
+    protocol_note: str = ""  # why data.protocol 'default' became what it is
+
+    @property
+    def nested(self) -> bool:
+        return self.cfg.data.nested
 
     @property
     def planned_epochs(self) -> int:
@@ -88,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0: CPU, gloo)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set scheduler.grace_period=2 (repeatable)")
+    parser.add_argument("--protocol", help="stimulus | subject-stimulus | trial | subject | segment | default "
+                                           "(outer folds and inner validation split; default: the dataset's)")
+    parser.add_argument("--nested", action="store_true",
+                        help="one search per outer fold; the headline is the k-fold mean no search saw")
     parser.add_argument("--no-crossval", action="store_true", help="skip the outer CV of the best config")
+    parser.add_argument("--no-final-model", action="store_true", help="skip training the final model.pt")
     parser.add_argument("--address", help="Ray cluster address; 'local' starts a local cluster "
                                           "(default: RAY_ADDRESS, else a running `ray start` cluster, else local)")
     parser.add_argument("--check", action="store_true", help="validate the config and the dataset, then exit")
@@ -102,17 +112,21 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "storage": args.storage, "name": args.name, "num_samples": args.num_samples,
         "data.dataset": args.dataset, "data.label": args.label, "train": args.train,
         "resources.max_concurrent_trials": args.max_concurrent, "resources.num_workers": args.workers,
-        "resources.gpus_per_worker": args.gpus_per_worker,
+        "resources.gpus_per_worker": args.gpus_per_worker, "data.protocol": args.protocol,
     }
     overrides.update({k: v for k, v in named.items() if v is not None})
+    if args.nested:
+        overrides["data.nested"] = True
     if args.no_crossval:
         overrides["crossval.enabled"] = False
+    if args.no_final_model:
+        overrides["final_model"] = False
     return overrides
 
 
 def plan_search(config_path: str | None, overrides: dict[str, Any]) -> SearchPlan:
     """Load and check everything that can be checked without a cluster (raises MerclError)."""
-    from tuning.data import check_dataset
+    from tuning.data import check_dataset, check_protocol
 
     cfg = load_search_config(config_path, overrides)
     specs = parse_space(cfg.space, config_path)
@@ -120,8 +134,9 @@ def plan_search(config_path: str | None, overrides: dict[str, Any]) -> SearchPla
     cfg.data.dataset = str(dataset_dir.resolve())  # the dataset dir itself, absolute (saved, compared on resume)
     train_overrides = {**cfg.train_overrides, "model.modalities": list(cfg.data.modalities)}
     base_cfg, base_shape = check_space_against_base(specs, cfg.train, train_overrides)
+    note = check_protocol(cfg.data, base_cfg.seed, config_path)  # 'default' -> the dataset's protocol
     return SearchPlan(cfg, config_path, specs, base_cfg, base_shape, dataset_dir, cfg.experiment_dir,
-                      cfg.experiment_location)
+                      cfg.experiment_location, protocol_note=note)
 
 
 def check_experiment_dir(plan: SearchPlan) -> bool:
@@ -246,7 +261,11 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
     from tuning.results import asha_state_path, asha_stopped, recording_asha, upload_outputs
     from tuning.space import SpaceSampler
     from tuning.tensorboard import hparams_callback
-    from tuning.trial import run_trial
+
+    if plan.nested:  # setup: {fold: TrialSetup}; each trial runs with its fold's data (tuning/nested.py)
+        from tuning.nested import run_fold_trial as run_trial
+    else:
+        from tuning.trial import run_trial
 
     cfg = plan.cfg
     from tuning.trial import trial_driver_resources  # on the head's trial_driver resource where it has one
@@ -259,10 +278,22 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
 
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=cfg.sampler.seed, n_startup_trials=cfg.sampler.n_startup_trials,
-                                         multivariate=cfg.sampler.multivariate)
-    searcher = OptunaSearch(space=SpaceSampler(plan.specs, plan.base_shape), metric=cfg.metric, mode=cfg.mode,
+    def optuna_search() -> OptunaSearch:
+        sampler = optuna.samplers.TPESampler(seed=cfg.sampler.seed, n_startup_trials=cfg.sampler.n_startup_trials,
+                                             multivariate=cfg.sampler.multivariate)
+        return OptunaSearch(space=SpaceSampler(plan.specs, plan.base_shape), metric=cfg.metric, mode=cfg.mode,
                             sampler=sampler, points_to_evaluate=plan.points_to_evaluate)
+
+    num_samples, name_trial = cfg.num_samples, None
+    if plan.nested:  # one Optuna study per outer fold (same seed), one concurrency limit for all
+        from tuning.nested import FoldSearcher, fold_trial_name
+
+        folds = list(setup)
+        searcher = FoldSearcher({fold: optuna_search() for fold in folds}, per_fold=cfg.num_samples,
+                                metric=cfg.metric, mode=cfg.mode)
+        num_samples, name_trial = cfg.num_samples * len(folds), fold_trial_name
+    else:
+        searcher = optuna_search()
     searcher = ConcurrencyLimiter(searcher, max_concurrent=cfg.resources.max_concurrent_trials)
     scheduler = None
     if cfg.scheduler.asha:
@@ -284,9 +315,9 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
             max_column_length=12)
     return ray.tune.Tuner(
         trainable,
-        tune_config=ray.tune.TuneConfig(num_samples=cfg.num_samples, search_alg=searcher, scheduler=scheduler,
+        tune_config=ray.tune.TuneConfig(num_samples=num_samples, search_alg=searcher, scheduler=scheduler,
                                         metric=None if scheduler else cfg.metric,
-                                        mode=None if scheduler else cfg.mode),
+                                        mode=None if scheduler else cfg.mode, trial_name_creator=name_trial),
         run_config=ray.tune.RunConfig(
             name=cfg.name, storage_path=plan.location.rsplit("/", 1)[0], callbacks=callbacks,
             progress_reporter=reporter,
@@ -330,6 +361,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     from mercl.atomic import write_text
     from mercl.config import to_dict
     from tuning.data import build_ray_datasets, core_row_bytes, prepare_search_data
+    from tuning.remote import feature_cache_task, remote
     from tuning.results import download_outputs, upload_outputs
     from tuning.trial import TrialSetup
     from tuning.worker import WorkerSetup
@@ -340,27 +372,45 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     started = time.time()
     say(connect_ray(address, cfg.resources.num_cpus))
     check_resources(plan, say)
-    data = prepare_search_data(cfg.data, plan.base_cfg)
+    if plan.protocol_note:
+        say(plan.protocol_note)
+    placement = Placement(plan.exp_dir, ray.get_runtime_context().get_node_id())
+
+    def compute_features(model, prepared):
+        """The backbone features as a Ray task with a trial worker's resources (not in this driver)."""
+        say(f"backbone features: {len(prepared.stimuli)} stimulus segments, as a Ray task "
+            f"({cfg.resources.cpus_per_worker:g} CPU, {cfg.resources.gpus_per_worker:g} GPU)")
+        task = remote(feature_cache_task, cfg.resources)
+        features, node = ray.get(task.remote(model, prepared.stimuli))
+        placement.record("feature_cache", node)
+        return features
+
+    data = prepare_search_data(cfg.data, plan.base_cfg, compute_features=compute_features)
     say(f"data: {data.describe()}")
     datasets = build_ray_datasets(data, cfg.data.read)
-    rows_per_worker = data.counts["train_rows"] + data.counts["val_rows"]  # in memory: unsplit
+    rows_per_worker = max(f.counts["train_rows"] + f.counts["val_rows"] for f in data.folds.values())
     in_memory = rows_per_worker * core_row_bytes(data) / 2**20 <= cfg.data.in_memory_max_mb
-    setup = TrialSetup(
-        base_config=to_dict(plan.base_cfg),
-        base_shape=plan.base_shape,
-        worker=WorkerSetup(shapes=data.shapes, class_names=data.class_names, norm=data.norm,
-                           stimuli_ref=ray.put(data.stimuli), in_memory=in_memory, pid_dir=cfg.pid_dir,
-                           cached_backbones=data.cached_backbones),
-        datasets=datasets,
-        runs_path=f"{plan.location}/train_runs",
-        num_workers=cfg.resources.num_workers,
-        cpus_per_worker=cfg.resources.cpus_per_worker,
-        gpus_per_worker=cfg.resources.gpus_per_worker,
-        placement_strategy=cfg.resources.placement_strategy,
-        max_failures=cfg.fault.max_failures,
-        keep_checkpoints=cfg.fault.keep_checkpoints,
-        checkpoint_every=cfg.fault.checkpoint_every,
-    )
+    stimuli_ref = ray.put(data.stimuli)
+    setups = {
+        fold: TrialSetup(
+            base_config=to_dict(plan.base_cfg),
+            base_shape=plan.base_shape,
+            worker=WorkerSetup(shapes=data.shapes, class_names=data.class_names, norm=split.norm,
+                               stimuli_ref=stimuli_ref, in_memory=in_memory, pid_dir=cfg.pid_dir,
+                               cached_backbones=data.cached_backbones),
+            datasets=datasets[fold],
+            runs_path=f"{plan.location}/train_runs",
+            num_workers=cfg.resources.num_workers,
+            cpus_per_worker=cfg.resources.cpus_per_worker,
+            gpus_per_worker=cfg.resources.gpus_per_worker,
+            placement_strategy=cfg.resources.placement_strategy,
+            max_failures=cfg.fault.max_failures,
+            keep_checkpoints=cfg.fault.keep_checkpoints,
+            checkpoint_every=cfg.fault.checkpoint_every,
+        )
+        for fold, split in data.folds.items()
+    }
+    setup = setups if plan.nested else setups[cfg.data.test_fold]
     restore = resuming and ray.tune.Tuner.can_restore(plan.location)
     if restore:
         say(f"resuming search {cfg.name} from {plan.location}: {describe_restored_searcher(plan.location)}")
@@ -369,37 +419,68 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         write_text(plan.exp_dir / "search_config.yaml", dump_config(cfg))
         upload_outputs(plan.exp_dir, plan.location)
     tuner = build_tuner(plan, setup, restore)
-    say(f"search {cfg.name}: {cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
-        f"({'GPU, nccl' if cfg.resources.use_gpu else 'CPU, gloo'}), results in {plan.exp_dir}")
+    folds_text = f"{len(data.folds)} outer folds x " if plan.nested else ""
+    say(f"search {cfg.name}: {folds_text}{cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
+        f"({'GPU, nccl' if cfg.resources.use_gpu else 'CPU, gloo'}), protocol {data.protocol}, "
+        f"results in {plan.exp_dir}")
     fit_started = time.time()
     results = tuner.fit()
     tuning_seconds = time.time() - fit_started
-    status, table = finish_search(plan, results, data, say)
+    status, table = finish_search(plan, results, data, say, placement)
     upload_outputs(plan.exp_dir, plan.location)
     say(f"search took {time.time() - started:.0f} s")
     return SearchOutcome(status, table, results, tuning_seconds, time.time() - started)
 
 
+class Placement:
+    """``placement.json``: on which Ray node the driver and each heavy step ran (node ids)."""
+
+    def __init__(self, exp_dir: Path, driver_node: str):
+        self.path = exp_dir / "placement.json"
+        self.nodes: dict[str, Any] = {"driver": driver_node}
+
+    def record(self, step: str, node: str, key: str | None = None) -> None:
+        if key is None:
+            self.nodes[step] = node
+        else:
+            self.nodes.setdefault(step, {})[key] = node
+        self.save()
+
+    def save(self) -> None:
+        import json
+
+        from mercl.atomic import write_text
+
+        if self.path.parent.is_dir():
+            write_text(self.path, json.dumps(self.nodes, indent=1))
+
+
 def describe_restored_searcher(location: str) -> str:
     """What the saved searcher state holds (the searcher Tune restores from it)."""
-    from tuning.results import load_searcher_state
+    from tuning.results import searcher_studies
 
-    state = load_searcher_state(location)
-    if not isinstance(state, dict) or "_ot_study" not in state:
+    studies = searcher_studies(location)
+    if not studies:
         return "no saved searcher state (trials restart, the sampler starts afresh)"
-    study = state["_ot_study"]
-    return f"OptunaSearch state with {len(study.trials)} trials in its Optuna study"
+    if None in studies:
+        return f"OptunaSearch state with {len(studies[None].trials)} trials in its Optuna study"
+    per_fold = ", ".join(f"fold {fold}: {len(study.trials)}" for fold, study in sorted(studies.items()))
+    return f"per-fold OptunaSearch states with trials in their Optuna studies ({per_fold})"
 
 
-def finish_search(plan: SearchPlan, results, data, say) -> tuple[int, Any]:
-    """Trial table, best config, plots, outer CV of the best config, summary.md; prints where they are."""
+def finish_search(plan: SearchPlan, results, data, say, placement: Placement | None = None) -> tuple[int, Any]:
+    """Trial table, best config(s), plots, outer scores, final model, summary.md; prints where they are.
+
+    The outer scores and the final model are trained in Ray tasks with a trial worker's resources
+    (:mod:`tuning.remote`), the outer folds in parallel.
+    """
     from mercl.atomic import write_text
-    from mercl.training.config import train_config_from_dict
     from tuning.results import (
         STATUS_STOPPED,
         asha_stopped,
         best_trial,
-        searcher_study,
+        headline_text,
+        searcher_studies,
         study_from_table,
         summary_markdown,
         trial_table,
@@ -411,49 +492,129 @@ def finish_search(plan: SearchPlan, results, data, say) -> tuple[int, Any]:
     from tuning.trial import trial_train_config
 
     cfg, exp_dir = plan.cfg, plan.exp_dir
+    placement = placement or Placement(exp_dir, "")
     table = trial_table(results, plan.base_shape, asha_stopped(exp_dir), cfg.metric, cfg.mode, plan.planned_epochs)
     write_trial_tables(table, exp_dir)
+    configs = {(r.metrics or {}).get("trial_id"): dict(r.config) for r in results}
     best = best_trial(table, cfg.metric, cfg.mode) if len(table) else None
-    hparam_names = [c for c in table.columns if c in plan.specs or c == "dilations"]
-    crossval = None
+    hparam_names = [c for c in table.columns if c in plan.specs or c in ("dilations", "fold")]
+    fold_bests: dict[int, Any] = {}
+    if plan.nested and len(table):
+        for fold in data.folds:
+            found = best_trial(table[table["fold"] == fold], cfg.metric, cfg.mode)
+            if found is not None:
+                fold_bests[fold] = found
+    best_train = None
     if best is not None:
-        params = next(r.config for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
-        best_train = trial_train_config(dict(params), _setup_like(plan))
+        best_train = trial_train_config(configs[best["trial_id"]], _setup_like(plan))
         write_best_config(best_train, best, exp_dir, cfg.metric)
-        if cfg.crossval.enabled:
-            from mercl.training.crossval import cross_validate
-
-            say(f"outer cross-validation of the best config ({cfg.data.protocol}, {data.n_folds} folds)")
-            crossval = cross_validate(str(data.dataset_dir), cfg.data.label, train_config_from_dict(best_train),
-                                      protocol=cfg.data.protocol, folds=cfg.data.folds,
-                                      out_dir=exp_dir / "crossval", show_progress=False, console=say,
-                                      config_name=str(exp_dir / "best_config.yaml"))
+    for fold, row in fold_bests.items():
+        write_best_config(trial_train_config(configs[row["trial_id"]], _setup_like(plan)), row,
+                          exp_dir / f"fold{fold}", cfg.metric)
+    source = _dataset_source(plan, data)
+    crossval = None
+    if cfg.crossval.enabled and best is not None and (fold_bests or not plan.nested):
+        crossval = outer_scores(plan, data, source, best_train, fold_bests, configs, say, placement)
+    model_file, final_text = None, ""
+    if cfg.final_model and best_train is not None:
+        model_file, final_text = final_model(plan, data, source, best, best_train, say, placement)
     study = study_from_table(table, plan.specs, cfg.metric, cfg.mode)
     plots = write_plots(study, exp_dir / "plots")
-    saved = searcher_study(plan.location)
+    saved = searcher_studies(plan.location)
     tb = tensorboard_command(exp_dir)
-    protocol = f"{cfg.data.protocol}-grouped" if cfg.data.protocol == "trial" else cfg.data.protocol
     summary = summary_markdown(
         name=cfg.name, exp_dir=exp_dir, table=table, best=best, hparam_names=hparam_names, metric=cfg.metric,
-        data_text=data.describe(), protocol_text=f"{protocol}, {data.n_folds} folds", crossval=crossval,
-        test_fold=cfg.data.test_fold, plots=plots, study_trials=len(saved.trials) if saved is not None else None,
-        tensorboard_cmd=tb)
+        data_text=data.describe(), protocol_text=f"{data.protocol}, {data.n_folds} folds", crossval=crossval,
+        test_fold=cfg.data.test_fold, plots=plots,
+        study_trials=sum(len(s.trials) for s in saved.values()) if saved else None,
+        tensorboard_cmd=tb, nested=plan.nested, fold_bests=fold_bests, n_folds=data.n_folds,
+        model_file=model_file, final_text=final_text)
     write_text(exp_dir / "summary.md", summary)
+    placement.save()
     n_stopped = int((table["status"] == STATUS_STOPPED).sum()) if len(table) else 0
     say("")
     if best is not None:
         shown = ", ".join(f"{h}={_short(best[h])}" for h in hparam_names)
-        say(f"best trial {best['trial_id']}: {cfg.metric} {best[f'best_finetune_{cfg.metric}']:.4f} ({shown})")
+        say(f"best trial {best['trial_id']}: {cfg.metric} {best[f'best_finetune_{cfg.metric}']:.4f} "
+            f"on its inner validation split ({shown})")
     else:
         say("no trial reported a validation metric")
     say(f"{len(table)} trials, {n_stopped} stopped early by ASHA")
     if crossval is not None:
-        say(f"outer CV of the best config: mercl {crossval.mean('mercl'):.3f}, majority "
-            f"{crossval.mean('majority'):.3f} [{crossval.protocol}]")
+        say(f"HEADLINE, accuracy on data no part of the search saw: "
+            f"{headline_text(crossval, nested=plan.nested, test_fold=cfg.data.test_fold, n_folds=data.n_folds)}")
+        if not plan.nested:
+            say(f"outer CV of the best config over all {data.n_folds} folds (folds other than {cfg.data.test_fold} "
+                f"were in the search's training data): mercl {crossval.mean('mercl'):.3f}, majority "
+                f"{crossval.mean('majority'):.3f}, clip-majority {crossval.mean('clip-majority'):.3f} "
+                f"[{crossval.protocol}]")
+    if model_file is not None:
+        say(f"final model: {model_file} ({final_text})")
     say(f"results: {plan.location} (summary.md, trials.csv, best_config.yaml, plots/)"
         + (f"; local copy {exp_dir}" if plan.location != str(exp_dir) else ""))
     say(f"TensorBoard: {tb}")
     return (0 if best is not None else 1), table
+
+
+def _dataset_source(plan: SearchPlan, data):
+    """What the heavy tasks load the dataset from: its path, or (``data.read: driver``) the dataset itself."""
+    if plan.cfg.data.read != "driver":
+        return str(data.dataset_dir)
+    import ray
+
+    from mercl.data.reader import load_dataset
+
+    return ray.put(load_dataset(data.dataset_dir, verify=False))
+
+
+def outer_scores(plan: SearchPlan, data, source, best_train: dict, fold_bests: dict, configs: dict, say,
+                 placement: Placement):
+    """The outer folds as Ray tasks: every fold with the best config (plain search), or each fold with
+    its own search's best config (nested). Returns the CrossValResult (``crossval/`` written)."""
+    from mercl.training.config import train_config_from_dict
+    from tuning.outer import crossval_result
+    from tuning.remote import run_outer_folds
+    from tuning.trial import trial_train_config
+
+    cfg, exp_dir = plan.cfg, plan.exp_dir
+    if plan.nested:
+        fold_configs = {fold: trial_train_config(configs[row["trial_id"]], _setup_like(plan))
+                        for fold, row in fold_bests.items()}
+        say(f"outer scores of the nested search: each fold's best config on its own test rows "
+            f"({data.protocol}, {len(fold_configs)} folds as Ray tasks)")
+        name = "the per-fold best configs (fold<k>/best_config.yaml)"
+    else:
+        fold_configs = {fold: best_train for fold in range(data.n_folds)}
+        say(f"outer cross-validation of the best config ({data.protocol}, {data.n_folds} folds as Ray tasks)")
+        name = str(exp_dir / "best_config.yaml")
+    outputs = run_outer_folds(source, data.label, fold_configs, data.protocol, data.n_folds, cfg.resources,
+                              cfg.crossval.max_parallel, say)
+    for fold, out in outputs.items():
+        placement.record("outer_folds", out["node"], str(fold))
+    return crossval_result(data, outputs, train_config_from_dict(best_train), exp_dir / "crossval", name)
+
+
+def final_model(plan: SearchPlan, data, source, best, best_train: dict, say, placement: Placement):
+    """The best config trained on all the data in a Ray task -> ``<exp_dir>/model.pt`` (+ its metrics)."""
+    import ray
+
+    from mercl.atomic import write_atomic
+    from tuning.remote import final_model_task, remote
+
+    exp_dir = plan.exp_dir
+    which = (f"trial {best['trial_id']}, the best inner-validation score of all folds' searches" if plan.nested
+             else f"trial {best['trial_id']}")
+    say(f"final model: the best config ({which}) on all {len(data.rows)} rows, as a Ray task")
+    files, node = ray.get(remote(final_model_task, plan.cfg.resources).remote(source, data.label, best_train))
+    placement.record("final_model", node)
+    if "model.pt" not in files:
+        raise RuntimeError("the final model's training wrote no model.pt")  # a bug, not a user error
+    for name, blob in files.items():  # model.pt last: its presence means the others are there too
+        if name != "model.pt":
+            write_atomic(exp_dir / "final" / name, lambda p, blob=blob: p.write_bytes(blob))
+    write_atomic(exp_dir / "model.pt", lambda p: p.write_bytes(files["model.pt"]))
+    return str(exp_dir / "model.pt"), (f"the best config ({which}) trained on all the data, its inner "
+                                       "validation split for early stopping; its scores: final/metrics.json")
 
 
 def _setup_like(plan: SearchPlan):

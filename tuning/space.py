@@ -258,6 +258,8 @@ def trial_overrides(params: dict[str, Any], base: BaseModelShape) -> dict[str, A
     for name, value in params.items():
         if name.startswith("heads_w"):
             continue  # the conditional draw; ``heads`` holds the value
+        if name == "fold":
+            continue  # a nested search's outer fold (tuning.nested), not a hyperparameter
         if name in DILATION_PARAMS:
             continue
         if name in PARAMETERS:
