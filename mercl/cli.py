@@ -14,7 +14,7 @@ import sys
 
 from mercl.errors import MerclError
 
-COMMANDS = ("synth", "prepare", "summary", "train", "evaluate", "experiment", "report")
+COMMANDS = ("synth", "prepare", "summary", "train", "evaluate", "predict", "info", "experiment", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

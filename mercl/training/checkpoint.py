@@ -17,7 +17,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 import random
+import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -191,17 +194,37 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (a missing/corrupt file: InputFileError)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    kind: str = "checkpoint") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` without running code from the file.
+
+    ``torch.load(weights_only=True)``: only tensors, strings, numbers and containers of them are
+    read; a file holding any other pickled Python object (which could run code as it loads) is
+    refused. Every problem (missing, corrupt, refused, not a dict) is an InputFileError naming
+    the file; ``kind`` names what the file should be (``checkpoint``, ``mercl model file``).
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "no such checkpoint file")
+        problem = "not a file" if path.exists() else "no such file"
+        raise InputFileError(path, f"{problem} (expected a {kind})")
     try:
-        # weights_only=False: the state holds RNG tuples and numpy arrays, written by us.
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:  # the pickle names a Python callable/class: loading it could run code
+            raise InputFileError(path, f"refused: it holds a pickled Python object ({found.group(1)}), not only "
+                                       f"tensors and plain data, and mercl never runs code from a file (not a "
+                                       f"{kind} mercl can load)") from None
+        raise InputFileError(path, f"not a readable {kind} (not a torch file of tensors and plain data)") from None
     except Exception as exc:  # truncated zip, not a torch file, ...
-        first_line = (str(exc).splitlines() or [""])[0]
-        raise InputFileError(path, f"not a readable checkpoint ({type(exc).__name__}: {first_line})") from None
+        raise InputFileError(path, f"not a readable {kind} ({_first_line(exc)})") from None
     if not isinstance(state, dict):
-        raise InputFileError(path, "not a mercl checkpoint (expected a dict)")
+        raise InputFileError(path, f"not a {kind} (expected a dict, got {type(state).__name__})")
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
