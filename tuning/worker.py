@@ -194,7 +194,9 @@ def load_resume_state() -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        from mercl.training.checkpoint import load_checkpoint  # weights_only=True: no code runs from the file
+
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE, map_location="cpu")
 
 
 def report_metrics(report, extra: dict[str, Any]) -> dict[str, Any]:
