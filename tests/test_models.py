@@ -583,3 +583,157 @@ def test_dropout_drops_p_and_rescales_like_nn_dropout():
     drop.eval()
     assert drop(x) is x
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+
+
+# ---------------------------------------------------------------- pretrained backbones
+
+
+def test_video_weights_from_a_timm_safetensors_checkpoint(tmp_path):
+    """A timm classifier's own checkpoint in the hub's format (``model.safetensors``, head included)
+    loads through ``model.video.weights``: every trunk tensor equal, the head left out."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    classifier = timm.create_model(BACKBONE, pretrained=False, num_classes=10, img_size=32)
+    save_file(classifier.state_dict(), str(tmp_path / "model.safetensors"))
+    encoder = VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, img_size=32, weights=str(tmp_path / "model.safetensors")))
+    trunk = encoder.backbone.state_dict()
+    source = classifier.state_dict()
+    assert set(source) - set(trunk) == {"head.weight", "head.bias"}
+    assert all(torch.equal(value, source[name]) for name, value in trunk.items())
+    frames = torch.randint(0, 256, (1, 2, 3, 32, 32), dtype=torch.uint8)
+    classifier.reset_classifier(0)
+    torch.testing.assert_close(encoder.eval()(frames)[0], classifier.eval()(encoder.preprocess(frames[0])))
+
+
+def test_hub_weights_names():
+    from mercl.models.weights import hub_model_name
+
+    assert hub_model_name(None, BACKBONE) is None and hub_model_name("w/vit.pth", BACKBONE) is None
+    assert hub_model_name("hub", BACKBONE) == BACKBONE
+    assert hub_model_name("hub:test_vit.r160_in1k", BACKBONE) == "test_vit.r160_in1k"
+    with pytest.raises(ConfigError, match="'model.video.weights'.*is a vit_small_patch16_224, the backbone is test_vit"):
+        hub_model_name("hub:vit_small_patch16_224.augreg_in21k", BACKBONE)
+    with pytest.raises(ConfigError, match="names no model"):
+        hub_model_name("hub:", BACKBONE)
+    with pytest.raises(ConfigError, match="no pretrained 'test_vit.nosuchtag' \\(it has test_vit.r160_in1k\\)"):
+        VideoSpatialEncoder(VideoEncoderConfig(BACKBONE, 32, weights="hub:test_vit.nosuchtag"))
+
+
+HUB_SCRIPT = """
+from mercl.errors import MerclError
+from mercl.models import VideoEncoderConfig, VideoSpatialEncoder
+try:
+    VideoSpatialEncoder(VideoEncoderConfig("test_vit", img_size=32, weights="hub"))
+except MerclError as exc:
+    print("MERCL-ERROR", exc)
+"""
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HF_HUB_OFFLINE": "1"},  # the user says offline
+        {"HF_ENDPOINT": "http://127.0.0.1:9"},  # a hub nothing listens for: unreachable, found out at once
+    ],
+    ids=["HF_HUB_OFFLINE", "unreachable-endpoint"],
+)
+def test_hub_weights_offline_is_one_line_naming_the_model_and_the_local_file_way(tmp_path, env):
+    """``weights: hub`` without network: one line naming the model and how to use a local file;
+    never a download (an empty HF cache in tmp_path, the endpoint on a closed local port)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    clean.update(env, HF_HOME=str(tmp_path / "hf"))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", HUB_SCRIPT], env=clean, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("MERCL-ERROR")]
+    assert "video backbone test_vit: no pretrained weights for test_vit from the Hugging Face hub" in line
+    assert "offline and not in the local Hugging Face cache" in line
+    assert "set model.video.weights to the local file" in line
+    assert "create_model('test_vit', pretrained=True, pretrained_cfg_overlay=dict(file=PATH))" in line
+    assert time.perf_counter() - start < 60  # no minute of retries against an unreachable hub
+    assert not list((tmp_path / "hf").rglob("*.safetensors"))
+
+
+def vggish_reference() -> nn.Module:
+    """torchvggish's VGG built here from torch.nn, layer by layer as its vggish.py does:
+    conv3x3(pad 1)+ReLU blocks 64 M 128 M 256 256 M 512 512 M (M = 2x2 max-pool), the
+    (N, C, frames, mels) map transposed to (N, frames, mels, C) and flattened, then
+    Linear(512*4*6, 4096)+ReLU, Linear(4096, 4096)+ReLU, Linear(4096, 128)+ReLU."""
+
+    class Reference(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, channels = [], 1
+            for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M"):
+                if v == "M":
+                    layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                else:
+                    layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                    channels = v
+            self.features = nn.Sequential(*layers)
+            self.embeddings = nn.Sequential(
+                nn.Linear(512 * 4 * 6, 4096), nn.ReLU(True), nn.Linear(4096, 4096), nn.ReLU(True),
+                nn.Linear(4096, 128), nn.ReLU(True),
+            )  # fmt: skip
+
+        def forward(self, x):  # x: (N, 1, 96 frames, 64 mels)
+            x = self.features(x)
+            x = torch.transpose(x, 1, 3)
+            x = torch.transpose(x, 1, 2)
+            return self.embeddings(x.contiguous().view(x.size(0), -1))
+
+    return Reference()
+
+
+@pytest.fixture(scope="module")
+def vggish_file(tmp_path_factory):
+    """A state dict with the release file's names and shapes (``vggish-10086976.pth``), random values
+    (small biases so the ReLUs pass signal), and the reference network that holds them."""
+    torch.manual_seed(5)
+    reference = vggish_reference().eval()
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.bias.uniform_(0.0, 0.05)
+    path = tmp_path_factory.mktemp("vggish") / "vggish-10086976.pth"
+    torch.save(reference.state_dict(), path)
+    return path, reference
+
+
+def test_vggish_release_layout_loads_whole_and_computes_torchvggish_vgg(vggish_file, caplog):
+    path, reference = vggish_file
+    encoder = VggishSpatialEncoder(AudioEncoderConfig(weights=str(path)), n_mels=64).eval()
+    assert encoder.random_layers == []
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in encoder.state_dict().items())
+    audio = torch.randn(2, 192, 64) * 2.0  # two 0.96 s patches per row
+    with torch.no_grad():
+        ours = encoder(audio)
+        expected = reference(audio.reshape(4, 1, 96, 64)).reshape(2, 2, 128)
+    assert ours.shape == (2, 2, 128) and expected.abs().sum() > 0
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_vggish_weights_on_other_input_load_the_conv_stack_and_log_the_random_layers(vggish_file, caplog):
+    path, reference = vggish_file
+    with caplog.at_level("WARNING", logger="mercl.models.weights"):
+        encoder = VggishSpatialEncoder(AudioEncoderConfig(weights=str(path)), n_mels=20)
+    features = {k: v for k, v in encoder.state_dict().items() if k.startswith("features.")}
+    assert len(features) == 12 and all(torch.equal(v, reference.state_dict()[k]) for k, v in features.items())
+    assert encoder.random_layers == [f"embeddings.{i}.{p}" for i in (0, 2, 4) for p in ("bias", "weight")]
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in message and "embeddings.0, embeddings.2, embeddings.4" in message
+    assert "embeddings.0.weight is (4096, 12288) in the file, (4096, 6144) here" in message
+    # a conv stack of another width still does not fit: an error, not a silent partial load
+    with pytest.raises(InputFileError, match="weights do not fit the VGGish audio encoder"):
+        VggishSpatialEncoder(AudioEncoderConfig(width=32, weights=str(path)), n_mels=64)
+
+
+def test_vggish_missing_file_says_where_the_release_is(tmp_path):
+    with pytest.raises(InputFileError, match=r"vggish-10086976\.pth: no such weights file .*torchvggish's release: https://"):
+        VggishSpatialEncoder(AudioEncoderConfig(weights=str(tmp_path / "vggish-10086976.pth")), n_mels=64)

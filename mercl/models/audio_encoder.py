@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mercl.errors import MerclError
+from mercl.errors import InputFileError, MerclError
 from mercl.models.config import AudioEncoderConfig
 from mercl.models.weights import load_local_weights
 
 # VGGish (Hershey et al. 2017): conv widths in units of the first block's width, None = max-pool.
 VGGISH_LAYOUT = (1, None, 2, None, 4, 4, None, 8, 8, None)
+# The public weights in torchvggish's layout (AudioSet-trained, ported from TensorFlow).
+VGGISH_RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
 
 
 class VggishSpatialEncoder(nn.Module):
@@ -26,7 +29,16 @@ class VggishSpatialEncoder(nn.Module):
     the Mel axis only while it still has >= 2 bins (20 Mel bands: 20-10-5-3-2), so small
     Mel counts are pooled in time only. With width=64, n_mels=64 and embed_dim=128 the
     parameter names and shapes are those of torchvggish (``features.*``, ``embeddings.*``),
-    so its state dict loads from ``cfg.weights``.
+    so its release file (:data:`VGGISH_RELEASE`) loads from ``cfg.weights`` and the encoder
+    computes what torchvggish's ``VGG`` does on a (1, 96, 64) patch (conv3x3-ReLU blocks and
+    2x2 max-pools, then the (frames, mels, channels) flattening and three FC-ReLU layers).
+
+    Weights: the whole file loads when its ``embeddings.*`` fit, i.e. for VGGish's input
+    (64 Mel bands x 96-frame patches: the prepare config's ``audio.preset: vggish``, which
+    also gives VGGish's 25 ms / 10 ms STFT and log scale) or for a file saved from an encoder
+    of this same shape. For any other input only the conv stack ``features.*`` loads (its
+    shapes do not depend on the input size); the FC layers stay random and the log says so
+    (``random_layers`` lists them).
     """
 
     def __init__(self, cfg: AudioEncoderConfig, n_mels: int):
@@ -54,7 +66,14 @@ class VggishSpatialEncoder(nn.Module):
             nn.Linear(hidden, cfg.embed_dim),
             nn.ReLU(inplace=True),
         )
-        load_local_weights(self, cfg.weights, "VGGish audio encoder", ignore_prefixes=("pproc.",))
+        if cfg.weights is not None and not Path(cfg.weights).expanduser().exists():
+            raise InputFileError(
+                Path(cfg.weights).expanduser(),
+                f"no such weights file for the VGGish audio encoder (torchvggish's release: {VGGISH_RELEASE})",
+            )
+        self.random_layers = load_local_weights(
+            self, cfg.weights, "VGGish audio encoder", ignore_prefixes=("pproc.",), core_prefixes=("features.",)
+        )
         self.frozen = cfg.freeze
         if self.frozen:
             self.requires_grad_(False)

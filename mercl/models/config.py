@@ -30,8 +30,12 @@ def _dropout(obj: object, name: str = "dropout") -> None:
 class VideoEncoderConfig:
     """The ViT spatial encoder f_v, applied frame by frame.
 
-    ``backbone`` is any timm model name; it is always built with ``pretrained=False``
-    (nothing is downloaded) and ``weights`` is a local state-dict file to load, if any.
+    ``backbone`` is any timm model name. ``weights`` is where its weights come from: None
+    (random init), a local state-dict file (``.pth``/``.bin``/``.safetensors``; give the
+    backbone with the file's pretrained tag, e.g. ``vit_base_patch16_224.augreg_in21k``, so
+    the frames get that tag's mean/std), or ``hub`` / ``hub:<timm name>``: timm's own
+    ``create_model(name, pretrained=True)``, fetched through the Hugging Face hub (the only
+    download mercl makes; offline it is a one-line error unless the hub cache holds it).
     ``feature_dim`` is D_v: leave it unset to take the backbone's width; when set it must
     match the backbone (a check for configs written by hand).
     """
@@ -46,6 +50,8 @@ class VideoEncoderConfig:
         if not self.backbone:
             raise FieldProblem("backbone", "must name a timm model")
         _positive(self, "img_size")
+        if self.weights is not None and not self.weights.strip():
+            raise FieldProblem("weights", "is empty (null for random init, a file, or hub)")
         if self.feature_dim is not None:
             _positive(self, "feature_dim")
 

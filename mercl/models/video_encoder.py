@@ -11,20 +11,38 @@ from torchvision.transforms.v2.functional import to_dtype
 
 from mercl.errors import ConfigError, MerclError
 from mercl.models.config import VideoEncoderConfig
-from mercl.models.weights import load_local_weights
+from mercl.models.weights import create_pretrained, hub_model_name, load_local_weights
 
 
 def create_backbone(cfg: VideoEncoderConfig) -> nn.Module:
-    """``timm.create_model(cfg.backbone, pretrained=False, num_classes=0, img_size=cfg.img_size)``.
+    """``timm.create_model(cfg.backbone, pretrained=False, num_classes=0, img_size=cfg.img_size)``,
+    or with ``cfg.weights`` = ``hub`` / ``hub:<name>`` timm's ``pretrained=True`` model of that
+    name through the Hugging Face hub (:func:`mercl.models.weights.create_pretrained`).
 
     Models without an ``img_size`` argument (CNNs) take any input size and are built without it.
     """
     if not timm.is_model(cfg.backbone):
         raise ConfigError("model.video.backbone", f"unknown timm model {cfg.backbone!r}")
+    hub_name = hub_model_name(cfg.weights, cfg.backbone)
+    if hub_name is not None:
+        arch = hub_name.split(".")[0]
+        tags = timm.list_pretrained(f"{arch}.*")
+        if not tags:
+            raise ConfigError("model.video.weights", f"timm has no pretrained weights for {arch}")
+        if "." in hub_name and hub_name not in tags:
+            shown = ", ".join(tags[:4]) + (", ..." if len(tags) > 4 else "")
+            raise ConfigError("model.video.weights", f"timm has no pretrained {hub_name!r} (it has {shown})")
+
+    def create(**kwargs) -> nn.Module:
+        if hub_name is None:
+            return timm.create_model(cfg.backbone, pretrained=False, num_classes=0, **kwargs)
+        what = f"video backbone {cfg.backbone}"
+        return create_pretrained(hub_name, what, "model.video.weights", num_classes=0, **kwargs)
+
     try:
-        return timm.create_model(cfg.backbone, pretrained=False, num_classes=0, img_size=cfg.img_size)
+        return create(img_size=cfg.img_size)
     except TypeError:
-        return timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
+        return create()
 
 
 class VideoSpatialEncoder(nn.Module):
@@ -32,9 +50,10 @@ class VideoSpatialEncoder(nn.Module):
 
     Frames are uint8 (0-255) or float (0-1, torchvision's convention); both are scaled and
     normalised with the backbone's mean/std (timm's ``pretrained_cfg``) and resized to
-    ``img_size`` when their size differs. Weights come only from the local file
-    ``cfg.weights`` (random init otherwise). With ``cfg.freeze`` the backbone has no
-    trainable parameters and always runs in eval mode, without building a graph.
+    ``img_size`` when their size differs. Weights come from the local file ``cfg.weights``,
+    from the Hugging Face hub when it says ``hub`` / ``hub:<name>``, else random init. With
+    ``cfg.freeze`` the backbone has no trainable parameters and always runs in eval mode,
+    without building a graph.
     """
 
     def __init__(self, cfg: VideoEncoderConfig):
@@ -52,12 +71,13 @@ class VideoSpatialEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1), persistent=False)
         classifier = self.backbone.pretrained_cfg.get("classifier") or ()
         heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-        load_local_weights(
-            self.backbone,
-            cfg.weights,
-            f"video backbone {cfg.backbone}",
-            ignore_prefixes=tuple(f"{h}." for h in heads),
-        )
+        if hub_model_name(cfg.weights, cfg.backbone) is None:
+            load_local_weights(
+                self.backbone,
+                cfg.weights,
+                f"video backbone {cfg.backbone}",
+                ignore_prefixes=tuple(f"{h}." for h in heads),
+            )
         self.frozen = cfg.freeze
         if self.frozen:
             self.backbone.requires_grad_(False)
