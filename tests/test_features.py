@@ -347,3 +347,54 @@ def test_carphone_has_no_audio():
     assert read_audio(clip, 16000) is None
     info = probe_clip(clip)
     assert info.has_video and not info.has_audio
+
+
+# ---------------------------------------------------------------- the VGGish audio preset
+
+
+def vggish_front_end(wave: np.ndarray) -> np.ndarray:
+    """VGGish's log-Mel examples' frames as its mel_features.py defines them, written out here:
+    400-sample frames every 160 samples, periodic Hann, |rfft| at 512 points, 64 HTK Mel bands
+    125-7500 Hz without normalisation (librosa's filter bank), ln(S + 0.01). (S,) -> (F, 64)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    frames = sliding_window_view(wave.astype(np.float64), 400)[::160]
+    periodic_hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)
+    magnitude = np.abs(np.fft.rfft(frames * periodic_hann, 512))
+    bank = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=125, fmax=7500, htk=True, norm=None)
+    return np.log(magnitude @ bank.T + 0.01)
+
+
+def test_vggish_preset_is_vggish_framing_and_log_scale():
+    from mercl.data.prepare import load_prepare_config
+
+    cfg = load_prepare_config(None, {"audio.preset": "vggish"})
+    assert (cfg.audio.n_mels, cfg.audio.win_s, cfg.audio.hop_s, cfg.audio.sample_rate) == (64, 0.025, 0.01, 16000)
+    assert cfg.shapes(4)["audio"] == [398, 64]  # 4 s: (64000 - 400) // 160 + 1 frames, 96 of them = 0.96 s
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * 700 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    ours = log_mel(wave, 16000, cfg.audio)
+    expected = vggish_front_end(wave)
+    assert ours.shape == expected.shape == ((len(wave) - 400) // 160 + 1, 64)
+    np.testing.assert_allclose(ours, expected, atol=2e-3)
+    # segments cut from the clip's spectrogram keep that framing
+    mel, _ = audio_segment_features(wave, 16000, np.array([0.0, 1.0]), 1.0, cfg.audio)
+    np.testing.assert_allclose(mel[1], expected[100 : 100 + 98], atol=2e-3)
+
+
+def test_audio_preset_fills_fields_and_refuses_contradictions(tmp_path):
+    from mercl.data.prepare import load_prepare_config
+
+    path = tmp_path / "prepare.yaml"
+    path.write_text("audio:\n  preset: vggish\n  n_mels: 64\n")
+    assert load_prepare_config(path).audio.log == "ln"
+    path.write_text("audio:\n  preset: vggish\n  n_mels: 20\n")
+    with pytest.raises(ConfigError, match="'audio.n_mels': 20 differs from the vggish preset's 64") as info:
+        load_prepare_config(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="'audio.preset': unknown preset 'vgg' \\(known: vggish\\)"):
+        load_prepare_config(None, {"audio.preset": "vgg"})
+    with pytest.raises(ConfigError, match="'n_mels': 20 differs"):  # from_dict does not fill, it checks
+        from_dict(AudioFeatureConfig, {"preset": "vggish"})
+    assert load_prepare_config(None).audio.preset is None and load_prepare_config(None).audio.log == "db"

@@ -38,7 +38,13 @@ from tqdm import tqdm
 
 from mercl.config import FieldProblem, config_hash, from_dict, load_yaml, set_dotted, to_dict
 from mercl.data import shards
-from mercl.data.features.audio import AudioFeatureConfig, audio_segment_features, n_audio_frames, read_audio
+from mercl.data.features.audio import (
+    AudioFeatureConfig,
+    apply_audio_preset,
+    audio_segment_features,
+    n_audio_frames,
+    read_audio,
+)
 from mercl.data.features.eeg import EegFeatureConfig, eeg_trial_features, n_subwindows
 from mercl.data.features.video import (
     VideoFeatureConfig,
@@ -49,6 +55,7 @@ from mercl.data.features.video import (
 )
 from mercl.data.labels import available_schemes, class_counts
 from mercl.data.sources import SOURCE_NAMES, SourceOptions, discover
+from mercl.data.sources._common import expect_dir, expect_file
 from mercl.data.sources.manifest import default_stimuli_dir
 from mercl.data.trial import RATING_NAMES, Trial
 from mercl.errors import ConfigError, InputFileError, MerclError
@@ -109,14 +116,17 @@ class PrepareConfig:
 def load_prepare_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> PrepareConfig:
-    """PrepareConfig from an optional YAML file plus dotted-key overrides (``{"video.fps": 2}``)."""
+    """PrepareConfig from an optional YAML file plus dotted-key overrides (``{"video.fps": 2}``).
+
+    A named audio preset (``audio: {preset: vggish}``) fills the audio fields left out.
+    """
     data = (load_yaml(path) or {}) if path is not None else {}
     if not isinstance(data, dict):
         raise ConfigError("<root>", "expected a mapping", path)
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(data, key, value)
-    return from_dict(PrepareConfig, data, source=path)
+    return from_dict(PrepareConfig, apply_audio_preset(data), source=path)
 
 
 def n_segments(eeg_duration: float, lag: float, segment_s: float, hop_s: float) -> int:
@@ -143,12 +153,41 @@ def find_clip(stimuli_dir: Path | None, stimulus: str) -> Path | None:
         return None
     for ext in CLIP_EXTENSIONS:
         for candidate in (stimuli_dir / f"{stimulus}.{ext}", stimuli_dir / f"{stimulus}.{ext.upper()}"):
-            if candidate.is_file():
+            if candidate.exists():
+                expect_file(candidate, f"the clip of stimulus {stimulus}")
                 return candidate
     return None
 
 
 # ---------------------------------------------------------------- EEG jobs
+
+
+def check_finite_features(
+    features: np.ndarray,
+    modality: str,
+    path: str | Path,
+    where: str,
+    signal: np.ndarray | None = None,
+    unit: str = "",
+) -> None:
+    """Refuse features holding NaN or Inf (a dataset must never carry them).
+
+    ``where`` names the trial or clip segment; ``signal`` (the input they came from) lets the
+    message give its largest magnitude, e.g. EEG samples of 1e300 V that overflow the spectra.
+    """
+    finite = np.isfinite(features)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    hint = ""
+    if signal is not None and signal.size:
+        with np.errstate(all="ignore"):
+            values = np.abs(np.asarray(signal, dtype=np.float64))
+        if np.isnan(values).any():
+            hint = "; the input holds NaN"
+        else:
+            hint = f"; largest input magnitude {np.max(values):.3g}{unit} (wrong units or a damaged file?)"
+    raise InputFileError(path, f"{where}: {bad} of {finite.size} {modality} feature values are NaN/Inf{hint}")
 
 
 def _eeg_unit_table(trials: list[Trial], unit_name: str, cfg: PrepareConfig) -> pa.Table:
@@ -187,9 +226,11 @@ def _eeg_unit_table(trials: list[Trial], unit_name: str, cfg: PrepareConfig) -> 
             continue
         starts = segment_starts(n, hop)
         try:
-            feats = eeg_trial_features(t.eeg, t.sfreq, starts + t.lag, cfg.segment_s, cfg.eeg)
+            with np.errstate(all="ignore"):  # overflow is reported below, as one line
+                feats = eeg_trial_features(t.eeg, t.sfreq, starts + t.lag, cfg.segment_s, cfg.eeg)
         except ValueError as exc:
             raise InputFileError(where, f"trial {t.trial}: {exc}") from None
+        check_finite_features(feats, "EEG", where, f"subject {t.subject} trial {t.trial}", t.eeg, " V")
         features.append(feats)
         columns["subject"] += [t.subject] * n
         columns["trial"] += [int(t.trial)] * n
@@ -262,7 +303,11 @@ def _stimulus_table(job: StimulusJob, cfg: PrepareConfig) -> pa.Table:
     starts = segment_starts(n, cfg.hop_s)
     wave = read_audio(job.clip, cfg.audio.sample_rate) if info.has_audio else None
     if wave is not None:
+        if not np.isfinite(wave).all():
+            bad = int(wave.size - np.count_nonzero(np.isfinite(wave)))
+            raise InputFileError(job.clip, f"audio track holds {bad} NaN/Inf samples")
         audio, energy = audio_segment_features(wave, cfg.audio.sample_rate, starts, cfg.segment_s, cfg.audio)
+        check_finite_features(audio, "audio", job.clip, f"stimulus {job.stimulus}")
         energy = np.maximum(np.nan_to_num(energy, nan=SILENT_DB, neginf=SILENT_DB), SILENT_DB)
     else:
         audio = np.zeros((n, *shapes["audio"]), np.float32)
@@ -339,7 +384,10 @@ def _default_stimuli_dir(source: str, raw: Path) -> Path | None:
     if source != "manifest":
         return None
     candidate = default_stimuli_dir(raw)
-    return candidate if candidate.is_dir() else None
+    if candidate.exists():
+        expect_dir(candidate, "the folder of stimulus clips")
+        return candidate
+    return None
 
 
 def _remove_stale_temp_files(root: Path) -> None:
@@ -452,15 +500,21 @@ def prepare(
         raise InputFileError(raw, "no such file or directory")
     if stimuli is not None:
         stimuli = Path(stimuli)
-        if not stimuli.is_dir():
+        if not stimuli.exists():
             raise InputFileError(stimuli, "stimuli directory does not exist")
+        expect_dir(stimuli, "a folder of stimulus clips (--stimuli)")
     else:
         stimuli = _default_stimuli_dir(source, raw)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
 
     ds_id = dataset_id(source, raw, stimuli, cfg)
     root = Path(out) / ds_id
-    root.mkdir(parents=True, exist_ok=True)
+    if Path(out).exists():
+        expect_dir(Path(out), "an output folder for datasets")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(root, f"cannot create the dataset folder ({exc.strerror or exc})") from None
     _remove_stale_temp_files(root)
     done = _Progress(root)
     built: list[str] = []

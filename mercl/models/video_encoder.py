@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import timm.data
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms.v2.functional import to_dtype
 
-from mercl.errors import ConfigError, MerclError
+from mercl.errors import ConfigError, InputFileError, MerclError
 from mercl.models.config import VideoEncoderConfig
 from mercl.models.weights import create_pretrained, hub_model_name, load_local_weights
 
@@ -72,6 +74,12 @@ class VideoSpatialEncoder(nn.Module):
         classifier = self.backbone.pretrained_cfg.get("classifier") or ()
         heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
         if hub_model_name(cfg.weights, cfg.backbone) is None:
+            if cfg.weights is not None and not Path(cfg.weights).expanduser().exists():
+                raise InputFileError(
+                    Path(cfg.weights).expanduser(),
+                    f"no such weights file for the video backbone {cfg.backbone} "
+                    "(or weights: hub to have timm fetch its pretrained weights from the Hugging Face hub)",
+                )
             load_local_weights(
                 self.backbone,
                 cfg.weights,

@@ -1,12 +1,24 @@
 """Stimulus audio: demux, mono, resample; per-segment log-Mel sequences and loudness.
 
 A clip's audio is read once with PyAV (first audio stream, downmixed to mono and
-resampled by libswresample through ``av.AudioResampler``). Its Mel power spectrogram
-is computed once with librosa (``n_fft`` = window = 50 ms Hamming, 10 ms hop,
-``center=False`` so frame ``i`` covers samples ``[i*hop, i*hop + win)``, power 2,
-``n_mels`` Slaney-normalised Mel bands) and converted to decibels with
-``librosa.power_to_db(S, ref=1.0, amin=log_floor, top_db=None)``, i.e.
-``10 * log10(max(S, log_floor))`` (``log_floor`` 1e-10 -> floor of -100 dB).
+resampled by libswresample through ``av.AudioResampler``). Its Mel spectrogram is computed
+once with librosa: frame ``i`` covers samples ``[i*hop, i*hop + win)`` (``center=False``;
+with ``n_fft`` > window the frame is zero-padded to ``n_fft`` for the FFT), the window is
+``window`` (Hamming by default), ``power`` 2 (power) or 1 (magnitude), ``n_mels`` Mel
+bands on the Slaney or HTK scale. The log is
+
+* ``log: db`` (default): ``librosa.power_to_db(S, ref=1.0, amin=log_floor, top_db=None)``,
+  i.e. ``10 * log10(max(S, log_floor))`` (``log_floor`` 1e-10 -> floor of -100 dB);
+* ``log: ln``: ``ln(S + log_offset)``, VGGish's "stabilized log".
+
+Defaults: 50 ms Hamming window, 10 ms hop, power, 20 Slaney-normalised bands, dB (the
+paper's audio features). The ``vggish`` preset (``audio: {preset: vggish}``) is VGGish's
+front end (torchvggish ``vggish_input``/``mel_features``): 16 kHz, 25 ms periodic-Hann
+window, 10 ms hop, 512-point FFT, magnitude, 64 HTK Mel bands 125-7500 Hz without
+normalisation, ``ln(S + 0.01)``; the audio encoder's 96-frame patches are then VGGish's
+0.96 s examples and the public VGGish weights load whole. One difference is left: librosa's
+triangular filters are linear in Hz between Mel-spaced edges, VGGish's linear in Mel.
+
 Segment ``k`` is the frame slice starting at its start time rounded to the nearest hop
 (<= 5 ms off), of length ``T_a = n_audio_frames(seg_s, cfg)``; audio past the clip's end
 is zeros.
@@ -21,38 +33,98 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import av
 import librosa
 import numpy as np
+import scipy.signal
 
 from mercl.config import FieldProblem, at_least
 from mercl.errors import InputFileError
 
 ENERGY_FLOOR_DB = -120.0
 
+# Named settings a user selects with ``audio.preset``; the preset fills the fields the
+# config leaves out, and a field set to another value is an error (the name must not lie).
+AUDIO_PRESETS: dict[str, dict[str, Any]] = {
+    "vggish": {  # torchvggish vggish_params.py / mel_features.py
+        "sample_rate": 16000,
+        "n_mels": 64,
+        "win_s": 0.025,
+        "hop_s": 0.01,
+        "n_fft": 512,
+        "window": "hann",
+        "power": 1.0,
+        "mel_scale": "htk",
+        "mel_norm": None,
+        "fmin": 125.0,
+        "fmax": 7500.0,
+        "log": "ln",
+        "log_offset": 0.01,
+    },
+}
+
+
+def apply_audio_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill the ``audio`` mapping of a raw prepare-config dict from its ``preset`` (in place).
+
+    Fields the user gave are kept (validation then refuses those that contradict the preset).
+    """
+    audio = data.get("audio")
+    if isinstance(audio, dict) and audio.get("preset") in AUDIO_PRESETS:
+        for key, value in AUDIO_PRESETS[audio["preset"]].items():
+            audio.setdefault(key, value)
+    return data
+
 
 @dataclass
 class AudioFeatureConfig:
-    """How stimulus audio becomes log-Mel sequences.
+    """How stimulus audio becomes log-Mel sequences (see the module docstring).
 
+    preset: a name from AUDIO_PRESETS (``vggish``) whose values the other fields must have;
+        None = set them freely.
     sample_rate: the clip's audio is resampled to this rate (Hz).
     n_mels: Mel bands per frame.
-    win_s: STFT window (Hamming) and FFT length in seconds.
+    win_s: STFT window length in seconds.
     hop_s: STFT hop in seconds (one sequence step).
+    n_fft: FFT length in samples (>= the window; zero-padded); None = the window length.
+    window: SciPy/librosa window name (``hann`` is the periodic Hann window).
+    power: 2 = power spectrogram, 1 = magnitude.
+    mel_scale: ``slaney`` or ``htk`` Mel formula; mel_norm: ``slaney`` area normalisation or None.
     fmin, fmax: Mel range in Hz; fmax None = Nyquist.
-    log_floor: power floor before ``10*log10`` (dB values are >= 10*log10(log_floor)).
+    log: ``db`` = ``10*log10(max(S, log_floor))``; ``ln`` = ``ln(S + log_offset)``.
+    log_floor: floor before the dB log (dB values are >= 10*log10(log_floor)).
+    log_offset: offset inside the natural log.
     """
 
+    preset: str | None = None
     sample_rate: int = 16000
     n_mels: int = 20
     win_s: float = 0.05
     hop_s: float = 0.01
+    n_fft: int | None = None
+    window: str = "hamming"
+    power: float = 2.0
+    mel_scale: Literal["slaney", "htk"] = "slaney"
+    mel_norm: Literal["slaney"] | None = "slaney"
     fmin: float = 0.0
     fmax: float | None = None
+    log: Literal["db", "ln"] = "db"
     log_floor: float = 1e-10
+    log_offset: float = 0.01
 
     def validate(self) -> None:
+        if self.preset is not None:
+            if self.preset not in AUDIO_PRESETS:
+                raise FieldProblem("preset", f"unknown preset {self.preset!r} (known: {', '.join(AUDIO_PRESETS)})")
+            for name, value in AUDIO_PRESETS[self.preset].items():
+                if getattr(self, name) != value:
+                    raise FieldProblem(
+                        name,
+                        f"{getattr(self, name)!r} differs from the {self.preset} preset's {value!r} "
+                        "(leave it out, or drop the preset to set it freely)",
+                    )
         if self.sample_rate < 1000:
             raise FieldProblem("sample_rate", f"must be >= 1000 Hz, got {self.sample_rate}")
         at_least(self, 1, "n_mels")
@@ -69,6 +141,16 @@ class AudioFeatureConfig:
             raise FieldProblem("fmin", f"must be below fmax/Nyquist, got {self.fmin}")
         if self.log_floor <= 0:
             raise FieldProblem("log_floor", f"must be > 0, got {self.log_floor}")
+        if self.log_offset <= 0:
+            raise FieldProblem("log_offset", f"must be > 0, got {self.log_offset}")
+        if self.n_fft is not None and self.n_fft < round(self.win_s * self.sample_rate):
+            raise FieldProblem("n_fft", f"{self.n_fft} is shorter than the window ({self.win_s} s)")
+        if self.power <= 0:
+            raise FieldProblem("power", f"must be > 0 (2 = power, 1 = magnitude), got {self.power}")
+        try:
+            scipy.signal.get_window(self.window, 16)
+        except ValueError as exc:
+            raise FieldProblem("window", f"unknown window '{self.window}' ({exc})") from None
 
 
 def n_audio_frames(seg_s: float, cfg: AudioFeatureConfig) -> int:
@@ -110,23 +192,38 @@ def _one_line(exc: BaseException) -> str:
 
 
 def log_mel(wave: np.ndarray, sr: int, cfg: AudioFeatureConfig) -> np.ndarray:
-    """Log-Mel spectrogram in dB of a waveform: (S,) -> (n_frames, n_mels) float32."""
+    """Log-Mel spectrogram of a waveform: (S,) -> (n_frames, n_mels) float32.
+
+    ``n_frames = (S - win) // hop + 1``: frame ``i`` is samples ``[i*hop, i*hop + win)``, also
+    when ``n_fft`` > win (librosa centres the window in its n_fft-long frame, so the signal
+    is padded by the difference to keep the window where VGGish's framing puts it).
+    """
     win = int(round(cfg.win_s * sr))
+    n_fft = cfg.n_fft or win
+    left = (n_fft - win) // 2
+    y = np.asarray(wave, dtype=np.float32)
+    if n_fft > win:
+        y = np.pad(y, (left, n_fft - win - left))
     mel = librosa.feature.melspectrogram(
-        y=np.asarray(wave, dtype=np.float32),
+        y=y,
         sr=sr,
-        n_fft=win,
+        n_fft=n_fft,
         hop_length=int(round(cfg.hop_s * sr)),
         win_length=win,
-        window="hamming",
+        window=cfg.window,
         center=False,
-        power=2.0,
+        power=cfg.power,
         n_mels=cfg.n_mels,
         fmin=cfg.fmin,
         fmax=cfg.fmax,
+        htk=cfg.mel_scale == "htk",
+        norm=cfg.mel_norm,
     )
-    db = librosa.power_to_db(mel, ref=1.0, amin=cfg.log_floor, top_db=None)
-    return db.T.astype(np.float32)
+    if cfg.log == "ln":
+        logged = np.log(mel + cfg.log_offset)
+    else:
+        logged = librosa.power_to_db(mel, ref=1.0, amin=cfg.log_floor, top_db=None)
+    return logged.T.astype(np.float32)
 
 
 def audio_segment_features(

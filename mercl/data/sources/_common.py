@@ -17,6 +17,26 @@ from mercl.errors import InputFileError
 RATING_RANGE = (1.0, 9.0)
 
 
+def expect_file(path: Path, what: str) -> None:
+    """Refuse a path that is not a regular file; ``what`` says what was expected there."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise InputFileError(path, f"is a directory, expected {what}")
+    if path.exists():
+        raise InputFileError(path, f"is not a regular file, expected {what}")
+    raise InputFileError(path, f"no such file (expected {what})")
+
+
+def expect_dir(path: Path, what: str) -> None:
+    """Refuse a path that is not a directory; ``what`` says what was expected there."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    raise InputFileError(path, f"is a file, expected {what}" if path.exists() else f"no such directory (expected {what})")
+
+
 def check_finite(eeg: np.ndarray, path: Path, where: str) -> None:
     """Refuse EEG holding NaN or Inf; ``where`` names the trial (e.g. ``"trial 3"``)."""
     if not np.isfinite(eeg).all():

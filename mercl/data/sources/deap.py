@@ -25,6 +25,7 @@ from mercl.data.sources import SourceOptions
 from mercl.data.sources._common import (
     check_finite,
     check_ratings,
+    expect_file,
     pick_indices,
     rating_dict,
     resample,
@@ -78,9 +79,13 @@ def read_deap_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
             content = _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise InputFileError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(path, "is a directory, expected a DEAP subject file") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or short_reason(exc)})") from None
     except _Refused as exc:
         raise InputFileError(path, str(exc)) from None
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # a damaged pickle fails in many ways (EOF, bad opcodes, module names)
         raise InputFileError(path, f"truncated or not a DEAP pickle ({short_reason(exc)})") from None
     if not isinstance(content, dict) or "data" not in content or "labels" not in content:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
@@ -179,6 +184,7 @@ def discover(raw: Path, options: SourceOptions) -> list[DeapSubject]:
         match = FILE_PATTERN.match(path.name)
         if match is None:
             raise InputFileError(path, "not a DEAP subject file (expected a name like s01.dat)")
+        expect_file(path, "a DEAP subject file (a pickle)")
         units.append(DeapSubject(path=path, subject=f"s{int(match.group(1)):02d}", options=options))
     units.sort(key=lambda u: u.subject)
     return units

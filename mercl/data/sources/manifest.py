@@ -38,6 +38,7 @@ from mercl.data.sources._common import (
     check_channel_count,
     check_finite,
     check_ratings,
+    expect_file,
     resample,
     short_reason,
 )
@@ -130,7 +131,8 @@ def find_manifest(raw: Path) -> Path:
         return raw
     if raw.is_dir():
         for name in MANIFEST_NAMES:
-            if (raw / name).is_file():
+            if (raw / name).exists():
+                expect_file(raw / name, "a manifest table")
                 return raw / name
         raise InputFileError(raw, f"no manifest here (looked for {', '.join(MANIFEST_NAMES)})")
     raise InputFileError(raw, "no such file or directory")
@@ -239,8 +241,7 @@ def parse_rows(table: list[dict[str, Any]], path: Path, default_lag: float) -> l
 
 def open_recording(path: Path) -> mne.io.BaseRaw:
     """``mne.io.read_raw`` without loading data; any failure is a one-line InputFileError."""
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
+    expect_file(path, "an EEG recording")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -319,8 +320,7 @@ def discover(raw: Path, options: SourceOptions) -> list[ManifestRecording]:
     for row, written in rows:
         eeg_path = Path(written).expanduser()
         eeg_path = eeg_path if eeg_path.is_absolute() else path.parent / eeg_path
-        if not eeg_path.is_file():
-            raise InputFileError(eeg_path, f"no such file (EEG of manifest {path.name} row {row.row})")
+        expect_file(eeg_path, f"an EEG recording, manifest {path.name} row {row.row}")
         groups.setdefault(eeg_path, []).append(row)
     first: tuple[Path, float] | None = None
     for eeg_path, group in groups.items():

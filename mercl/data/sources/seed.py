@@ -23,6 +23,8 @@ import scipy.io
 from mercl.data.sources import SourceOptions
 from mercl.data.sources._common import (
     check_finite,
+    expect_dir,
+    expect_file,
     pick_indices,
     resample,
     short_reason,
@@ -47,8 +49,7 @@ SEED_CHANNELS = (
 
 def read_mat(path: Path) -> dict:
     """``scipy.io.loadmat`` with one-line errors for missing, truncated or v7.3 files."""
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
+    expect_file(path, "a MATLAB .mat file")
     try:
         return scipy.io.loadmat(str(path))
     except NotImplementedError:
@@ -148,21 +149,20 @@ class SeedSubject:
 def discover(raw: Path, options: SourceOptions) -> list[SeedSubject]:
     """One unit per subject found in RAW or RAW/Preprocessed_EEG."""
     raw = Path(raw)
-    if not raw.is_dir():
-        raise InputFileError(raw, "no such directory" if not raw.exists() else "expected a directory")
+    expect_dir(raw, f"SEED's {SUBFOLDER} folder (or the folder holding it)")
     folder = raw / SUBFOLDER if (raw / SUBFOLDER).is_dir() else raw
     sessions: dict[str, list[tuple[int, str, Path]]] = {}
     for path in folder.iterdir():
         match = FILE_PATTERN.match(path.name)
-        if match is None or not path.is_file():
+        if match is None:
             continue  # label.mat, readme files, ...
+        expect_file(path, "a SEED session .mat file")
         subject = str(int(match.group(1)))
         sessions.setdefault(subject, []).append((int(match.group(2)), path.name, path))
     if not sessions:
         raise InputFileError(raw, f"no SEED session files <subject>_<date>.mat here or in {SUBFOLDER}/")
     label_file = folder / LABEL_FILE
-    if not label_file.is_file():
-        raise InputFileError(label_file, "no such file (SEED's clip labels)")
+    expect_file(label_file, "SEED's clip labels label.mat")
     return [
         SeedSubject(
             subject=subject,

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from mercl.data.sources import SourceOptions
-from mercl.data.sources._common import check_finite, pick_indices, resample
+from mercl.data.sources._common import check_finite, expect_file, pick_indices, resample
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError
 
@@ -230,6 +230,8 @@ def discover(raw: Path, options: SourceOptions) -> list[UeaFile]:
     files = [raw] if raw.is_file() else sorted(p for p in raw.iterdir() if p.suffix.lower() == ".ts")
     if not files:
         raise InputFileError(raw, "no .ts files here")
+    for path in files:
+        expect_file(path, "a UEA .ts file")
     names = {problem_name(p) for p in files}
     if len(names) > 1:
         raise InputFileError(raw, f"holds .ts files of several problems {sorted(names)}; point at one file")
