@@ -17,15 +17,34 @@ channels and the default ``mercl prepare`` shapes: 4 s segments, 224 px frames a
   fraction of that limit a step reaches (target >= 25 % for the ``small`` cached step);
 * on a CPU, the cached steps again on one torch thread against one thread's matmul peak: how
   mercl's search and experiment workers run there (one thread per worker process);
-* peak memory (``resource.getrusage`` max RSS; on a GPU also ``torch.cuda.max_memory_allocated``).
+* peak memory (``resource.getrusage`` max RSS; on a GPU also ``torch.cuda.max_memory_allocated``);
+* fp32 vs bf16 (autocast) time of the cached pre-training and fine-tuning steps on the device
+  (``precision`` in the training config);
+* collectives and host syncs per DDP pre-training step, before and after the step stopped
+  waiting on the host: two gloo ranks on this machine's CPU run the ``tiny`` config's
+  pre-training epoch twice, (a) with the pre-change step reproduced here (each contrastive
+  gather exchanging the ranks' sizes itself and reading them with ``int()``, the four loss
+  terms read with ``float()`` every step) and (b) with ``mercl.training.loop``'s own epoch
+  (sizes exchanged once per step, losses summed on the device and read once per epoch). The
+  labels', masks' and embeddings' own gathers are today's code in both (one collective each,
+  as before).
+  Counted by :mod:`mercl.training.step_probe` (Python-level ``torch.distributed`` calls and
+  tensor reads; DDP's own gradient all-reduce runs in C++ and is the same in both). Per step
+  and per epoch are separated by running epochs of two lengths. On ``--device cuda`` the
+  syncs a single-process step really makes are counted as well
+  (``torch.cuda.set_sync_debug_mode``).
 
 Usage: ``.venv/bin/python bench/train.py [--config small] [--batch 64] [--steps 10] [--device auto]``
+(``--quick``: skip the live-backbone steps and the per-core table, for a smoke run)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import resource
+import socket
 import statistics
 import sys
 import time
@@ -43,7 +62,8 @@ from mercl.models.config import DataShapes  # noqa: E402
 from mercl.models.mercl_model import build_model  # noqa: E402
 from mercl.training.config import load_train_config  # noqa: E402
 from mercl.training.frozen_encodings import FrozenEncodings  # noqa: E402
-from mercl.training.loop import make_optimizer, modality_valid, resolve_device  # noqa: E402
+from mercl.training.loop import autocast, make_optimizer, modality_valid, resolve_device  # noqa: E402
+from mercl.training.step_probe import count_step_events  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -88,16 +108,23 @@ def cached_batch(model, live: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return batch
 
 
+PRECISION = ["fp32"]  # the autocast of pretrain_step / finetune_step (set by fp32_vs_bf16)
+
+
 def pretrain_step(model, batch, optimizer, loss_cfg) -> None:
-    z = model.project(model.encode(batch))
-    out = mercl_loss(z, batch["label"], modality_valid(batch, z.keys(), loss_cfg), loss_cfg)
+    device = batch["label"].device
+    with autocast(device, PRECISION[0]):
+        z = model.project(model.encode(batch))
+        out = mercl_loss(z, batch["label"], modality_valid(batch, z.keys(), loss_cfg), loss_cfg)
     optimizer.zero_grad(set_to_none=True)
     out.total.backward()
     optimizer.step()
 
 
 def finetune_step(model, batch, optimizer, loss_cfg) -> None:
-    loss = F.cross_entropy(model(batch), batch["label"])
+    with autocast(batch["label"].device, PRECISION[0]):
+        logits = model(batch)
+    loss = F.cross_entropy(logits.float(), batch["label"])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -174,6 +201,168 @@ def print_per_core(peak: float, rows: list[tuple], batch_size: int) -> None:
               f"{flops / batch_size / 1e6:>14,.1f}{flops / seconds / 1e9:>10.1f}{flops / seconds / peak:>9.1%}")
 
 
+def fp32_vs_bf16(model, cached, cfg, device, steps: int, batch_size: int) -> None:
+    """Best step time of the cached pre-training and fine-tuning steps under fp32 and bf16 autocast."""
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        PRECISION[0] = precision
+        for stage, step_fn in (("pre-training", pretrain_step), ("fine-tuning", finetune_step)):
+            model.freeze_encoders(stage == "fine-tuning")
+            source = model.head_parameters() if stage == "fine-tuning" else model.encoder_parameters()
+            optimizer = make_optimizer([p for p in source if p.requires_grad], 1e-4, 0.0, device)
+            rows[stage, precision] = measure(step_fn, model, cached, optimizer, cfg.loss, device, steps, 3)[0]
+    PRECISION[0] = "fp32"
+    print()
+    print(f"precision on {device} (cached features, best step; bf16 = torch.autocast(bfloat16)):")
+    print(f"{'step':<14}{'fp32 ms':>10}{'bf16 ms':>10}{'bf16 speed-up':>15}")
+    for stage in ("pre-training", "fine-tuning"):
+        a, b = rows[stage, "fp32"], rows[stage, "bf16"]
+        print(f"{stage:<14}{a * 1e3:>10.1f}{b * 1e3:>10.1f}{a / b:>14.2f}x  ({batch_size / a:,.0f} vs "
+              f"{batch_size / b:,.0f} samples/s)")
+
+
+# ----------------------------------------------------------------------------- collectives and host syncs
+
+
+def _old_sizes(x: torch.Tensor) -> list[int]:
+    """mercl.distributed._sizes as it was before: a size all-gather per gathered tensor, read with int()."""
+    import torch.distributed as dist
+
+    size = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s) for s in sizes]
+
+
+def _old_pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler) -> dict[str, float]:
+    """The stage-1 epoch as it was before (one float() per loss term and step), with _old_sizes."""
+    import mercl.distributed as mdist
+    from mercl.training.loop import to_device
+
+    model.train()
+    sums = {"loss": 0.0, "amcl": 0.0, "emcl": 0.0, "smcl": 0.0}
+    saved, mdist._sizes = mdist._sizes, _old_sizes
+    try:
+        for batch in batches:
+            batch = to_device(batch, device)
+            z = net(batch)
+            out = mercl_loss(z, batch["label"], modality_valid(batch, z.keys(), cfg.loss), cfg.loss, gather=True)
+            optimizer.zero_grad(set_to_none=True)
+            out.total.backward()
+            optimizer.step()
+            sums["loss"] += float(out.total.detach())
+            sums["amcl"] += float(out.amcl.detach())
+            sums["emcl"] += float(out.emcl.detach())
+            sums["smcl"] += float(out.smcl.detach())
+    finally:
+        mdist._sizes = saved
+    return sums
+
+
+def _count_rank(rank: int, port: int, out_dir: str, batch_size: int) -> None:
+    """One gloo rank: pre-training epochs of 2 and 6 steps, old and new, counting events."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mercl.training.loop import _Embedder, _pretrain_epoch
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120))
+    try:
+        cfg = load_train_config("tiny")
+        dims = load_prepare_config(None, {"video.size": 32}).shapes(32)
+        shapes = DataShapes(eeg=tuple(dims["eeg"]), audio=tuple(dims["audio"]), video=tuple(dims["video"]),
+                            n_classes=4)
+        torch.manual_seed(0)
+        model = build_model(cfg.model, shapes)
+        cpu = torch.device("cpu")
+        batch = cached_batch(model, make_batch(shapes, batch_size, cpu))
+        for p in model.head_parameters():  # stage 1 trains encoders and projections only, as the loop does
+            p.requires_grad_(False)
+        net = DistributedDataParallel(_Embedder(model), find_unused_parameters=False)
+        optimizer = make_optimizer([p for p in model.encoder_parameters() if p.requires_grad], 1e-4, 0.0, cpu)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        counts = {}
+        for mode, epoch in (("before", _old_pretrain_epoch), ("after", _pretrain_epoch)):
+            for steps in (2, 6):
+                with count_step_events() as events:
+                    epoch(net, model, [batch] * steps, optimizer, cfg, cpu, scaler)
+                counts[mode, steps] = (dict(events.collectives), dict(events.host_syncs))
+        torch.save(counts, os.path.join(out_dir, f"counts{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _per_step(counts: dict, mode: str) -> tuple[dict, dict]:
+    """{name: (per step, per epoch)} for collectives and host syncs, from epochs of 2 and 6 steps."""
+    out = []
+    for kind in (0, 1):
+        short, long = counts[mode, 2][kind], counts[mode, 6][kind]
+        names = sorted(set(short) | set(long))
+        out.append({n: ((long.get(n, 0) - short.get(n, 0)) / 4,
+                        short.get(n, 0) - 2 * (long.get(n, 0) - short.get(n, 0)) / 4) for n in names})
+    return out[0], out[1]
+
+
+def collectives_and_syncs(batch_size: int) -> None:
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(_count_rank, args=(port, out_dir, batch_size), nprocs=2, join=True)
+        counts = torch.load(os.path.join(out_dir, "counts0.pt"), weights_only=False)
+    print()
+    print(f"DDP pre-training step, 2 gloo ranks on the CPU, tiny config, {batch_size} rows per rank "
+          "(counts per step | per epoch on top):")
+    print("  before = the pre-change step reproduced in bench/train.py; after = mercl.training.loop")
+    totals = {}
+    for mode in ("before", "after"):
+        collectives, syncs = _per_step(counts, mode)
+        for label, table in (("collectives", collectives), ("host syncs", syncs)):
+            per_step = sum(v[0] for v in table.values())
+            per_epoch = sum(v[1] for v in table.values())
+            totals[mode, label] = per_step
+            detail = ", ".join(f"{n} {v[0]:g}" + (f" | {v[1]:g}" if v[1] else "") for n, v in table.items())
+            print(f"  {mode:<7}{label:<12}{per_step:>5g} per step, {per_epoch:>3g} per epoch  ({detail})")
+    print(f"  collectives per step {totals['before', 'collectives']:g} -> {totals['after', 'collectives']:g}; "
+          f"host syncs per step {totals['before', 'host syncs']:g} -> {totals['after', 'host syncs']:g} "
+          "(boolean-mask indexing is inside mercl.losses, unchanged; DDP's gradient all-reduce not counted)")
+
+
+def cuda_syncs_per_step(model, cached, cfg, device) -> None:
+    """Syncs a single-process pre-training step makes on CUDA, counted by torch's sync debug mode."""
+    import warnings
+
+    from mercl.training.loop import _Embedder, _pretrain_epoch
+
+    model.freeze_encoders(False)
+    optimizer = make_optimizer([p for p in model.encoder_parameters() if p.requires_grad], 1e-4, 0.0, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    net = _Embedder(model)
+    found = {}
+    for mode, epoch in (("before", _old_pretrain_epoch), ("after", _pretrain_epoch)):
+        for steps in (2, 6):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    epoch(net, model, [cached] * steps, optimizer, cfg, device, scaler)
+                    torch.cuda.synchronize(device)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            found[mode, steps] = sum("synchroniz" in str(w.message) for w in caught)
+    print()
+    print("CUDA syncs of a single-process pre-training step (torch.cuda.set_sync_debug_mode):")
+    for mode in ("before", "after"):
+        per_step = (found[mode, 6] - found[mode, 2]) / 4
+        print(f"  {mode:<7}{per_step:g} per step, {found[mode, 2] - 2 * per_step:g} per epoch")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="small", help="training config: paper, small, tiny or a YAML file")
@@ -184,6 +373,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--mm", type=int, default=0, help="matmul size for the peak FLOP/s (0: 4096 GPU, 2048 CPU)")
+    parser.add_argument("--quick", action="store_true", help="no live-backbone steps, no per-core table")
+    parser.add_argument("--ddp-batch", type=int, default=16, help="rows per rank in the collective count")
     args = parser.parse_args()
 
     if args.threads:
@@ -214,8 +405,10 @@ def main() -> int:
     # small steps ran ~30 % slower here (allocator state), and a run on cached features never
     # takes a live step.
     one_thread = None
-    for stage, source in (("pre-training", "cached"), ("fine-tuning", "cached"), ("fine-tuning", "encoded"),
-                          ("pre-training", "live"), ("fine-tuning", "live")):
+    kinds = [("pre-training", "cached"), ("fine-tuning", "cached"), ("fine-tuning", "encoded")]
+    if not args.quick:
+        kinds += [("pre-training", "live"), ("fine-tuning", "live")]
+    for stage, source in kinds:
         if source == "live" and one_thread is None and device.type == "cpu" and torch.get_num_threads() > 1:
             one_thread = per_core(model, cached, encoded, cfg, device, n, args.steps)
         model.freeze_encoders(stage == "fine-tuning")
@@ -234,7 +427,7 @@ def main() -> int:
         results[stage, source] = (seconds, flops)
     order = [("pre-training", "live"), ("pre-training", "cached"), ("fine-tuning", "live"),
              ("fine-tuning", "cached"), ("fine-tuning", "encoded")]
-    results = {key: results[key] for key in order}
+    results = {key: results[key] for key in order if key in results}
 
     # measured again at the end: on a shared machine the better of the two is the hardware's
     peak = max(peak, matmul_flops_per_s(device, n, reps=10))
@@ -247,7 +440,7 @@ def main() -> int:
         print(f"{stage:<14}{source:<9}{batch_size / seconds:>12,.1f}{seconds * 1e3:>10.1f}"
               f"{flops / batch_size / 1e6:>14,.1f}{rate / 1e9:>10.1f}{rate / peak:>9.1%}")
     print()
-    for stage in ("pre-training", "fine-tuning"):
+    for stage in ("pre-training", "fine-tuning") if not args.quick else ():
         speedup = results[stage, "live"][0] / results[stage, "cached"][0]
         target = "  (target >= 20x)" if stage == "fine-tuning" else ""
         print(f"{stage}: cached features {speedup:,.0f}x faster per epoch than live backbones{target}")
@@ -259,6 +452,10 @@ def main() -> int:
               f"peak (target >= 25 % for the small config)")
     if one_thread is not None:
         print_per_core(*one_thread, batch_size)
+    fp32_vs_bf16(model, cached, cfg, device, args.steps, batch_size)
+    if device.type == "cuda":
+        cuda_syncs_per_step(model, cached, cfg, device)
+    collectives_and_syncs(args.ddp_batch)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     line = f"peak memory: {rss:,.0f} MiB max RSS"
     if device.type == "cuda":

@@ -38,7 +38,7 @@ def exchange_sizes(rows: int, device: torch.device) -> list[int]:
     """``rows`` of every rank, in rank order: one collective and one host sync."""
     size = torch.tensor([rows], device=device, dtype=torch.long)
     sizes = torch.zeros(dist.get_world_size(), device=device, dtype=torch.long)
-    dist.all_gather_into_tensor(sizes, size)
+    dist.all_gather_single(sizes, size)
     return sizes.tolist()
 
 
@@ -96,6 +96,6 @@ def all_gather_no_grad(x: Tensor) -> Tensor:
     wire = x.to(torch.uint8) if x.dtype == torch.bool else x
     padded = _pad_rows(wire.detach(), rows).contiguous()
     gathered = padded.new_empty((len(sizes) * rows, *padded.shape[1:]))
-    dist.all_gather_into_tensor(gathered, padded)
+    dist.all_gather_single(gathered, padded)
     out = _trim(gathered, rows, sizes)
     return out.bool() if x.dtype == torch.bool else out

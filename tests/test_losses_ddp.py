@@ -88,14 +88,14 @@ def test_gathered_loss_and_gradients_equal_single_process(tmp_path):
         # DDP's averaging over WORLD ranks then gives exactly the single-process gradient.
         for m in MODS:
             torch.testing.assert_close(got["grad"][m] / WORLD, whole[m].grad[_shard(rank)])
-        # one size exchange (all_gather_into_tensor + one tolist) for 3 embeddings (all_gather_single),
-        # the labels and 3 masks (all_gather_into_tensor each): 8 collectives, 1 host sync
+        # one size exchange (all_gather_single + one tolist) for 3 embeddings (the functional
+        # all_gather_single), the labels and 3 masks (all_gather_single each): 8 collectives, 1 host sync
         collectives, syncs = got["step_events"]
-        assert collectives == {"all_gather_into_tensor": 1 + 4, "all_gather_single": 3}, collectives
+        assert collectives == {"all_gather_single": 1 + 4, "functional all_gather_single": 3}, collectives
         assert syncs.get("tolist", 0) == 1 and syncs.get("__int__", 0) == 0, syncs
         # without step_rows every gather exchanges the sizes again: 7 more collectives and syncs
         collectives, syncs = got["unscoped_events"]
-        assert collectives == {"all_gather_into_tensor": 7 + 4, "all_gather_single": 3}, collectives
+        assert collectives == {"all_gather_single": 7 + 4, "functional all_gather_single": 3}, collectives
         assert syncs.get("tolist", 0) == 7, syncs
 
 

@@ -3,15 +3,16 @@
 ``with count_step_events() as counts: ...`` wraps, for the duration of the block,
 
 * collectives: the ``torch.distributed`` functions the code calls from Python (``all_gather``,
-  ``all_gather_into_tensor``, ``all_reduce``, ``all_gather_object``, ``broadcast``, ...) and
-  the functional ``all_gather_single`` that :mod:`mercl.distributed` uses. DDP's gradient
+  ``all_gather_single``, ``all_reduce``, ``all_gather_object``, ``broadcast``, ...) and
+  the functional collective ``all_gather_single`` of :mod:`mercl.distributed`'s differentiable
+  gather (counted as ``functional all_gather_single``). DDP's gradient
   all-reduce runs in its C++ reducer and is not counted.
 * host syncs: the tensor methods that make the host wait for the device's result
   (``item``, ``tolist``, ``numpy``, ``__float__``, ``__int__``, ``__bool__``) and indexing with
   a boolean mask (its output size depends on the data). On a CPU nothing waits; the count
   says how often a CUDA run would.
 
-Counts are per name: ``counts.collectives["all_gather_into_tensor"]``; ``counts.total_collectives``.
+Counts are per name: ``counts.collectives["all_gather_single"]``; ``counts.total_collectives``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "all_gather_object", "broadcast",
-               "broadcast_object_list", "reduce_scatter_tensor", "all_to_all_single", "barrier")
+COLLECTIVES = ("all_gather", "all_gather_single", "all_gather_into_tensor", "all_reduce", "all_gather_object",
+               "broadcast", "broadcast_object_list", "reduce_scatter_tensor", "all_to_all_single", "barrier")
 SYNC_METHODS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")
 
 
@@ -78,7 +79,7 @@ def count_step_events() -> Iterator[StepEvents]:
             if hasattr(dist, name):
                 patch(dist, name, _counting(getattr(dist, name), events.collectives, name, coll_on))
         patch(mdist, "all_gather_single",
-              _counting(mdist.all_gather_single, events.collectives, "all_gather_single", coll_on))
+              _counting(mdist.all_gather_single, events.collectives, "functional all_gather_single", coll_on))
         for name in SYNC_METHODS:
             patch(torch.Tensor, name, _counting(getattr(torch.Tensor, name), events.host_syncs, name, sync_on))
         getitem = torch.Tensor.__getitem__
