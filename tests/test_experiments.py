@@ -73,8 +73,8 @@ def test_every_table_number_equals_the_stored_per_fold_results(run_dir):
             assert len(mine) == 2
             for column, metric in (("valence2 Acc", "accuracy"), ("valence2 F1", "macro_f1")):
                 mean, std = _mean_std(table.loc[method, column])
-                assert mean == pytest.approx(mine[metric].mean(), abs=5e-4)
-                assert std == pytest.approx(mine[metric].std(ddof=0), abs=5e-4)
+                assert mean == pytest.approx(mine[metric].mean(), abs=6e-4)
+                assert std == pytest.approx(mine[metric].std(ddof=0), abs=6e-4)
     # a unit's stored accuracy is its stored predictions' accuracy
     for rec in units.itertuples():
         pred = rec.predictions
@@ -91,10 +91,10 @@ def test_leakage_table_has_a_column_per_protocol_and_both_gaps(run_dir):
     assert list(leak.index) == ROWS
     for method in ROWS:
         acc = {p: units[(units["row"] == method) & (units["protocol"] == p)]["accuracy"].mean() for p in PROTOCOLS}
-        assert float(leak.loc[method, "valence2 segment (LEAKY) Acc"]) == pytest.approx(acc["segment"], abs=5e-4)
+        assert float(leak.loc[method, "valence2 segment (LEAKY) Acc"]) == pytest.approx(acc["segment"], abs=6e-4)
         assert float(leak.loc[method, "valence2 trial (clips shared with training) Acc"]) == pytest.approx(
-            acc["trial"], abs=5e-4)
-        assert float(leak.loc[method, "valence2 stimulus Acc"]) == pytest.approx(acc["stimulus"], abs=5e-4)
+            acc["trial"], abs=6e-4)
+        assert float(leak.loc[method, "valence2 stimulus Acc"]) == pytest.approx(acc["stimulus"], abs=6e-4)
         assert float(leak.loc[method, "valence2 window leak (segment - trial)"]) == pytest.approx(
             acc["segment"] - acc["trial"], abs=1.1e-3)
         assert float(leak.loc[method, "valence2 clip leak (trial - stimulus)"]) == pytest.approx(

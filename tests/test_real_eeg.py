@@ -38,7 +38,10 @@ def test_the_experiment_runs_eeg_only_mercl_and_baselines_beside_majority(bench_
     results = pd.read_csv(out / "EyesOpenShut" / "results.csv")
     assert set(results["scheme"]) == {"class2"}  # 0/1 labels are two classes, not seed3 with an empty one
     assert set(results["protocol"]) == {"trial"}
-    assert sorted(results["method"].unique()) == ["ave_lstm", "ave_rt", "majority", "mercl"]
+    assert sorted(results["method"].unique()) == ["ave_lstm", "ave_rt", "clip-majority", "majority", "mercl"]
+    # no clips: clip memory has nothing to remember, so it is the majority baseline
+    clip = results[results["method"] == "clip-majority"].sort_values("fold")["accuracy"].to_numpy()
+    assert np.array_equal(clip, results[results["method"] == "majority"].sort_values("fold")["accuracy"].to_numpy())
     assert (results.groupby("method").size() == 3).all()
     # every one of the 98 one-second trials (one segment each) is tested exactly once per method
     assert (results.groupby("method")["n_test"].sum() == 98).all()
@@ -70,6 +73,8 @@ def test_folds_keep_trials_whole_and_mercl_sees_only_eeg(bench_run):
 
 @pytest.mark.parametrize(("argv", "problem"), [
     (["paper", "--modalities", "ae"], "has no audio in any segment"),
+    (["paper", "--protocol", "trial,stimulus"], "the stimulus protocol holds out clips shared across subjects, "
+                                                "but the data has no stimulus clips"),
     (["modalities"], "experiment 'modalities' needs audio, video and EEG; the dataset has no video and no audio"),
 ])
 def test_asking_for_streams_the_recordings_lack_is_a_one_line_error(bench_run, tmp_path, capsys, argv, problem):
@@ -82,3 +87,19 @@ def test_asking_for_streams_the_recordings_lack_is_a_one_line_error(bench_run, t
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and problem in err, err
     assert not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_recordings_without_clips_refuse_the_stimulus_protocols_and_default_to_trial(bench_run, tmp_path, capsys):
+    from mercl.cli import main
+
+    out, _ = bench_run
+    (dataset,) = (out / "datasets").glob("uea-*")
+    for protocol in ("stimulus", "subject-stimulus"):
+        code = main(["evaluate", str(dataset), "--label", "class2", "--config", "tiny", "--protocol", protocol,
+                     "-o", str(tmp_path / protocol), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "has no stimulus clips" in err, err
+        assert not (tmp_path / protocol / "results.csv").exists()
+    summary = main(["summary", str(dataset)])
+    text = capsys.readouterr().out
+    assert summary == 0 and "trial (default): no stimulus clips" in text
