@@ -62,6 +62,12 @@ def trained(tmp_path_factory):
     return study, run / MODEL_FILE
 
 
+@pytest.fixture(scope="module")
+def shards(trained) -> Path:
+    study, model = trained
+    return find_dataset_dir(model.parent.parent / "shards")
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -246,3 +252,18 @@ def test_not_a_model_and_other_schema_versions_are_one_line_errors(trained, tmp_
         assert not out.exists()
         assert mercl_main(["info", str(path)]) == 2
         assert problem in _error_line(capsys)
+
+
+def test_an_eeg_only_model_decodes_no_clip(trained, shards, tmp_path, capsys):
+    study, _ = trained
+    run = tmp_path / "eeg-only"
+    assert mercl_main(["train", str(shards), "--label", "quadrant4", "--config", "tiny", "--modalities", "e",
+                       "--set", "pretrain.epochs=1", "--set", "finetune.epochs=2", "--no-progress",
+                       "-o", str(run)]) == 0
+    manifest = write_manifest(study, "eeg-only.csv", ["s08"])
+    out = tmp_path / "pred"
+    assert mercl_main(["predict", str(run / MODEL_FILE), str(manifest), "--source", "manifest", "-o", str(out),
+                       "--no-progress"]) == 0
+    dataset = find_dataset_dir(out / "prepared")
+    assert not list((dataset / "stimuli").glob("*.parquet"))  # no clip was decoded
+    assert len(pd.read_csv(out / "trials.csv")) == 8

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = ("segments.csv", "trials.csv", "metrics.json")
 PREPARED_DIR = "prepared"
+NO_CLIPS = "no-clips"  # the empty clips folder of an EEG-only model
 
 
 # ----------------------------------------------------------------------------- preprocessing of the model
@@ -343,6 +344,11 @@ def predict_recordings(
     say(f"model {mf.path}: {scheme} ({', '.join(names)}), modalities {', '.join(mf['modalities'])}; "
         f"preparing {raw} with its preprocessing {mf['preprocessing']['config_hash']}")
     check_recordings(source, raw, pcfg, mf, say)
+    if not set(mf["modalities"]) & {"video", "audio"}:
+        # an EEG-only model: no clip is decoded (an empty folder stands for the clips, also
+        # instead of a manifest's default stimuli/ folder)
+        stimuli = out / PREPARED_DIR / NO_CLIPS
+        stimuli.mkdir(parents=True, exist_ok=True)
     result = prepare(raw, source, out / PREPARED_DIR, stimuli=stimuli, config=pcfg, workers=workers,
                      progress=progress)
     prepared = load_dataset(result.dataset_dir, verify=False)
