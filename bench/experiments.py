@@ -30,13 +30,14 @@ from mercl.experiments.runner import (  # noqa: E402
     run_experiment,
 )
 from mercl.training.config import load_train_config  # noqa: E402
+from mercl.training.crossval import PROTOCOLS  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
     parser.add_argument("--scheme", default="valence2")
-    parser.add_argument("--protocol", default="trial", choices=("trial", "subject", "segment"))
+    parser.add_argument("--protocol", default="trial", choices=tuple(PROTOCOLS))
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[])
