@@ -256,6 +256,10 @@ def _experiment_sections(blocks: Blocks, run_dir: Path, figures: Path) -> None:
     for protocol, warning in meta.get("warnings", {}).items():
         kind = "LEAKY PROTOCOL" if protocol in meta.get("leaky", ["segment"]) else "CLIPS SHARED WITH TRAINING"
         blocks.para(f"> **{kind} ({protocol}).** {warning}")
+    for protocol, dropped in meta.get("dropped", {}).items():
+        if sum(dropped):
+            blocks.para(f"Protocol {protocol}: training sides leave out {', '.join(map(str, dropped))} rows per fold "
+                        "(rows sharing a subject or a clip with the test side).")
     for table, protocol in _table_order(results, meta):
         blocks.heading(f"{TABLE_TITLES.get(table, table)}: protocol {protocol_name(protocol, labels)}", 2)
         if table == "modalities" and protocol == "stimulus":

@@ -540,6 +540,9 @@ def run_experiment(
         cv = cvs[protocol, exp.schemes[0]]
         if cv.warning:
             say(f"{'LEAKY' if cv.leaky else 'NOTE'}: protocol {labels_of[protocol]}: {cv.warning}")
+        if sum(f.dropped for f in cv):
+            say(f"{protocol}: training sides leave out {', '.join(str(f.dropped) for f in cv)} rows per fold "
+                "(they share a subject or a clip with the test side)")
 
     distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
     if distinct and (ray_address is not None or (workers > 1 and len(distinct) > 1)):
@@ -581,6 +584,7 @@ def run_experiment(
         "rows": [{"label": r.label, "method": r.method, "table": r.table} for r in exp.rows],
         "warnings": {p: cvs[p, exp.schemes[0]].warning for p in exp.protocols if cvs[p, exp.schemes[0]].warning},
         "leaky": [p for p in exp.protocols if cvs[p, exp.schemes[0]].leaky],
+        "dropped": {p: [f.dropped for f in cvs[p, exp.schemes[0]]] for p in exp.protocols},
         "protocol_labels": labels_of,
         "shared_clips": shared_stimuli(prepared.subjects, prepared.stimulus_ids),
         "units": [f"cache/{u.file_name}" for u in units],
