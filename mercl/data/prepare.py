@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -442,40 +443,79 @@ def _run_jobs(
     """Run ``fn(*args)`` for each (name, fn, args) job, in ``workers`` processes (inline if 1).
 
     The first failure cancels what has not started and is re-raised (a MerclError keeps
-    its one-line message across the process boundary).
+    its one-line message across the process boundary). A worker killed in native code (a
+    reader library crashing on a damaged file) becomes a one-line MerclError naming the
+    job's input files; inline (``workers=1``) such a crash ends the process.
     """
     if not jobs:
         return
     bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress, leave=False)
     try:
-        if workers <= 1 or len(jobs) == 1:
+        if workers <= 1:
             for name, fn, args in jobs:
                 on_done(name, fn(*args))
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            pending = {pool.submit(fn, *args): name for name, fn, args in jobs}
-            error = None
-            while pending and error is None:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    name = pending.pop(future)
-                    if future.exception() is not None:
-                        error = error or future.exception()
-                        continue
-                    on_done(name, future.result())
-                    bar.update()
-            if error is not None:
-                # keep what the running jobs finish (for the resume), skip what has not started
-                for future in pending:
-                    future.cancel()
-                wait(pending)
-                for future, name in pending.items():
-                    if not future.cancelled() and future.exception() is None:
-                        on_done(name, future.result())
-                raise error
+        finished: set[str] = set()
+
+        def done_with(name: str, result: str) -> None:
+            finished.add(name)
+            on_done(name, result)
+            bar.update()
+
+        try:
+            _run_in_pool(jobs, workers, done_with)
+        except BrokenProcessPool:
+            # a worker died in native code (a damaged file can crash scipy's MAT reader, MNE's
+            # or FFmpeg's decoders): run what is left one job per process to name the input
+            for name, fn, args in jobs:
+                if name not in finished:
+                    with ProcessPoolExecutor(max_workers=1) as solo:
+                        try:
+                            result = solo.submit(fn, *args).result()
+                        except BrokenProcessPool:
+                            inputs = _job_inputs(args)
+                            raise MerclError(
+                                f"{', '.join(inputs) or name}: a worker process crashed reading "
+                                f"{'them' if len(inputs) > 1 else 'it'} (building {name}); a damaged file?"
+                            ) from None
+                    done_with(name, result)
     finally:
         bar.close()
+
+
+def _run_in_pool(jobs: list[tuple[str, Callable, tuple]], workers: int, on_done: Callable[[str, str], None]) -> None:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        pending = {pool.submit(fn, *args): name for name, fn, args in jobs}
+        error = None
+        while pending and error is None:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                name = pending.pop(future)
+                if future.exception() is not None:
+                    error = error or future.exception()
+                    continue
+                on_done(name, future.result())
+        if error is not None:
+            # keep what the running jobs finish (for the resume), skip what has not started
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            for future, name in pending.items():
+                if not future.cancelled() and future.exception() is None:
+                    on_done(name, future.result())
+            raise error
+
+
+def _job_inputs(args: tuple) -> list[str]:
+    """The input files of a job's first argument (a load unit or a StimulusJob), for messages."""
+    item = args[0] if args else None
+    files: list = []
+    for attribute in ("path", "eeg_path", "clip", "label_file"):
+        if getattr(item, attribute, None) is not None:
+            files.append(getattr(item, attribute))
+    files += list(getattr(item, "sessions", None) or [])
+    return [str(f) for f in dict.fromkeys(files)]
 
 
 def prepare(
@@ -547,6 +587,13 @@ def prepare(
 
     rows, infos = _read_eeg_index(root, [unit_rel[u.name] for u in units])
     ch_names, sfreq = _common_channels(infos)
+    if len(rows) == 0:
+        longest = max((t["eeg_duration_s"] - t["lag_s"] for i in infos for t in i.get("trials", [])), default=0.0)
+        raise InputFileError(
+            raw,
+            f"no trial holds one {cfg.segment_s:g} s segment (the longest has {longest:.2f} s of EEG after "
+            "its lag): nothing to prepare; shorter segments with --segment?",
+        )
 
     # 3. stimulus shards, one per clip
     needs = _stimulus_needs(infos)

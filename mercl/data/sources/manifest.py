@@ -47,6 +47,7 @@ from mercl.errors import InputFileError
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.yaml", "manifest.yml")
 REQUIRED = ("subject", "trial", "stimulus", "eeg")
+INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -185,6 +186,8 @@ def _integer(value: Any, column: str, row: int, path: Path) -> int:
     number = _number(value, column, row, path)
     if not number.is_integer():
         raise InputFileError(path, f"row {row}: {column} {value!r} is not an integer")
+    if abs(number) > INT32_MAX:  # stored as int32
+        raise InputFileError(path, f"row {row}: {column} {value!r} is out of range (|{column}| <= {INT32_MAX})")
     return int(number)
 
 

@@ -97,9 +97,10 @@ def session_trials(path: Path) -> list[tuple[int, np.ndarray]]:
     trials = []
     for number in sorted(found):
         eeg = np.asarray(content[found[number]])
-        if eeg.ndim != 2 or eeg.shape[0] != len(SEED_CHANNELS) or not np.issubdtype(eeg.dtype, np.number):
+        real = np.issubdtype(eeg.dtype, np.number) and not np.issubdtype(eeg.dtype, np.complexfloating)
+        if eeg.ndim != 2 or eeg.shape[0] != len(SEED_CHANNELS) or not real:
             raise InputFileError(
-                path, f"variable '{found[number]}' must be (62, samples) numbers, got {eeg.dtype} {eeg.shape}"
+                path, f"variable '{found[number]}' must be (62, samples) real numbers, got {eeg.dtype} {eeg.shape}"
             )
         trials.append((number, eeg))
     return trials
