@@ -445,3 +445,49 @@ def test_an_epoch_reads_its_losses_from_the_device_once(monkeypatch):
         syncs[steps] = events.total_host_syncs
         assert metrics["loss"] == metrics["ce"] > 0
     assert syncs[2] == syncs[7] == 1, syncs  # float(total) after the last step
+
+
+def test_fp16_checkpoints_its_grad_scaler_and_resumes_to_the_same_result(demo_dataset):
+    """fp16 scales the loss (GradScaler); the scaler's state travels in the checkpoint, which
+    loads with torch.load(weights_only=True), and the resumed run ends as the straight one."""
+    import io
+
+    prepared = load_dataset(demo_dataset, verify=False)
+    train, val = _split(prepared)
+    cfg = tiny(**{"precision": "fp16", "pretrain.epochs": 2, "finetune.epochs": 2})
+    states = []
+    straight = train_split(prepared, "quadrant4", train, val, cfg, on_epoch_end=lambda r: states.append(r.state()))
+    assert all(state["scaler"]["scale"] > 0 for state in states)  # each stage's own scaler, every epoch
+    fp32_state = []
+    train_split(prepared, "quadrant4", train, val, tiny(**{"pretrain.epochs": 1, "finetune.epochs": 1}),
+                on_epoch_end=lambda r: fp32_state.append(r.state()))
+    assert fp32_state[-1]["scaler"] is None  # fp32 and bf16 run without one
+    buffer = io.BytesIO()
+    torch.save(states[2], buffer)  # after the first fine-tuning epoch
+    buffer.seek(0)
+    resumed = train_split(prepared, "quadrant4", train, val, cfg, resume=torch.load(buffer, weights_only=True))
+    assert resumed.result.history == straight.result.history
+    _state_equal(resumed.model.state_dict(), straight.model.state_dict())
+
+
+def test_background_batches_keep_order_pass_errors_and_stop_when_left():
+    """The CUDA path's producer thread (``_in_background``), exercised on the CPU."""
+    import threading
+
+    from mercl.training.loop import _in_background
+
+    assert list(_in_background(range(7), lambda b: b * 10)) == [0, 10, 20, 30, 40, 50, 60]
+
+    def failing():
+        yield 1
+        raise OSError("shard unreadable")
+
+    with pytest.raises(OSError, match="shard unreadable"):
+        list(_in_background(failing(), lambda b: b))
+
+    produced = []
+    gen = _in_background(iter(range(1000)), lambda b: produced.append(b) or b, ahead=2)
+    assert next(gen) == 0
+    gen.close()  # the consumer leaves early (embed_batches' limit): the thread stops
+    assert not any(t.name == "mercl-batch-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 5
