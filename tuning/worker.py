@@ -227,9 +227,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     quiet_ray_train_reports()
+    require_cuda(bool(config.get("use_gpu", False)))  # before anything slow: fail in seconds, not after data
     setup: WorkerSetup = config["setup"]
     cfg = train_config_from_dict(config["train_config"])
-    require_cuda(bool(config.get("use_gpu", False)))  # before anything slow: fail in seconds, not after data
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     write_pid_file(setup.pid_dir, config.get("trial_name", "trial"), rank)
