@@ -206,6 +206,7 @@ def dataset_labels(prepared, scheme: str) -> np.ndarray | None:
 def run_model(model, norm, cfg, prepared, scheme: str, rows: np.ndarray, *, feature_table: Path | None,
               batch_size: int, device, progress: bool, labelled: bool) -> dict[str, np.ndarray]:
     """predict_batches over ``rows`` in eval batches of ``batch_size`` (normalised, cached backbone features)."""
+    import torch
     from tqdm.auto import tqdm
 
     from mercl.data.reader import SegmentDataset
@@ -218,9 +219,13 @@ def run_model(model, norm, cfg, prepared, scheme: str, rows: np.ndarray, *, feat
     batches = make_batches(dataset, batch_size, shuffle=False, seed=cfg.seed, transform=norm.apply)()
     total = math.ceil(len(dataset) / batch_size)
     bar = tqdm(batches, total=total, desc="predict", unit="batch", leave=False, disable=not progress)
+    previous_threads = torch.get_num_threads()
+    if cfg.num_threads > 0:  # as in training: small models run faster on one thread than two that wait
+        torch.set_num_threads(cfg.num_threads)
     try:
         return predict_batches(model, bar, device)
     finally:
+        torch.set_num_threads(previous_threads)
         bar.close()
 
 
