@@ -203,3 +203,19 @@ def test_default_protocol_and_the_demo_study_design():
                                                            "stimulus clips")
     with pytest.raises(MerclError, match="the data has no stimulus clips; use --protocol trial or subject"):
         make_folds("stimulus", subjects, np.zeros(len(stim)), labels, 4, stimuli=none)
+
+
+@pytest.mark.parametrize("mode", ["stimulus", "subject-stimulus", "trial"])
+def test_a_final_models_validation_split_holds_out_like_the_protocol(mode, manifest):
+    from mercl.data.splits import holdout_split
+
+    d = manifest
+    train, val = holdout_split(mode, d["subject"], d["trial"], d["label"], 0.34, 0, d["stimulus"])
+    assert len(train) and len(val) and not np.intersect1d(train, val).size
+    pairs = set(zip(d["subject"], d["trial"], strict=True))
+    trial_of = [set(zip(d["subject"][i], d["trial"][i], strict=True)) for i in (train, val)]
+    assert not trial_of[0] & trial_of[1] and trial_of[0] | trial_of[1] <= pairs
+    if mode != "trial":
+        assert not set(d["stimulus"][train]) & set(d["stimulus"][val])
+    if mode == "subject-stimulus":
+        assert not set(d["subject"][train]) & set(d["subject"][val])

@@ -321,6 +321,31 @@ def default_protocol(
                         f"so {n_folds}-fold CV holds whole clips out")
 
 
+def holdout_split(
+    mode: str,
+    subjects: np.ndarray,
+    trials: np.ndarray,
+    labels: np.ndarray | None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    stimuli: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (train, validation) split of all N rows, held out the way ``mode`` holds out its test
+    folds (``stimulus``: whole clips; ``subject-stimulus``: held-out subjects x held-out clips;
+    ``trial``/``loso``: whole trials; ``segment``: rows). For a final model's early stopping."""
+    if mode not in SPLIT_MODES:
+        raise MerclError(f"unknown split mode '{mode}' (choose from {', '.join(SPLIT_MODES)})")
+    subjects = np.asarray(subjects).astype(str)
+    rows = np.arange(len(subjects))
+    if mode in STIMULUS_MODES:
+        clips = _codes(_require_stimuli(mode, subjects, stimuli))
+        if mode == "subject-stimulus":
+            return crossed_inner_split(rows, _codes(subjects), clips, labels, val_fraction, seed)
+        return inner_split(rows, clips, labels, val_fraction, seed)
+    groups = rows if mode == "segment" else trial_groups(subjects, trials)
+    return inner_split(rows, groups, labels, val_fraction, seed)
+
+
 def inner_split(
     train_indices: np.ndarray,
     groups: np.ndarray,
