@@ -19,7 +19,14 @@
    on this machine: the trial time of an empty TorchTrainer trial (its workers only report
    once), measured in the same run.
 
+4. Nested search: a 4-fold nested search (one search per outer fold, ``--nested-trials`` trials
+   each, all in one Tune run) vs. one plain search of the same total trial count, both under
+   the data's default protocol, no outer scores or final model (the searches alone): wall
+   time of ``Tuner.fit`` and of the whole run (data preparation included: the nested search
+   materialises train/validation datasets for every fold), and trials per hour.
+
     python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-seconds 60]
+        [--nested-trials 4] [--only-nested]
 """
 
 from __future__ import annotations
@@ -72,13 +79,12 @@ def in_process_seconds(plan) -> tuple[float, float]:
 
     from mercl.data.reader import load_dataset
     from mercl.training.crossval import train_split
-    from tuning.data import SPLIT_IDS, prepare_search_data
+    from tuning.data import prepare_search_data
 
     data = prepare_search_data(plan.cfg.data, plan.base_cfg)
     prepared = load_dataset(plan.cfg.data.dataset, verify=False)
-    rows = data.rows
-    train_rows = rows.index[rows["split"] == SPLIT_IDS["train"]].to_numpy()
-    val_rows = rows.index[rows["split"] == SPLIT_IDS["val"]].to_numpy()
+    train_rows = data.split_rows(plan.cfg.data.test_fold, "train")
+    val_rows = data.split_rows(plan.cfg.data.test_fold, "val")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -181,6 +187,33 @@ def report_searches(a, b, args, pre: int, fine: int) -> None:
     print(f"  best inner-validation accuracy: {best(a.table):.3f} with ASHA, {best(b.table):.3f} run to the end")
 
 
+def nested_vs_plain(dataset: Path, work: Path, epochs: dict, per_fold: int, folds: int = 4):
+    """(nested outcome, plain outcome, protocol): a ``folds``-fold nested search of ``per_fold`` trials per
+    fold and one search of ``folds * per_fold`` trials, same space, epochs and resources."""
+    from tuning.search import execute_search
+
+    common = {**epochs, "crossval.enabled": False, "final_model": False, "data.folds": folds}
+    nested = plan_for(dataset, work, "bench-nested", {**common, "num_samples": per_fold, "data.nested": True})
+    fresh(nested)
+    n = execute_search(nested, say=quiet)
+    plain = plan_for(dataset, work, "bench-plain", {**common, "num_samples": folds * per_fold})
+    fresh(plain)
+    p = execute_search(plain, say=quiet)
+    return n, p, nested.cfg.data.protocol
+
+
+def report_nested(n, p, protocol: str, per_fold: int, folds: int = 4) -> None:
+    """Print figure 4: the nested search beside one search of the same total trial count."""
+    for name, o in ((f"nested ({folds} folds x {per_fold} trials)", n), (f"plain ({folds * per_fold} trials)", p)):
+        trials = len(o.table)
+        print(f"  {name:28s} {trials:3d} trials: Tuner.fit {o.tuning_seconds:6.0f} s -> "
+              f"{3600 * trials / o.tuning_seconds:5.1f} trials/hour; whole run {o.total_seconds:6.0f} s -> "
+              f"{3600 * trials / o.total_seconds:5.1f} trials/hour; epochs trained {int(o.table['epochs_run'].sum())}")
+    print(f"  nested / plain wall time: Tuner.fit {n.tuning_seconds / p.tuning_seconds:.2f}x, whole run "
+          f"{n.total_seconds / p.total_seconds:.2f}x  [protocol {protocol}; the nested search's {folds} held-out "
+          f"scores need {folds} outer-fold trainings more, not counted here]")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
@@ -196,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--work", default=str(ROOT / "out" / "bench-search"), help="data and results folder")
     parser.add_argument("--only-overhead", action="store_true", help="skip the two searches (1 and 2)")
+    parser.add_argument("--nested-trials", type=int, default=4,
+                        help="trials per fold of the 4-fold nested search (4); 0 skips the nested case")
+    parser.add_argument("--only-nested", action="store_true", help="run only the nested case (4)")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -213,6 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     epochs = {"train_overrides.pretrain.epochs": pre, "train_overrides.finetune.epochs": fine,
               "num_samples": args.trials, "data.label": args.label,
               "scheduler.grace_period": 1, "scheduler.reduction_factor": 3}
+
+    # 4: nested search vs one search of the same total trial count
+    nested = None
+    if args.nested_trials and not args.only_overhead:
+        nested = nested_vs_plain(dataset, work, epochs, args.nested_trials)
+    if args.only_nested:
+        ray.shutdown()
+        print("nested search vs one search of the same total trial count:")
+        report_nested(*nested, args.nested_trials)
+        print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
+        return 0
 
     # 1 + 2: ASHA search, then the same configurations to the end
     a = b = None
@@ -259,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         needed = startup / (0.1 * local_epoch - extra) * local_epoch
         print(f"  at these costs the overhead falls to 10 % for trials of >= {needed:.0f} s in-process; Ray Train's "
               f"floor alone is 10 % of a {10 * floor_s:.0f} s trial")
+    if nested is not None:
+        print("nested search vs one search of the same total trial count:")
+        report_nested(*nested, args.nested_trials)
     print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
     return 0
 

@@ -295,6 +295,17 @@ def test_protocol_default_is_the_datasets_and_the_inner_split_follows_the_protoc
             assert data.folds[0].counts["unused_rows"] > 0  # rows sharing a viewer or a clip are left out
 
 
+def test_heavy_tasks_ask_for_what_a_trial_worker_asks_for():
+    """The feature cache, outer folds and final model go where a DDP rank would go (its GPU too)."""
+    from tuning.config import ResourcesSection
+    from tuning.remote import task_options
+
+    gpu = task_options(ResourcesSection(num_workers=2, cpus_per_worker=4, gpus_per_worker=1))
+    assert (gpu["num_cpus"], gpu["num_gpus"]) == (4, 1)
+    cpu = task_options(ResourcesSection(cpus_per_worker=0.45, gpus_per_worker=0))
+    assert cpu["num_cpus"] == 0.45 and "num_gpus" not in cpu
+
+
 def test_fold_searcher_keeps_one_study_per_fold_through_save_and_restore(tmp_path):
     """Round robin over folds, every config names its fold, each fold's results reach its own study."""
     from ray.tune.search.optuna import OptunaSearch

@@ -6,7 +6,11 @@ runs as a subprocess attached to it through ``RAY_ADDRESS``, exactly as a user r
 The training is the real two-stage MERCL loop (``tiny`` config, few epochs) on a tiny
 ``mercl synth`` study. Only the cluster this module started is shut down.
 
-Slow (4 minutes on 2 idle cores, 10-25 when other jobs load them: every trial starts a Tune
+The driver-restart test runs a nested search (one search per outer fold) and runs it to the
+end (outer scores, final model); the inner split of the ``stimulus`` and ``subject-stimulus``
+protocols is checked on the Ray Data path itself.
+
+Slow (4 minutes on 2 idle cores without the nested search, 10-25 when other jobs load them: every trial starts a Tune
 actor, a Train controller and two DDP worker processes), hence ``slow`` and ``ray``.
 """
 
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a 
 
 from test_search import make_tiny_dataset  # noqa: E402
 
-from tuning.results import searcher_study  # noqa: E402
+from tuning.results import searcher_studies  # noqa: E402
 
 # On 2 shared cores a trial takes 1-3 minutes (start-up dominates): beyond pyproject's 600 s default.
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -112,12 +116,12 @@ def trial_states(exp: Path) -> dict[str, str]:
 
 
 def reported(exp: Path, trial_id: str) -> bool:
-    paths = glob.glob(str(exp / f"run_trial_{trial_id}_*" / "result.json"))
+    paths = glob.glob(str(exp / f"*run_trial_{trial_id}_*" / "result.json"))
     return bool(paths) and bool(Path(paths[0]).read_text().strip())
 
 
 def result_rows(exp: Path, trial_id: str) -> list[dict]:
-    (path,) = glob.glob(str(exp / f"run_trial_{trial_id}_*" / "result.json"))
+    (path,) = glob.glob(str(exp / f"*run_trial_{trial_id}_*" / "result.json"))  # nested: fold<k>_run_trial_...
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
@@ -167,26 +171,11 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     assert (exp / "tensorboard" / row["trial_id"]).is_dir() and (tmp_path / "mirror" / "kill" / "trials.csv").is_file()
 
 
-def test_interrupted_search_resumes_with_its_trials_and_optuna_history(cluster, dataset, tmp_path):
-    """Kill the driver after one trial finished and while the next runs; start it again.
-
-    This search also takes the other data path: the driver reads the shards
-    (``data.read: driver``) and workers stream their shard every epoch (``in_memory_max_mb: 0``).
-    """
-    log = tmp_path / "first.log"
-    # the other data path: shards read by the driver, batches streamed every epoch
-    # no ASHA: the second trial runs all its epochs, so the kill finds it running (an early stop
-    # at its second epoch left a window of ~0.3 s)
-    args = ["--name", "resume", "--num-samples", "3", "--set", "train_overrides.finetune.epochs=6",
-            "--set", "data.read=driver", "--set", "data.in_memory_max_mb=0", "--set", "scheduler.asha=false"]
-    proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
-    exp = tmp_path / "resume"
-
+def _interrupt_when_one_done_one_running(exp: Path, proc, log: Path) -> tuple[str, str]:
     def one_done_one_running():
         states = trial_states(exp)
         done = [t for t, s in states.items() if s == "TERMINATED"]
         running = [t for t, s in states.items() if s == "RUNNING"]
-        # a result of the running trial reached Tune: Ray Train committed that epoch's checkpoint
         if len(done) == 1 and len(running) == 1 and reported(exp, running[0]):
             return done[0], running[0]
         return None
@@ -194,31 +183,96 @@ def test_interrupted_search_resumes_with_its_trials_and_optuna_history(cluster, 
     finished, interrupted = wait_for(one_done_one_running, proc, log, 900, "one finished trial and one running")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    return finished, interrupted
+
+
+def test_interrupted_nested_search_resumes_every_fold_and_runs_to_the_end(cluster, dataset, tmp_path):
+    """The driver-restart test, on a nested search (2 outer folds x 2 trials, stimulus protocol):
+    kill the driver after fold 0's first trial finished while fold 1's runs; the restart keeps
+    both folds' finished trials and Optuna studies (a plain search's single study is restored by
+    the same Tuner.restore), resumes the running trial from its checkpoint, finishes, scores each
+    fold's best config on its own held-out clips and trains model.pt.
+
+    This search also takes the other data path: the driver reads the shards
+    (``data.read: driver``, and hands the outer folds and the final model the loaded dataset)
+    and workers stream their shard every epoch (``in_memory_max_mb: 0``).
+    """
+    log = tmp_path / "first.log"
+    # no ASHA: the second trial runs all its epochs, so the kill finds it running (an early stop
+    # at its second epoch left a window of ~0.3 s)
+    args = ["--name", "nested", "--num-samples", "2", "--nested", "--protocol", "stimulus",
+            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=4", "--set", "scheduler.asha=false",
+            "--set", "data.read=driver", "--set", "data.in_memory_max_mb=0",
+            "--set", "crossval.enabled=true", "--set", "final_model=true"]
+    proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
+    exp = tmp_path / "nested"
+    finished, interrupted = _interrupt_when_one_done_one_running(exp, proc, log)
     finished_rows = result_rows(exp, finished)
     finished_checkpoints = train_checkpoints(exp, finished)
     assert not (exp / "trials.csv").exists()
 
     log2 = tmp_path / "second.log"
     proc = start_search(cluster, search_command(dataset, tmp_path, *args), log2)
-    assert proc.wait(timeout=900) == 0, log2.read_text()[-4000:]
+    assert proc.wait(timeout=1200) == 0, log2.read_text()[-4000:]
     text = log2.read_text()
-    assert "resuming search resume" in text
-    assert "OptunaSearch state with 2 trials in its Optuna study" in text
+    assert "resuming search nested" in text
+    assert "per-fold OptunaSearch states with trials in their Optuna studies (fold 0: 1, fold 1: 1)" in text
 
-    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})  # ids like 12345678 are not ints
-    assert len(table) == 3 and table["trial_id"].is_unique
-    assert {finished, interrupted} <= set(table["trial_id"])
-    assert (table["status"] != "error").all()
-    # the finished trial was neither lost nor run again
+    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
+    assert len(table) == 4 and table["trial_id"].is_unique and (table["status"] == "completed").all()
+    assert table.groupby("fold").size().to_dict() == {0: 2, 1: 2}
+    by_id = table.set_index("trial_id")
+    assert by_id.loc[finished, "fold"] == 0 and by_id.loc[interrupted, "fold"] == 1
+    # the finished trial was neither lost nor run again; the interrupted one resumed from its checkpoint
     assert result_rows(exp, finished) == finished_rows
     assert train_checkpoints(exp, finished) == finished_checkpoints
-    # the interrupted one resumed from its checkpoint, not from epoch 1
-    resumed = table.set_index("trial_id").loc[interrupted]
-    assert resumed["restarts"] >= 1
     epochs = epochs_reported(exp, interrupted)
-    assert epochs.count(1) == 1 and max(epochs) == resumed["epochs_run"]
-    # the restored searcher is the OptunaSearch with its history: all 3 trials in one study
-    study = searcher_study(exp)
-    assert study is not None and len(study.trials) == 3
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
-    assert (exp / "best_config.yaml").is_file() and (exp / "summary.md").is_file()
+    assert by_id.loc[interrupted, "restarts"] >= 1 and epochs.count(1) == 1
+    assert max(epochs) == by_id.loc[interrupted, "epochs_run"]
+    # trial names carry the fold; each fold's own study holds its two trials
+    for fold in (0, 1):
+        assert len(glob.glob(str(exp / f"fold{fold}_run_trial_*"))) == 2
+    studies = searcher_studies(exp)
+    assert {fold: [t.state.name for t in study.trials] for fold, study in studies.items()} == \
+        {0: ["COMPLETE"] * 2, 1: ["COMPLETE"] * 2}
+    # to the end: each fold's best config scored on its own held-out clips, beside both baselines
+    results = pd.read_csv(exp / "crossval" / "results.csv")
+    assert set(results["fold"]) == {0, 1} and set(results["method"]) == {"mercl", "majority", "clip-majority"}
+    for fold in (0, 1):  # the fold's best config is its own search's best trial
+        part = table[table["fold"] == fold]
+        best_ids = set(part[part["best_finetune_val_metric"] == part["best_finetune_val_metric"].max()]["trial_id"])
+        header = (exp / f"fold{fold}" / "best_config.yaml").read_text().split()[3]
+        assert header in best_ids
+    summary = (exp / "summary.md").read_text()
+    assert "nested search, mean ± std over 2 outer folds, each scored by a search that never saw it" in summary
+    assert (exp / "model.pt").is_file()
+    assert "HEADLINE, accuracy on data no part of the search saw: mercl" in text
+
+
+def test_ray_data_inner_split_never_shares_a_clip_or_viewer(cluster, dataset, tmp_path):
+    """What trial workers read through Ray Data, whole (in memory) or streamed: under ``stimulus``
+    no clip, under ``subject-stimulus`` no clip and no subject, on both sides of the inner split."""
+    from tuning.data import build_ray_datasets, prepare_search_data
+    from tuning.search import plan_search
+    from tuning.worker import ShardFeed, WorkerSetup
+
+    for protocol, nested in (("stimulus", True), ("subject-stimulus", False)):
+        plan = plan_search(str(TEST_CONFIG), {"data.dataset": str(dataset), "storage": str(tmp_path),
+                                               "data.protocol": protocol, "data.folds": 2, "data.nested": nested})
+        data = prepare_search_data(plan.cfg.data, plan.base_cfg)
+        datasets = build_ray_datasets(data, "driver")  # the same map function as read_parquet, fewer tasks
+        keys = ["stimulus"] + (["subject"] if protocol == "subject-stimulus" else [])
+        for fold, split in data.folds.items():
+            for in_memory in (True, False):
+                setup = WorkerSetup(shapes=data.shapes, class_names=data.class_names, norm=split.norm,
+                                    stimuli_ref=None, in_memory=in_memory)
+                seen = {}
+                for name in ("train", "val"):
+                    feed = ShardFeed(datasets[fold][name], setup, data.stimuli, seed=0)
+                    index = [b["index"] for b in feed.batches(0, 8, shuffle=False)]
+                    seen[name] = data.rows.iloc[sorted(int(i) for b in index for i in b)]
+                    assert len(seen[name]) == split.counts[f"{name}_rows"]
+                test = data.rows.iloc[data.split_rows(fold, "test")]
+                for key in keys:
+                    assert not set(seen["train"][key]) & set(seen["val"][key]), (protocol, fold, in_memory, key)
+                    assert not (set(seen["train"][key]) | set(seen["val"][key])) & set(test[key])

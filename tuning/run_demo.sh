@@ -4,7 +4,8 @@
 #   2. mercl prepare   4 s segments -> Parquet shards (skips work already done)
 #   3. a local Ray head, started only if no cluster is running
 #   4. ray job submit  tuning/search.py: Tune + Optuna + ASHA, each trial a Ray Train DDP run
-#   5. prints the best trial, where the results are and the TensorBoard command
+#   5. prints the headline (held-out clips, beside majority and clip-majority), the final
+#      model, where the results are and the TensorBoard command
 #
 # Token auth: a local ray.init() leaves ~/.ray/auth_token behind, after which a new head
 # enforces tokens and a client without RAY_AUTH_MODE=token gets "Missing authentication
@@ -71,6 +72,17 @@ ray job submit --address "http://$DASHBOARD" --working-dir . -- \
     --dataset "$ROOT/$DEMO/shards" --storage "$ROOT/$DEMO/search"
 
 name=$(python -c "import yaml,sys; print(yaml.safe_load(open('$CONFIG'))['name'])")
+RESULTS=$DEMO/search/$name
 echo
-echo "results:      $DEMO/search/$name/ (summary.md, trials.csv, best_config.yaml, plots/)"
-echo "tensorboard:  .venv/bin/tensorboard --logdir $DEMO/search/$name"
+# the clean headline: accuracy on data no part of the search saw, beside both baselines
+if [ -f "$RESULTS/summary.md" ]; then
+    echo "headline:     $(sed -n '/^## Headline/{n;n;p;q}' "$RESULTS/summary.md" | tr -d '*')"
+fi
+echo "results:      $RESULTS/ (summary.md, trials.csv, best_config.yaml, crossval/, plots/)"
+if [ -f "$RESULTS/model.pt" ]; then
+    echo "final model:  $RESULTS/model.pt   (mercl info $RESULTS/model.pt)"
+    if mercl predict --help >/dev/null 2>&1; then
+        echo "predict:      mercl predict $RESULTS/model.pt $DEMO/raw --source manifest -o $DEMO/predictions"
+    fi
+fi
+echo "tensorboard:  .venv/bin/tensorboard --logdir $RESULTS"

@@ -511,12 +511,14 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     for fold, row in fold_bests.items():
         write_best_config(trial_train_config(configs[row["trial_id"]], _setup_like(plan)), row,
                           exp_dir / f"fold{fold}", cfg.metric)
-    source = _dataset_source(plan, data)
+    run_outer = cfg.crossval.enabled and best is not None and (bool(fold_bests) or not plan.nested)
+    run_final = cfg.final_model and best_train is not None
+    source = _dataset_source(plan, data) if run_outer or run_final else None
     crossval = None
-    if cfg.crossval.enabled and best is not None and (fold_bests or not plan.nested):
+    if run_outer:
         crossval = outer_scores(plan, data, source, best_train, fold_bests, configs, say, placement)
     model_file, final_text = None, ""
-    if cfg.final_model and best_train is not None:
+    if run_final:
         model_file, final_text = final_model(plan, data, source, best, best_train, say, placement)
     study = study_from_table(table, plan.specs, cfg.metric, cfg.mode)
     plots = write_plots(study, exp_dir / "plots")
