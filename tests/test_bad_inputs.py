@@ -279,3 +279,21 @@ def test_a_worker_killed_by_a_signal_is_one_line_naming_the_unit_file(tmp_path):
         _run_jobs(jobs, 2, lambda name, digest: done.append(name), "EEG units", False)
     assert str(info.value) == "/data/s09.dat: a worker process crashed reading it (building eeg/s09.parquet); a damaged file?"
     assert done == [] and not (tmp_path / "s09.parquet").exists()
+
+
+def test_a_byte_flipped_clip_is_one_line(tmp_path, capsys):
+    """16 flipped bits in an mp4 (a case of the sweep): before, PyAV opened it with a video stream
+    that has no codec context and probing it raised an AttributeError traceback."""
+    raw = tmp_path / "manifest"
+    write_recording(raw / "s01.edf", 20e-6 * rng_eeg(36), SFREQ, CHANNELS)
+    rows = [{"subject": "s01", "trial": t, "stimulus": s, "eeg": "s01.edf", "onset": 12.0 * t, "duration": 12.0,
+             "valence": 2.0 + 3 * t} for t, s in enumerate("ABC")]  # fmt: skip
+    pd.DataFrame(rows).to_csv(raw / "manifest.csv", index=False)
+    clip = write_mp4(raw / "stimuli" / "A.mp4", 12.0, audio=True)
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(101)
+    for pos in rng.integers(0, len(data), 16):
+        data[pos] ^= 1 << int(rng.integers(0, 8))
+    clip.write_bytes(bytes(data))
+    message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
+    assert message.startswith(f"{clip}: ")

@@ -78,6 +78,9 @@ def probe_clip(path: Path) -> ClipInfo:
             audio = container.streams.audio[0] if container.streams.audio else None
             if video is None and audio is None:
                 raise InputFileError(path, "holds no audio or video stream")
+            for stream in (video, audio):
+                if stream is not None and stream.codec_context is None:
+                    raise InputFileError(path, f"its {stream.type} stream has no decoder (unknown codec or a damaged file)")
             durations = [_stream_duration(s) for s in (video, audio) if s is not None]
             durations = [d for d in durations if d]
             if container.duration is not None:
