@@ -26,7 +26,7 @@
    materialises train/validation datasets for every fold), and trials per hour.
 
     python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-seconds 60]
-        [--nested-trials 4] [--only-nested]
+        [--nested-trials 4] [--nested-folds 4] [--only-nested]
 """
 
 from __future__ import annotations
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nested-trials", type=int, default=4,
                         help="trials per fold of the 4-fold nested search (4); 0 skips the nested case")
     parser.add_argument("--only-nested", action="store_true", help="run only the nested case (4)")
+    parser.add_argument("--nested-folds", type=int, default=4, help="outer folds of the nested case (4)")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -253,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     # 4: nested search vs one search of the same total trial count
     nested = None
     if args.nested_trials and not args.only_overhead:
-        nested = nested_vs_plain(dataset, work, epochs, args.nested_trials)
+        nested = nested_vs_plain(dataset, work, epochs, args.nested_trials, args.nested_folds)
     if args.only_nested:
         ray.shutdown()
         print("nested search vs one search of the same total trial count:")
-        report_nested(*nested, args.nested_trials)
+        report_nested(*nested, args.nested_trials, args.nested_folds)
         print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
         return 0
 
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
               f"floor alone is 10 % of a {10 * floor_s:.0f} s trial")
     if nested is not None:
         print("nested search vs one search of the same total trial count:")
-        report_nested(*nested, args.nested_trials)
+        report_nested(*nested, args.nested_trials, args.nested_folds)
     print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
     return 0
 

@@ -98,8 +98,9 @@ def outer_fold_task(source, label: str, train_config: dict, protocol: str, n_fol
             "seconds": run.seconds, "node": _node_id()}
 
 
-def final_model_task(source, label: str, train_config: dict) -> tuple[dict[str, bytes], str]:
-    """``train_once`` on all the data (its inner validation split for early stopping).
+def final_model_task(source, label: str, train_config: dict, protocol: str) -> tuple[dict[str, bytes], str]:
+    """``train_once`` on all the data (its validation split, held out the way ``protocol`` holds out,
+    for early stopping).
 
     Returns ({file name: bytes} of :data:`FINAL_FILES` that were written, node id).
     """
@@ -109,7 +110,7 @@ def final_model_task(source, label: str, train_config: dict) -> tuple[dict[str, 
     prepared = _dataset(source)
     cfg = train_config_from_dict(train_config)
     with tempfile.TemporaryDirectory(prefix="mercl-final-") as folder:
-        train_once(prepared, label, cfg, folder, show_progress=False, console=None)
+        train_once(prepared, label, cfg, folder, show_progress=False, console=None, protocol=protocol)
         files = {name: (Path(folder) / name).read_bytes() for name in FINAL_FILES if (Path(folder) / name).is_file()}
     return files, _node_id()
 

@@ -607,7 +607,8 @@ def final_model(plan: SearchPlan, data, source, best, best_train: dict, say, pla
     which = (f"trial {best['trial_id']}, the best inner-validation score of all folds' searches" if plan.nested
              else f"trial {best['trial_id']}")
     say(f"final model: the best config ({which}) on all {len(data.rows)} rows, as a Ray task")
-    files, node = ray.get(remote(final_model_task, plan.cfg.resources).remote(source, data.label, best_train))
+    task = remote(final_model_task, plan.cfg.resources)
+    files, node = ray.get(task.remote(source, data.label, best_train, data.protocol))
     placement.record("final_model", node)
     if "model.pt" not in files:
         raise RuntimeError("the final model's training wrote no model.pt")  # a bug, not a user error
@@ -615,8 +616,9 @@ def final_model(plan: SearchPlan, data, source, best, best_train: dict, say, pla
         if name != "model.pt":
             write_atomic(exp_dir / "final" / name, lambda p, blob=blob: p.write_bytes(blob))
     write_atomic(exp_dir / "model.pt", lambda p: p.write_bytes(files["model.pt"]))
-    return str(exp_dir / "model.pt"), (f"the best config ({which}) trained on all the data, its inner "
-                                       "validation split for early stopping; its scores: final/metrics.json")
+    return str(exp_dir / "model.pt"), (f"the best config ({which}) trained on all the data, a validation "
+                                       f"split held out as {data.protocol} holds out for early stopping; its "
+                                       "scores: final/metrics.json")
 
 
 def _setup_like(plan: SearchPlan):
