@@ -231,6 +231,8 @@ def test_deap_pickle_with_a_damaged_module_name(tmp_path, capsys):
         ("lag", "inf", "row 1: lag 'inf' is not a finite number"),
         ("duration", "0", "row 1: duration 0.0 must be > 0"),
         ("eeg", "", "row 1: eeg is empty"),
+        ("trial", "1e300", "row 1: trial '1e300' is out of range (|trial| <= 2147483647)"),  # was a traceback
+        ("stimulus", "A\x00", "row 1: stimulus 'A\\x00' holds a control character"),  # was accepted
     ],
 )
 def test_odd_manifest_cells(tmp_path, capsys, column, value, problem):

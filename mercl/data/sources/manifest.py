@@ -209,6 +209,9 @@ def parse_rows(table: list[dict[str, Any]], path: Path, default_lag: float) -> l
         for column in (*REQUIRED, *rating_columns, *(("label",) if "label" in columns else ())):
             if _missing(r.get(column)):
                 raise InputFileError(path, f"row {number}: {column} is empty")
+        for column in ("subject", "stimulus"):
+            if any(ord(c) < 32 or ord(c) == 127 for c in str(r[column])):
+                raise InputFileError(path, f"row {number}: {column} {str(r[column])!r} holds a control character")
         trial = _integer(r["trial"], "trial", number, path)
         if trial < 0:
             raise InputFileError(path, f"row {number}: trial {trial} must be >= 0")
