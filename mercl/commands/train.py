@@ -62,15 +62,19 @@ def config_from_args(args: argparse.Namespace):
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train MERCL once (train/validation split of the trials) and save the model",
+        help="train MERCL once (a held-out validation split for early stopping) and save the model",
         description=(
             "Train MERCL (contrastive pre-training, then fine-tuning with cross-modal attention) on "
-            "a split of the dataset's trials into training and held-out validation trials. Writes "
+            "training rows and validation rows held out as --protocol says (whole clips by default on shared clips). Writes "
             "RUN_DIR/model.pt, checkpoint.pt (every epoch; --resume continues), metrics.json, "
             "history.csv and TensorBoard logs in RUN_DIR/tb."
         ),
     )
     add_model_options(parser)
+    parser.add_argument("--protocol", default="auto", metavar="P",
+                        help="how the validation rows are held out: stimulus (whole clips), subject-stimulus, trial, "
+                             "subject or segment (LEAKY); default auto: stimulus when the clips are shared across "
+                             "subjects, else trial")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     parser.add_argument("--force", action="store_true", help="overwrite an existing run in RUN_DIR")
     parser.set_defaults(func=run)
@@ -85,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
     if (out / MODEL_FILE).exists() and not (args.force or args.resume):
         raise MerclError(f"{out}: already holds a trained model; use --force to overwrite or another -o")
     train_once(args.dataset, args.label, cfg, out, resume=args.resume, show_progress=not args.no_progress,
-               config_name=str(args.config))
+               config_name=str(args.config), protocol=args.protocol)
     return 0

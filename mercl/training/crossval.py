@@ -526,15 +526,20 @@ def train_once(
     show_progress: bool = True,
     console: Callable[[str], None] | None = print,
     config_name: str = "",
+    protocol: str | None = None,
 ) -> SplitRun:
-    """Train on one train/validation split of the dataset's trials and save the model.
+    """Train on one train/validation split of the dataset and save the model.
+
+    The validation rows (early stopping, the reported score) are held out the way ``protocol``
+    holds out its folds (None/``auto``: the data's default, whole clips when they are shared
+    across subjects), so the final epoch is not chosen on clips the model trained on.
 
     Writes ``model.pt`` (the self-describing model file of :mod:`mercl.training.model_file`:
     weights, configs, preprocessing, normalisation, class names), ``checkpoint.pt`` after every
     epoch (``resume=True`` continues from it), ``history.csv``, ``metrics.json`` (inner-validation
     scores beside the majority baseline), ``config.json`` and ``tb/``.
     """
-    from mercl.data.splits import inner_split
+    from mercl.data.splits import holdout_split
     from mercl.training.checkpoint import load_checkpoint, save_checkpoint
 
     say = console or (lambda _msg: None)
@@ -543,14 +548,19 @@ def train_once(
     out.mkdir(parents=True, exist_ok=True)
     labels = prepared.labels(label_scheme)
     names = list(scheme_class_names(label_scheme))
-    train_rows, val_rows = inner_split(np.arange(len(prepared)), prepared.trial_groups(), labels,
-                                       cfg.val_fraction, cfg.seed)
+    protocol, note = resolve_protocol(protocol, prepared, labels, 4, cfg.seed)
+    if note:
+        say(note)
+    train_rows, val_rows = holdout_split(PROTOCOLS[protocol], prepared.subjects, prepared.trials, labels,
+                                         cfg.val_fraction, cfg.seed, prepared.stimulus_ids)
+    held_out = {"stimulus": "held-out clips", "subject-stimulus": "held-out subjects on held-out clips",
+                "segment": "held-out segments (LEAKY)"}.get(protocol, "held-out trials")
     state = load_checkpoint(out / CHECKPOINT_FILE) if resume and (out / CHECKPOINT_FILE).is_file() else None
     if state is not None:
         say(f"resuming from {out / CHECKPOINT_FILE} ({state['stage']} epoch {state['epoch']})")
     dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
     say(f"training on {dataset_id}: {len(train_rows)} training rows, {len(val_rows)} validation rows "
-        f"(held-out trials), label {label_scheme}, variant {variant_name(cfg)}")
+        f"({held_out}), label {label_scheme}, variant {variant_name(cfg)}")
     total = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
     bar = _epoch_bar(total, "epochs", show_progress)
     if state is not None:
@@ -575,21 +585,21 @@ def train_once(
     tb.confusion(scores.confusion, names, step, tag="confusion/val_final")
     tb.close()
     metrics = {
-        "label": label_scheme, "dataset": dataset_id, "variant": variant_name(cfg), "protocol": "trial",
+        "label": label_scheme, "dataset": dataset_id, "variant": variant_name(cfg), "protocol": protocol,
         "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_per_class_f1": scores.per_class_f1,
         "val_confusion": scores.confusion.tolist(), "majority_val_accuracy": majority.accuracy,
         "majority_val_macro_f1": majority.macro_f1, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
         "best_epoch": run.result.best_epoch, "seconds": run.seconds,
     }
-    training = {k: metrics[k] for k in ("dataset", "variant", "val_accuracy", "val_macro_f1", "majority_val_accuracy",
-                                        "n_train", "n_val", "best_epoch")}
+    training = {k: metrics[k] for k in ("dataset", "variant", "protocol", "val_accuracy", "val_macro_f1",
+                                        "majority_val_accuracy", "n_train", "n_val", "best_epoch")}
     training["config_name"] = config_name
     save_checkpoint(model_file_state(run, cfg, label_scheme, names, prepared, train_rows, labels, training=training),
                     out / MODEL_FILE)
     write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
     write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
-    say(f"validation accuracy {scores.accuracy:.3f} (macro-F1 {scores.macro_f1:.3f}) [held-out trials], "
+    say(f"validation accuracy {scores.accuracy:.3f} (macro-F1 {scores.macro_f1:.3f}) [{held_out}], "
         f"majority {majority.accuracy:.3f}; best epoch {run.result.best_epoch}")
     say(f"wrote {out / MODEL_FILE} (mercl info {out / MODEL_FILE}); tensorboard --logdir {out / 'tb'}")
     return run
