@@ -183,7 +183,7 @@ def file_cases(source: str, build: Callable[[Path], Path], target: str, extra: l
         return make
 
     for keep in (0, 1, 16, header_bytes // 2, header_bytes, 0.25, 0.5, 0.9, -1):
-        may_pass = keep == -1 and target.endswith((".mp4", ".csv"))  # a spare last byte / final newline
+        may_pass = keep == -1 and target.endswith((".mp4", ".csv", ".ts"))  # a spare last byte / final newline
         cases.append(Case(source, f"{target} truncated to {keep}", damaged(lambda p, k=keep: truncate(p, k)),
                           not may_pass))  # fmt: skip
     for seed in range(6):
@@ -381,10 +381,12 @@ def manifest_cases() -> list[Case]:
     for column in columns:
         for value in odd:
             acceptable = column in ("subject", "stimulus") and value not in ("",) and "\x00" not in value
+            acceptable |= column in ("onset", "duration", "lag") and value.strip() == ""  # optional: the default
+            acceptable |= column == "lag" and value == "1e300"  # every trial too short after it: skipped, warned
             acceptable |= column in ("onset", "lag") and value in ("0", "-0", "1.5", "\uff11", "1_0")
             acceptable |= column == "trial" and value in ("0", "-0", "\uff11", "1_0", "True")
             acceptable |= column == "valence" and value in ("1.5", "\uff11")
-            acceptable |= column == "duration" and value in ("1.5",)
+            acceptable |= column == "duration" and value in ("1.5", "\uff11", "1_0")  # Python float() reads them
             cases.append(Case("manifest", f"cell {column}={value[:12]!r}", with_cell(column, value), not acceptable))
 
     def table(text: str, name: str = "manifest.csv"):
@@ -449,8 +451,8 @@ def manifest_cases() -> list[Case]:
         Case("manifest", "EDF physical min -1e300", edf_header("phys_min", "-1e300  ")),
         Case("manifest", "EDF physical max nan", edf_header("phys_max", "nan     ")),
         Case("manifest", "EDF physical max inf", edf_header("phys_max", "inf     ")),
-        Case("manifest", "EDF digital min = max", edf_header("dig_min", "32767   ")),
-        Case("manifest", "EDF record duration 0", edf_header("duration", "0       ")),
+        Case("manifest", "EDF digital min = max", edf_header("dig_min", "32767   "), False),  # MNE copes
+        Case("manifest", "EDF record duration 0", edf_header("duration", "0       "), False),  # MNE reads it
         Case("manifest", "EDF record duration -1", edf_header("duration", "-1      ")),
         Case("manifest", "EDF record duration abc", edf_header("duration", "abc     ")),
         Case("manifest", "EDF records -1", edf_header("records", "-1      "), False),

@@ -299,3 +299,37 @@ def test_a_byte_flipped_clip_is_one_line(tmp_path, capsys):
     clip.write_bytes(bytes(data))
     message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
     assert message.startswith(f"{clip}: ")
+
+
+@pytest.mark.parametrize(
+    ("aux", "problem"),
+    [
+        ('{"sfreq": NaN}', "needs a number 'sfreq' (Hz) in (0, 1e+06], got nan"),  # was a ValueError traceback
+        ('{"sfreq": Infinity}', "needs a number 'sfreq' (Hz) in (0, 1e+06], got inf"),
+        ('{"sfreq": true}', "needs a number 'sfreq' (Hz) in (0, 1e+06], got True"),
+        ('{"sfreq": 128, "channels": ["a", "a"]}', "'channels' must be a list of distinct names"),
+        ('{"sfreq": 128, "channels": "ab"}', "'channels' must be a list of distinct names"),
+    ],
+)
+def test_uea_auxiliary_json_values(tmp_path, capsys, aux, problem):
+    raw = tmp_path / "uea"
+    raw.mkdir()
+    case = ":".join(",".join(["4000.0"] * 128) for _ in range(2))
+    (raw / "Toy_TRAIN.ts").write_text(f"@problemName Toy\n@classLabel true 0 1\n@data\n{case}:0\n{case}:1\n")
+    (raw / "Toy.json").write_text(aux)
+    message = prepare_fails(capsys, raw, "uea", tmp_path / "out", "--segment", "1")
+    assert message.startswith(f"{raw / 'Toy.json'}: {problem}")
+
+
+def test_ids_too_long_for_a_file_name(tmp_path, capsys):
+    """A 5000-character stimulus id or EEG path: before, an OSError (file name too long) traceback."""
+    raw = tmp_path / "raw"
+    write_recording(raw / "s01.edf", 20e-6 * rng_eeg(12), SFREQ, CHANNELS)
+    row = {"subject": "s01", "trial": 0, "stimulus": "x" * 5000, "eeg": "s01.edf", "valence": 5}
+    pd.DataFrame([row]).to_csv(raw / "manifest.csv", index=False)
+    (raw / "stimuli").mkdir()
+    message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
+    assert message.startswith(f"{raw / 'stimuli'}: cannot look for the clip of stimulus 'xxxx")
+    pd.DataFrame([{**row, "stimulus": "A", "eeg": "y" * 5000}]).to_csv(raw / "manifest.csv", index=False)
+    message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
+    assert "cannot look it up (File name too long), expected an EEG recording, manifest manifest.csv row 1" in message

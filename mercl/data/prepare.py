@@ -154,7 +154,13 @@ def find_clip(stimuli_dir: Path | None, stimulus: str) -> Path | None:
         return None
     for ext in CLIP_EXTENSIONS:
         for candidate in (stimuli_dir / f"{stimulus}.{ext}", stimuli_dir / f"{stimulus}.{ext.upper()}"):
-            if candidate.exists():
+            try:
+                exists = candidate.exists()
+            except (OSError, ValueError) as exc:  # an id too long for a file name
+                raise InputFileError(
+                    stimuli_dir, f"cannot look for the clip of stimulus {stimulus[:40]!r} ({exc.__class__.__name__})"
+                ) from None
+            if exists:
                 expect_file(candidate, f"the clip of stimulus {stimulus}")
                 return candidate
     return None

@@ -20,11 +20,15 @@ RATING_RANGE = (1.0, 9.0)
 def expect_file(path: Path, what: str) -> None:
     """Refuse a path that is not a regular file; ``what`` says what was expected there."""
     path = Path(path)
-    if path.is_file():
-        return
-    if path.is_dir():
-        raise InputFileError(path, f"is a directory, expected {what}")
-    if path.exists():
+    try:
+        if path.is_file():
+            return
+        if path.is_dir():
+            raise InputFileError(path, f"is a directory, expected {what}")
+        exists = path.exists()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise InputFileError(path, f"cannot look it up ({getattr(exc, 'strerror', None) or exc}), expected {what}") from None
+    if exists:
         raise InputFileError(path, f"is not a regular file, expected {what}")
     raise InputFileError(path, f"no such file (expected {what})")
 
@@ -32,9 +36,13 @@ def expect_file(path: Path, what: str) -> None:
 def expect_dir(path: Path, what: str) -> None:
     """Refuse a path that is not a directory; ``what`` says what was expected there."""
     path = Path(path)
-    if path.is_dir():
-        return
-    raise InputFileError(path, f"is a file, expected {what}" if path.exists() else f"no such directory (expected {what})")
+    try:
+        if path.is_dir():
+            return
+        exists = path.exists()
+    except (OSError, ValueError) as exc:
+        raise InputFileError(path, f"cannot look it up ({getattr(exc, 'strerror', None) or exc}), expected {what}") from None
+    raise InputFileError(path, f"is a file, expected {what}" if exists else f"no such directory (expected {what})")
 
 
 def check_finite(eeg: np.ndarray, path: Path, where: str) -> None:

@@ -50,6 +50,7 @@ from mercl.data.trial import Trial
 from mercl.errors import InputFileError
 
 MICROVOLT = 1e-6
+MAX_SFREQ = 1e6  # Hz; a larger 'sfreq' is a typo or a damaged file
 STIMULUS = "none"
 KNOWN_CHANNELS = {
     # BCI competition II, data set Ia / Ib (Tuebingen): positions from the .txt descriptions
@@ -167,8 +168,15 @@ def read_auxiliary(path: Path, name: str) -> dict:
             except ValueError as exc:
                 raise InputFileError(candidate, f"not valid JSON ({exc})") from None
             sfreq = info.get("sfreq") if isinstance(info, dict) else None
-            if not isinstance(sfreq, (int, float)) or sfreq <= 0:
-                raise InputFileError(candidate, "needs a positive number 'sfreq' (Hz)")
+            if isinstance(sfreq, bool) or not isinstance(sfreq, (int, float)) or not 0 < sfreq <= MAX_SFREQ:
+                raise InputFileError(candidate, f"needs a number 'sfreq' (Hz) in (0, {MAX_SFREQ:g}], got {sfreq!r}")
+            channels = info.get("channels")
+            if channels is not None and (
+                not isinstance(channels, list)
+                or not all(isinstance(c, str) and c.strip() for c in channels)
+                or len(set(channels)) != len(channels)
+            ):
+                raise InputFileError(candidate, f"'channels' must be a list of distinct names, got {channels!r:.80}")
             return info
     raise InputFileError(
         path, f'no sampling rate: put {{"sfreq": <Hz>}} in auxiliary/{name}.json beside the file\'s folder'
