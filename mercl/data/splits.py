@@ -168,18 +168,28 @@ def _grouped_kfold(
 
 
 def _group_folds(groups: np.ndarray, labels: np.ndarray | None, n_splits: int, seed: int) -> list[np.ndarray]:
-    """Cut the distinct values of ``groups`` into ``n_splits`` sets of group ids, stratified by
-    each group's majority label where every class is the majority of >= n_splits groups."""
+    """Cut the distinct values of ``groups`` into ``n_splits`` sets of group ids.
+
+    With labels, stratified by each group's majority label: every class's groups are shuffled
+    and dealt round-robin over the folds, continuing where the previous class stopped, so each
+    fold gets at most ceil(n_c / k) groups of class c and the folds' sizes differ by at most one
+    group (scikit-learn's StratifiedKFold clusters a class into few folds when it has fewer
+    groups than folds: 4 clips per class in 5 folds put one fold's test side all in one class).
+    """
     ids = np.unique(groups)
-    if labels is not None:
-        labels = np.asarray(labels).astype(np.int64)
-        n_classes = int(labels.max()) + 1
-        major = np.array([np.bincount(labels[groups == g], minlength=n_classes).argmax() for g in ids])
-        counts = np.bincount(major)
-        if len(np.unique(major)) >= 2 and counts[counts > 0].min() >= n_splits:
-            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
-            return [ids[test] for _, test in splitter.split(np.zeros(len(ids)), major)]
-    return [ids[test] for _, test in KFold(n_splits, shuffle=True, random_state=seed).split(ids)]
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return [np.sort(part) for part in np.array_split(rng.permutation(ids), n_splits)]
+    labels = np.asarray(labels).astype(np.int64)
+    n_classes = int(labels.max()) + 1
+    major = np.array([np.bincount(labels[groups == g], minlength=n_classes).argmax() for g in ids])
+    folds: list[list] = [[] for _ in range(n_splits)]
+    position = 0
+    for c in rng.permutation(np.unique(major)):
+        for g in rng.permutation(ids[major == c]):
+            folds[position % n_splits].append(g)
+            position += 1
+    return [np.sort(np.asarray(f, dtype=ids.dtype)) for f in folds]
 
 
 def _require_stimuli(mode: str, subjects: np.ndarray, stimuli: np.ndarray | None) -> np.ndarray:
