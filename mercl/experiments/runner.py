@@ -51,7 +51,7 @@ TRIVIAL_METHODS = ("majority", "clip-majority")  # in every table
 PAPER_METHODS = ("mercl", *BASELINE_METHODS, *TRIVIAL_METHODS)
 CONTENT_ONLY = "MERCL A+V (content only)"  # MERCL without EEG: what the clip alone gives
 EMBEDDING_SAMPLE = 64  # test rows per MERCL fold whose shared embeddings are kept for the report
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: stimulus protocols, clip-majority, round-robin clip folds
 
 
 @dataclass
