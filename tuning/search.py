@@ -444,6 +444,7 @@ class Placement:
             self.nodes[step] = node
         else:
             self.nodes.setdefault(step, {})[key] = node
+            self.nodes[step] = dict(sorted(self.nodes[step].items()))
         self.save()
 
     def save(self) -> None:
