@@ -640,8 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_search(args.config, cli_overrides(args))
         if args.check:
-            print(f"{PROG}: config OK: {len(plan.specs)} hyperparameters, dataset {plan.dataset_dir}, "
-                  f"results in {plan.exp_dir}")
+            print(f"{PROG}: config OK: {len(plan.specs)} hyperparameters, dataset {plan.dataset_dir}, protocol "
+                  f"{plan.cfg.data.protocol}{' (nested)' if plan.nested else ''}, results in {plan.exp_dir}")
+            if plan.protocol_note:
+                print(plan.protocol_note)
             return 0
         return run_search(plan, address=args.address)
     except MerclError as exc:
