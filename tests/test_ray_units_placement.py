@@ -64,6 +64,9 @@ def test_experiment_units_run_on_the_gpu_node_networks_on_their_own_gpu(gpu_node
         # a network's unit holds the node's GPU in Ray's accounting; the majority rows hold none
         assert where["gpu_ids"] == (["0"] if record["method"] == "mercl" else []), record["method"]
     assert {r["fold"] for r in records if r["method"] == "mercl"} == {0, 1}  # both folds ran
+    # the shared caches (the frozen backbones over every clip) were built on the GPU node too
+    caches = json.loads((out / "experiment.json").read_text())["shared_caches_placement"]
+    assert caches["node_id"] == gpu_node.node_id and caches["gpu_ids"] == ["0"]
 
 
 def test_units_ask_for_a_gpu_only_for_networks_and_only_on_a_cluster_with_gpus():

@@ -431,21 +431,33 @@ def cluster_gpus() -> float:
     return float(gpus)
 
 
-def _compute_unit_placed(dataset: str, unit: Unit, cv, seed: int) -> dict:
-    """:func:`compute_unit_from_path` in a Ray task; the record says where it ran (``placement``)."""
+def _placement() -> dict:
+    """Where the calling Ray task runs: node id, host, the GPU ids Ray gave it."""
     import socket
 
     import ray
 
-    record = compute_unit_from_path(dataset, unit, cv, seed)
     context = ray.get_runtime_context()
-    record["placement"] = {"node_id": context.get_node_id(), "host": socket.gethostname(),
-                           "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
+    return {"node_id": context.get_node_id(), "host": socket.gethostname(),
+            "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
+
+
+def _compute_unit_placed(dataset: str, unit: Unit, cv, seed: int) -> dict:
+    """:func:`compute_unit_from_path` in a Ray task; the record says where it ran (``placement``)."""
+    record = compute_unit_from_path(dataset, unit, cv, seed)
+    record["placement"] = _placement()
     return record
 
 
+def _build_shared_caches_placed(dataset: str, units: list[Unit]) -> dict:
+    """:func:`build_shared_caches` in a Ray task (on a worker with the units' accelerator, not on
+    the head that runs the driver); returns where it ran."""
+    build_shared_caches(units, load_dataset(dataset, verify=False), show_progress=False)
+    return _placement()
+
+
 def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, show_progress: bool,
-                gpus_per_unit: float | None = None):
+                gpus_per_unit: float | None = None, cache_placement: dict | None = None):
     """Yield (unit, record) as the Ray tasks (one per unit) finish. Ray is imported only here.
 
     Each task asks for one CPU and :func:`unit_gpus` GPUs, so a network's unit gets a GPU of
@@ -475,6 +487,13 @@ def _run_on_ray(exp: Experiment, units: list[Unit], cvs: dict, address: str, sho
             return task.options(**options).remote(dataset, unit, cvs[unit.protocol, unit.scheme], exp.seed)
 
         dataset = str(Path(exp.dataset).resolve())
+        # The shared caches (the backbones over every clip, the baselines' features) on the cluster,
+        # with the GPU a MERCL unit gets: computing them in the driver would run the ViT on the head.
+        cache_gpus = max([unit_gpus(u.row.method, gpus_per_unit, gpus_here) for u in units], default=0.0)
+        cache_task = ray.remote(num_cpus=1, num_gpus=cache_gpus)(_build_shared_caches_placed)
+        placed = ray.get(cache_task.remote(dataset, units))
+        if cache_placement is not None:
+            cache_placement.update(placed)
         pending = {submit(u): u for u in units}
         with tqdm(total=len(pending), desc="method x fold (ray)", unit="unit", disable=not show_progress) as bar:
             while pending:
@@ -545,11 +564,14 @@ def run_experiment(
                 "(they share a subject or a clip with the test side)")
 
     distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
+    cache_placement: dict = {}  # with Ray: where the shared caches were built
     if distinct and (ray_address is not None or (workers > 1 and len(distinct) > 1)):
-        say("shared caches (baseline features, backbone features): building or reading DATASET/cache")
-        build_shared_caches(distinct, prepared, show_progress)
+        say("shared caches (baseline features, backbone features): building or reading DATASET/cache"
+            + (" in a Ray task" if ray_address is not None else ""))
+        if ray_address is None:
+            build_shared_caches(distinct, prepared, show_progress)
         if ray_address is not None:
-            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress, gpus_per_unit)
+            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress, gpus_per_unit, cache_placement)
         else:
             fanned = _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress)
         for unit, record in fanned:
@@ -588,6 +610,7 @@ def run_experiment(
         "protocol_labels": labels_of,
         "shared_clips": shared_stimuli(prepared.subjects, prepared.stimulus_ids),
         "units": [f"cache/{u.file_name}" for u in units],
+        **({"shared_caches_placement": cache_placement} if cache_placement else {}),
     }
     tmp = out / f"results.csv.tmp-{os.getpid()}"
     results.to_csv(tmp, index=False)
