@@ -92,6 +92,9 @@ def test_round_trip_beats_majority_and_equals_the_evaluate_code_path(trained, tm
                        "--device", "cpu", "--no-progress"]) == 0
     console = capsys.readouterr().out
     assert "trial-level: accuracy" in console and "training majority class" in console
+    # new viewers of the clips the model trained on: said beside the score, never hidden
+    held_out = "new subjects, 8 of 8 clips seen in training: not a test score where the model met them"
+    assert f"[{held_out}]" in console
 
     segments = pd.read_csv(out / "segments.csv")
     trials = pd.read_csv(out / "trials.csv")
@@ -110,7 +113,7 @@ def test_round_trip_beats_majority_and_equals_the_evaluate_code_path(trained, tm
     acc = (trials["predicted"] == trials["label"]).mean()
     majority = metrics["trials"]["majority_accuracy"]
     print(f"held-out subjects s07-s08, quadrant4, tiny config: trial accuracy {acc:.3f}, majority {majority:.3f}")
-    assert metrics["trials"]["accuracy"] == pytest.approx(acc)
+    assert metrics["trials"]["accuracy"] == pytest.approx(acc) and metrics["held_out"] == held_out
     assert acc >= majority + 0.2, (acc, majority)  # planted structure: clearly above the majority class
 
     # the evaluate code path (SplitRun.batches + predict_batches) on a dataset `mercl prepare` wrote

@@ -121,6 +121,10 @@ def model_file_state(run, cfg: TrainConfig, label_scheme: str, names: Sequence[s
         "preprocessing": preprocessing_of(prepared.manifest),
         "backbones": backbones_of(run.model, cfg),
         "training": dict(training or {}),
+        # every subject and clip the model met (training and validation rows): predict says when
+        # new recordings share them, so an in-sample score is never read as a test score
+        "seen_subjects": sorted(set(prepared.rows["subject"].astype(str))),
+        "seen_stimuli": sorted(set(prepared.rows["stimulus"].astype(str))),
     }
     return {
         "format": MODEL_FORMAT,

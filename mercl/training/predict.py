@@ -306,6 +306,26 @@ def clear_outputs(out: Path, force: bool) -> None:
         path.unlink()
 
 
+def held_out_text(segments: pd.DataFrame, mf) -> str:
+    """How the predicted recordings relate to the model's training data, by subject and clip id:
+    ``new subjects, new clips`` is a test score; anything the model met in training is said."""
+    seen_subjects = set(mf.description.get("seen_subjects") or [])
+    seen_stimuli = set(mf.description.get("seen_stimuli") or []) - {"none", ""}
+    subjects = set(segments["subject"].astype(str))
+    clips = set(segments["stimulus"].astype(str)) - {"none", ""}
+    if not seen_subjects:
+        return "the model file does not list its training subjects and clips"
+    parts = []
+    for what, have, seen in (("subjects", subjects, seen_subjects), ("clips", clips, seen_stimuli)):
+        if have:
+            both = len(have & seen)
+            parts.append(f"new {what}" if not both else f"{both} of {len(have)} {what} seen in training")
+    text = ", ".join(parts)
+    if any(len(have & seen) for have, seen in ((subjects, seen_subjects), (clips, seen_stimuli))):
+        text += ": not a test score where the model met them"
+    return text
+
+
 def predict_recordings(
     model_path: str | Path,
     raw: str | Path,
@@ -380,9 +400,10 @@ def predict_recordings(
 
     metrics = None
     majority = int(mf["majority_class"])
+    held_out = held_out_text(segments, mf)
     if labels is not None:
         metrics = {
-            "model": str(mf.path), "label_scheme": scheme, "class_names": names,
+            "model": str(mf.path), "label_scheme": scheme, "class_names": names, "held_out": held_out,
             "baseline": f"majority: always the model's training majority class ({names[majority]})",
             "segments": scores(segments["label"], segments["predicted"], names, majority),
             "trials": scores(trials["label"], trials["predicted"], names, majority),
@@ -399,7 +420,7 @@ def predict_recordings(
             m = metrics[level]
             say(f"{level[:-1]}-level: accuracy {m['accuracy']:.3f} (macro-F1 {m['macro_f1']:.3f}), majority baseline "
                 f"{m['majority_accuracy']:.3f} (always {names[majority]}, the model's training majority class), "
-                f"n {m['n']}")
+                f"n {m['n']} [{held_out}]")
     else:
         say(f"no {scheme} ratings/labels in the input: predictions only")
     written = [out / n for n in OUTPUTS if (out / n).exists()]
