@@ -1,8 +1,9 @@
 """Training MERCL: the two-stage loop (Algorithm 1), the backbone feature cache, honest cross-validation.
 
-* :func:`~mercl.training.loop.train_two_stage` - the loop, a plain function of (model, batches,
-  config) that a Ray Train worker can call (per-epoch reports of both stages, checkpoint dicts,
-  resume, DDP with global contrastive sets).
+* :func:`~mercl.training.loop.train_two_stage` - the loop, a function of (model, batches, config)
+  that a Ray Train worker can call (per-epoch reports of both stages, checkpoint dicts, resume,
+  DDP with global contrastive sets); :class:`~mercl.training.loop.TwoStageTrainer` is the object
+  behind it, one :class:`~mercl.training.loop.StageRun` per stage.
 * :func:`~mercl.training.config.load_train_config` - named configs ``paper``/``small``/``tiny``
   or a YAML file, validated, the bad field named.
 * :func:`~mercl.training.feature_cache.ensure_feature_cache` - frozen ViT/VGGish features once
@@ -26,6 +27,7 @@ _EXPORTS = {
     "load_train_config": "config",
     "EpochReport": "loop",
     "TrainResult": "loop",
+    "TwoStageTrainer": "loop",
     "predict_batches": "loop",
     "train_two_stage": "loop",
     "ClassificationMetrics": "metrics",

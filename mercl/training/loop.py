@@ -1,4 +1,4 @@
-"""The two-stage training loop of Algorithm 1, as a plain function of (model, data, config).
+"""The two-stage training loop of Algorithm 1: a trainer object over (model, data, config).
 
 Stage 1 (``pretrain``) trains the encoders and projections with the MERCL loss; its
 validation metric is a k-NN (or linear) probe on the shared embeddings of the inner
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import inspect
 import logging
@@ -515,10 +516,253 @@ def _finetune_validation(model, val_batches, device, n_classes, precision="fp32"
 # ----------------------------------------------------------------------------- the loop
 
 
-def _restore_pretrain_best(model: nn.Module, pre_best: dict[str, Any], cfg: TrainConfig) -> None:
-    """Start stage 2 from the encoders of stage 1's best probe epoch (``cfg.restore_best``)."""
-    if cfg.restore_best and pre_best["state"] is not None:
-        load_trained_state(model, pre_best["state"])
+@contextlib.contextmanager
+def _torch_settings(cfg: TrainConfig, device: torch.device):
+    """The run's thread count, TF32 matmuls on CUDA, seeds and determinism; the caller's come back after."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    matmul = torch.get_float32_matmul_precision()
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
+    try:
+        seed_everything(cfg.seed, deterministic=cfg.deterministic)
+        yield
+    finally:
+        if cfg.deterministic and not deterministic:
+            torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(matmul)
+
+
+@dataclass
+class StageRun:
+    """One stage while it trains: what steps, what is scored, and where it stands.
+
+    ``net`` is what the optimizer steps through (DDP-wrapped under torch.distributed): the
+    embedder in stage 1, the classifier in stage 2. ``evaluator`` is the classifier scored on
+    the validation rows (stage 2; ``None`` in stage 1, whose probe reads the model's embeddings).
+    """
+
+    name: str  # "pretrain" | "finetune"
+    cfg: StageConfig
+    offset: int  # global epochs before this stage
+    net: nn.Module
+    evaluator: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    first_epoch: int = 0  # 0-based; > 0 when resumed mid-stage
+    bad_epochs: int = 0  # epochs since the stage's validation metric last improved
+    best_metric: float = -math.inf  # the stage's best validation metric so far
+
+
+@dataclass
+class _ResumePoint:
+    stage: str
+    epoch: int  # epochs of ``stage`` done
+    finished: bool
+    checkpoint: dict[str, Any]
+
+
+class TwoStageTrainer:
+    """Algorithm 1 over a :class:`~mercl.models.MERCLModel`: stage 1 (contrastive, when
+    ``cfg.contrastive``), then stage 2 (cross-entropy), each a :class:`StageRun`.
+
+    It keeps what crosses stages and checkpoints: the per-epoch ``history``, stage 2's best
+    epoch (``best``, its weights when ``cfg.restore_best``) and stage 1's best probe epoch
+    (``pre_best``, whose encoders stage 2 starts from). See :func:`train_two_stage` for the
+    arguments.
+    """
+
+    def __init__(self, model: nn.Module, train_batches: Callable[..., Iterable[Batch]],
+                 val_batches: Callable[[], Iterable[Batch]], cfg: TrainConfig, *,
+                 on_epoch_end: Callable[[EpochReport], None] | None = None, tb=None,
+                 class_names: list[str] | None = None):
+        self.model, self.cfg, self.tb, self.on_epoch_end = model, cfg, tb, on_epoch_end
+        self.train_batches, self.val_batches = train_batches, val_batches
+        self.device = resolve_device(cfg.device)
+        model.to(self.device)
+        self.n_classes = _n_classes(model)
+        self.class_names = class_names or [str(k) for k in range(self.n_classes)]
+        self.stages = (["pretrain"] if cfg.contrastive else []) + ["finetune"]
+        self.offsets = {"pretrain": 0, "finetune": cfg.pretrain.epochs if cfg.contrastive else 0}
+        self.encoder_ids = {id(p) for p in model.encoder_parameters()}
+        self.head_ids = {id(p) for p in model.head_parameters()}
+        self.base_trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        self.backbones = backbones_digest(model)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"metric": -math.inf, "loss": math.inf, "epoch": None, "state": None}
+        self.pre_best: dict[str, Any] = {"metric": -math.inf, "epoch": None, "state": None}
+
+    # -- the run
+
+    def fit(self, resume: dict[str, Any] | None = None) -> TrainResult:
+        """Train both stages (from ``resume``, a ``report.state()`` dict, when given)."""
+        with _torch_settings(self.cfg, self.device):
+            start = self._load(resume) if resume is not None else None
+            for name in self.stages:
+                if start is not None and STAGES.index(name) < STAGES.index(start.stage):
+                    continue  # done before the checkpoint, and its weights are in it
+                here = start if start is not None and start.stage == name else None
+                if here is None or not here.finished:
+                    self._train_stage(self._open_stage(name, here))
+                if name == "pretrain":
+                    self._restore_pretrain_best()
+        return self._result()
+
+    def _load(self, checkpoint: dict[str, Any]) -> _ResumePoint:
+        if checkpoint.get("format") != STATE_FORMAT:
+            raise ValueError(f"resume: not a {STATE_FORMAT} checkpoint dict")
+        check_backbones(checkpoint, self.backbones)
+        load_trained_state(self.model, checkpoint["model"])
+        self.history = copy.deepcopy(checkpoint["history"])
+        self.best = copy.deepcopy(checkpoint["best"])
+        self.pre_best = copy.deepcopy(checkpoint.get("pretrain_best", self.pre_best))
+        rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+        set_rng_state(checkpoint["rng"], self.device, rank=rank, world_size=world, seed=self.cfg.seed,
+                      epoch=len(self.history))
+        return _ResumePoint(checkpoint["stage"], checkpoint["epoch"], checkpoint["stage_finished"], checkpoint)
+
+    def _open_stage(self, name: str, resume: _ResumePoint | None) -> StageRun:
+        """Set the stage's trainable parameters, wrap its network, build its optimizer (restored on resume)."""
+        cfg, model, device = self.cfg, self.model, self.device
+        if name == "pretrain":
+            trainable = self.encoder_ids
+        elif cfg.contrastive and not cfg.unfreeze_encoders:
+            model.freeze_encoders(True)
+            trainable = self.head_ids
+        else:
+            trainable = self.encoder_ids | self.head_ids
+        params = _set_trainable(model, trainable & self.base_trainable)  # before DDP: it registers these only
+        find_unused = bool(stage_unused_parameters(model, name))
+        if name == "pretrain":
+            evaluator, net = None, _wrap_ddp(_Embedder(model), device, find_unused)
+        else:  # frozen encoders are in eval mode: encode each row once for the whole stage
+            frozen = getattr(model, "encoders_frozen", False)
+            evaluator = _EncodedClassifier(model, FrozenEncodings(model)) if frozen else model
+            net = _wrap_ddp(evaluator, device, find_unused)
+        scfg = cfg.pretrain if name == "pretrain" else cfg.finetune
+        optimizer = make_optimizer(params, scfg.lr, scfg.weight_decay, device)
+        run = StageRun(name, scfg, self.offsets[name], net, evaluator, optimizer,
+                       scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, stage_lr_lambda(scfg)),
+                       scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"))
+        if resume is not None:
+            state = resume.checkpoint
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                run.scaler.load_state_dict(state["scaler"])
+            run.first_epoch, run.bad_epochs = resume.epoch, state["bad_epochs"]
+        run.best_metric = max((h["val_metric"] for h in self.history if h["stage"] == name), default=-math.inf)
+        return run
+
+    def _train_stage(self, run: StageRun) -> None:
+        for epoch in range(run.first_epoch, run.cfg.epochs):
+            if self._epoch(run, epoch):
+                break
+        # Drop the stage's DDP wrapper: its gradient hooks must not fire in the next stage.
+        del run
+        gc.collect()
+
+    def _epoch(self, run: StageRun, epoch: int) -> bool:
+        """Train and validate one epoch (0-based within the stage); True when the stage stops early."""
+        cfg, model, device = self.cfg, self.model, self.device
+        lr = run.optimizer.param_groups[0]["lr"]
+        batches = call_train_batches(self.train_batches, epoch, run.name)
+        train_epoch = _pretrain_epoch if run.name == "pretrain" else _finetune_epoch
+        train_metrics = train_epoch(run.net, model, batches, run.optimizer, cfg, device, run.scaler)
+        run.scheduler.step()
+        average_buffers(model)
+        embedded = scores = None
+        if run.name == "pretrain":
+            val_metrics, embedded = _pretrain_validation(model, self.train_batches, self.val_batches, epoch, cfg,
+                                                         device, self.n_classes)
+        else:
+            val_metrics, scores = _finetune_validation(run.evaluator, self.val_batches, device, self.n_classes,
+                                                       cfg.precision)
+        metrics = {**train_metrics, **val_metrics, "lr": lr}
+        global_epoch = run.offset + epoch + 1
+        self.history.append({"stage": run.name, "epoch": epoch + 1, "global_epoch": global_epoch, **metrics})
+
+        improved = metrics["val_metric"] > run.best_metric
+        if improved:
+            run.best_metric = metrics["val_metric"]
+        run.bad_epochs = 0 if improved else run.bad_epochs + 1
+        self._keep_best(run.name, epoch + 1, metrics, improved)
+        stop = run.cfg.patience > 0 and run.bad_epochs >= run.cfg.patience
+        finished = stop or epoch + 1 == run.cfg.epochs
+        self._log_tensorboard(run.name, metrics, lr, global_epoch, finished, embedded, scores)
+        if self.on_epoch_end is not None:  # the report's state() holds no reference to the DDP wrapper
+            fixed = {"stage": run.name, "epoch": epoch + 1, "stage_finished": finished, "bad_epochs": run.bad_epochs,
+                     "rng": rng_state(device), "best": self.best, "pretrain_best": self.pre_best}
+            state = functools.partial(self._checkpoint, fixed, run.optimizer, run.scheduler, run.scaler)
+            self.on_epoch_end(EpochReport(run.name, epoch + 1, global_epoch, dict(metrics), state))
+        return stop
+
+    def _keep_best(self, stage: str, epoch: int, metrics: dict[str, float], improved: bool) -> None:
+        """Stage 1: its best probe epoch's weights. Stage 2: its best epoch (ties: the lower loss)."""
+        if stage == "pretrain" and improved and self.cfg.restore_best:
+            self.pre_best = {"metric": metrics["val_metric"], "epoch": epoch,
+                             "state": snapshot(trained_state(self.model))}
+        if stage == "finetune":
+            best = self.best
+            if metrics["val_metric"] > best["metric"] or (
+                    metrics["val_metric"] == best["metric"] and metrics["val_loss"] < best["loss"]):
+                self.best = {"metric": metrics["val_metric"], "loss": metrics["val_loss"], "epoch": epoch,
+                             "state": snapshot(trained_state(self.model))}
+
+    def _log_tensorboard(self, stage: str, metrics: dict[str, float], lr: float, global_epoch: int,
+                         finished: bool, embedded, scores) -> None:
+        tb = self.tb
+        if tb is None:
+            return
+        tb.scalars({k: v for k, v in metrics.items() if k != "lr"}, global_epoch, prefix=stage)
+        tb.scalars({stage: lr}, global_epoch, prefix="lr")
+        if stage == "pretrain" and finished:
+            z, valid, labels = embedded
+            tb.embeddings(z, valid, labels, self.class_names, global_epoch)
+        if stage == "finetune" and finished and scores is not None:
+            tb.confusion(scores.confusion, self.class_names, global_epoch, tag="confusion/val")
+
+    def _checkpoint(self, fixed: dict[str, Any], optimizer, scheduler, scaler) -> dict[str, Any]:
+        """The checkpoint after an epoch (``report.state()``): ``fixed`` holds what that epoch ended
+        with; the weights and the optimizer are read live (call it inside ``on_epoch_end``)."""
+        return snapshot({
+            "format": STATE_FORMAT,
+            **fixed,
+            "model": trained_state(self.model),
+            "backbones": self.backbones,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "history": self.history,
+            "config": to_dict(self.cfg),
+        })
+
+    def _restore_pretrain_best(self) -> None:
+        """Start stage 2 from the encoders of stage 1's best probe epoch (``cfg.restore_best``); the
+        weights are in the model then, and stage-2 checkpoints stay small without them."""
+        if self.cfg.restore_best and self.pre_best["state"] is not None:
+            load_trained_state(self.model, self.pre_best["state"])
+        self.pre_best = {**self.pre_best, "state": None}
+
+    def _result(self) -> TrainResult:
+        best = self.best
+        if self.cfg.restore_best and best["state"] is not None:
+            load_trained_state(self.model, best["state"])
+        finetune_rows = [h for h in self.history if h["stage"] == "finetune"]
+        final = finetune_rows[-1] if finetune_rows else {}
+        if self.cfg.restore_best and best["epoch"] is not None:
+            final = next(h for h in finetune_rows if h["epoch"] == best["epoch"])
+        return TrainResult(
+            model=self.model,
+            history=self.history,
+            best_epoch=best["epoch"],
+            best_val_metric=float(best["metric"]) if best["epoch"] is not None else float("nan"),
+            final_metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
+        )
 
 
 def train_two_stage(
@@ -532,7 +776,7 @@ def train_two_stage(
     tb=None,
     class_names: list[str] | None = None,
 ) -> TrainResult:
-    """Train ``model`` (a :class:`~mercl.models.MERCLModel`) with Algorithm 1.
+    """Train ``model`` (a :class:`~mercl.models.MERCLModel`) with Algorithm 1 (:class:`TwoStageTrainer`).
 
     train_batches(epoch) -> iterable of training batches for that epoch (epoch is 0-based within
         the stage). When it takes a ``stage`` argument it is called ``train_batches(epoch,
@@ -544,175 +788,6 @@ def train_two_stage(
     resume: a checkpoint dict from ``report.state()`` (or :func:`~mercl.training.checkpoint.load_checkpoint`).
     tb: a :class:`~mercl.training.tensorboard.TensorBoardLogger` (rank 0 only under DDP) or None.
     """
-    device = resolve_device(cfg.device)
-    model.to(device)
-    n_classes = _n_classes(model)
-    class_names = class_names or [str(k) for k in range(n_classes)]
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    previous_threads = torch.get_num_threads()
-    previous_matmul = torch.get_float32_matmul_precision()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
-    seed_everything(cfg.seed, deterministic=cfg.deterministic)
-    rank = dist.get_rank() if is_distributed() else 0
-    world = dist.get_world_size() if is_distributed() else 1
-
-    encoder_ids = {id(p) for p in model.encoder_parameters()}
-    head_ids = {id(p) for p in model.head_parameters()}
-    base_trainable = {id(p) for p in model.parameters() if p.requires_grad}
-
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"metric": -math.inf, "loss": math.inf, "epoch": None, "state": None}
-    pre_best: dict[str, Any] = {"metric": -math.inf, "epoch": None, "state": None}  # stage 1's best probe
-    start_stage, start_epoch, start_finished, start_bad = STAGES[0], 0, False, 0
-    backbones = backbones_digest(model)
-    if resume is not None:
-        if resume.get("format") != STATE_FORMAT:
-            raise ValueError(f"resume: not a {STATE_FORMAT} checkpoint dict")
-        check_backbones(resume, backbones)
-        load_trained_state(model, resume["model"])
-        history = copy.deepcopy(resume["history"])
-        best = copy.deepcopy(resume["best"])
-        pre_best = copy.deepcopy(resume.get("pretrain_best", pre_best))
-        start_stage, start_epoch = resume["stage"], resume["epoch"]
-        start_finished, start_bad = resume["stage_finished"], resume["bad_epochs"]
-        set_rng_state(resume["rng"], device, rank=rank, world_size=world, seed=cfg.seed, epoch=len(history))
-
-    stages = [("pretrain", cfg.pretrain)] if cfg.contrastive else []
-    stages.append(("finetune", cfg.finetune))
-    offset = {"pretrain": 0, "finetune": cfg.pretrain.epochs if cfg.contrastive else 0}
-    last_scores = None
-    try:
-        for stage, scfg in stages:
-            if STAGES.index(stage) < STAGES.index(start_stage):
-                continue
-            resuming_here = resume is not None and stage == start_stage
-            if resuming_here and start_finished:
-                if stage == "pretrain":
-                    _restore_pretrain_best(model, pre_best, cfg)
-                continue
-            if stage == "pretrain":
-                trainable = encoder_ids & base_trainable
-            elif cfg.contrastive and not cfg.unfreeze_encoders:
-                model.freeze_encoders(True)
-                trainable = head_ids & base_trainable
-            else:
-                trainable = (encoder_ids | head_ids) & base_trainable
-            params = _set_trainable(model, trainable)  # before DDP: it registers trainable params only
-            find_unused = bool(stage_unused_parameters(model, stage))
-            if stage == "pretrain":
-                classifier = None
-                net = _wrap_ddp(_Embedder(model), device, find_unused)
-            else:  # frozen encoders are in eval mode: encode each row once for the whole stage
-                frozen = getattr(model, "encoders_frozen", False)
-                classifier = _EncodedClassifier(model, FrozenEncodings(model)) if frozen else model
-                net = _wrap_ddp(classifier, device, find_unused)
-            optimizer = make_optimizer(params, scfg.lr, scfg.weight_decay, device)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stage_lr_lambda(scfg))
-            scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-            first_epoch, bad_epochs = 0, 0
-            if resuming_here:
-                optimizer.load_state_dict(resume["optimizer"])
-                scheduler.load_state_dict(resume["scheduler"])
-                if resume.get("scaler"):
-                    scaler.load_state_dict(resume["scaler"])
-                first_epoch, bad_epochs = start_epoch, start_bad
-            stage_best = max((h["val_metric"] for h in history if h["stage"] == stage), default=-math.inf)
-
-            for epoch in range(first_epoch, scfg.epochs):
-                lr = optimizer.param_groups[0]["lr"]
-                batches = call_train_batches(train_batches, epoch, stage)
-                if stage == "pretrain":
-                    train_metrics = _pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler)
-                else:
-                    train_metrics = _finetune_epoch(net, model, batches, optimizer, cfg, device, scaler)
-                scheduler.step()
-                average_buffers(model)
-                if stage == "pretrain":
-                    val_metrics, embedded = _pretrain_validation(
-                        model, train_batches, val_batches, epoch, cfg, device, n_classes)
-                else:
-                    val_metrics, last_scores = _finetune_validation(classifier, val_batches, device, n_classes,
-                                                                     cfg.precision)
-                metrics = {**train_metrics, **val_metrics, "lr": lr}
-                global_epoch = offset[stage] + epoch + 1
-                history.append({"stage": stage, "epoch": epoch + 1, "global_epoch": global_epoch, **metrics})
-
-                improved = metrics["val_metric"] > stage_best
-                if improved:
-                    stage_best = metrics["val_metric"]
-                bad_epochs = 0 if improved else bad_epochs + 1
-                if stage == "pretrain" and improved and cfg.restore_best:
-                    pre_best = {"metric": metrics["val_metric"], "epoch": epoch + 1,
-                                "state": snapshot(trained_state(model))}
-                if stage == "finetune":
-                    better = metrics["val_metric"] > best["metric"] or (
-                        metrics["val_metric"] == best["metric"] and metrics["val_loss"] < best["loss"])
-                    if better:
-                        best = {"metric": metrics["val_metric"], "loss": metrics["val_loss"],
-                                "epoch": epoch + 1, "state": snapshot(trained_state(model))}
-                stop = scfg.patience > 0 and bad_epochs >= scfg.patience
-                finished = stop or epoch + 1 == scfg.epochs
-
-                if tb is not None:
-                    tb.scalars({k: v for k, v in metrics.items() if k != "lr"}, global_epoch, prefix=stage)
-                    tb.scalars({stage: lr}, global_epoch, prefix="lr")
-                    if stage == "pretrain" and finished:
-                        z, valid, labels = embedded
-                        tb.embeddings(z, valid, labels, class_names, global_epoch)
-                    if stage == "finetune" and finished and last_scores is not None:
-                        tb.confusion(last_scores.confusion, class_names, global_epoch, tag="confusion/val")
-
-                def state(stage=stage, epoch=epoch, finished=finished, bad_epochs=bad_epochs,
-                          optimizer=optimizer, scheduler=scheduler, scaler=scaler, best=best,
-                          pre_best=pre_best, rng=rng_state(device)) -> dict[str, Any]:
-                    """The checkpoint after this epoch; call it inside ``on_epoch_end`` (it reads live weights)."""
-                    return snapshot({
-                        "format": STATE_FORMAT,
-                        "stage": stage,
-                        "epoch": epoch + 1,
-                        "stage_finished": finished,
-                        "bad_epochs": bad_epochs,
-                        "model": trained_state(model),
-                        "backbones": backbones,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                        "rng": rng,
-                        "history": history,
-                        "best": best,
-                        "pretrain_best": pre_best,
-                        "config": to_dict(cfg),
-                    })
-
-                if on_epoch_end is not None:
-                    on_epoch_end(EpochReport(stage, epoch + 1, global_epoch, dict(metrics), state))
-                if stop:
-                    break
-            if stage == "pretrain":
-                _restore_pretrain_best(model, pre_best, cfg)
-                pre_best = {**pre_best, "state": None}  # in the model now: keep stage-2 checkpoints small
-            # Drop this stage's DDP wrapper: its gradient hooks must not fire in the next stage.
-            del net, classifier, optimizer, scheduler, scaler
-            gc.collect()
-    finally:
-        if cfg.deterministic and not previous_deterministic:
-            torch.use_deterministic_algorithms(False)
-        torch.set_num_threads(previous_threads)
-        torch.set_float32_matmul_precision(previous_matmul)
-
-    if cfg.restore_best and best["state"] is not None:
-        load_trained_state(model, best["state"])
-    finetune_rows = [h for h in history if h["stage"] == "finetune"]
-    final = finetune_rows[-1] if finetune_rows else {}
-    if cfg.restore_best and best["epoch"] is not None:
-        final = next(h for h in finetune_rows if h["epoch"] == best["epoch"])
-    return TrainResult(
-        model=model,
-        history=history,
-        best_epoch=best["epoch"],
-        best_val_metric=float(best["metric"]) if best["epoch"] is not None else float("nan"),
-        final_metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
-    )
+    trainer = TwoStageTrainer(model, train_batches, val_batches, cfg, on_epoch_end=on_epoch_end, tb=tb,
+                              class_names=class_names)
+    return trainer.fit(resume)
