@@ -24,8 +24,10 @@ channels and the default ``mercl prepare`` shapes: 4 s segments, 224 px frames a
   waiting on the host: two gloo ranks on this machine's CPU run the ``tiny`` config's
   pre-training epoch twice, (a) with the pre-change step reproduced here (each contrastive
   gather exchanging the ranks' sizes itself and reading them with ``int()``, the four loss
-  terms read with ``float()`` every step) and (b) with ``mercl.training.loop``'s own epoch
-  (sizes exchanged once per step, losses summed on the device and read once per epoch). The
+  terms read with ``float()`` every step, the loss indexing anchors and pairs out with boolean
+  masks) and (b) with ``mercl.training.loop``'s own epoch (sizes exchanged once per step, the
+  loss weighting anchors and pairs in fixed shapes, losses summed on the device and read once
+  per epoch). The
   labels', masks' and embeddings' own gathers are today's code in both (one collective each,
   as before).
   Counted by :mod:`mercl.training.step_probe` (Python-level ``torch.distributed`` calls and
@@ -234,14 +236,53 @@ def _old_sizes(x: torch.Tensor) -> list[int]:
     return [int(s) for s in sizes]
 
 
+def _old_supcon_per_anchor(sim, candidate, positive):
+    """mercl.losses.supcon_per_anchor as it was before: anchors without a positive indexed out."""
+    rows = positive.any(dim=1)
+    sim, candidate, positive = sim[rows], candidate[rows], positive[rows]
+    logits = sim.masked_fill(~candidate, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    picked = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    losses = -picked / positive.sum(dim=1)
+    return losses, torch.ones(len(losses), dtype=torch.bool)
+
+
+def _old_mean_over_modalities(per_modality, z):
+    import mercl.losses as losses
+
+    means = [anchor_losses.mean() for anchor_losses, _ in per_modality if anchor_losses.numel()]
+    count = sum(anchor_losses.numel() for anchor_losses, _ in per_modality)
+    return (torch.stack(means).mean() if means else losses._zero(z)), count
+
+
+def _old_smcl(z, valid, alpha):
+    """mercl.losses._smcl as it was before: the valid pairs indexed out."""
+    import itertools
+
+    import mercl.losses as losses
+
+    zn, valid = losses._normalised(z), losses._valid(z, valid)
+    terms = [(((zn[a] * zn[b]).sum(dim=-1) - alpha) ** 2)[valid[a] & valid[b]]
+             for a, b in itertools.combinations(list(zn), 2)]
+    pairs = torch.cat(terms) if terms else torch.zeros(0)
+    return (pairs.mean() if pairs.numel() else losses._zero(z)), pairs.numel()
+
+
 def _old_pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler) -> dict[str, float]:
-    """The stage-1 epoch as it was before (one float() per loss term and step), with _old_sizes."""
+    """The stage-1 epoch as it was before: one float() per loss term and step, _old_sizes, and
+    the loss's boolean-mask indexing (_old_supcon_per_anchor, _old_smcl)."""
     import mercl.distributed as mdist
+    import mercl.losses as losses
     from mercl.training.loop import to_device
 
     model.train()
     sums = {"loss": 0.0, "amcl": 0.0, "emcl": 0.0, "smcl": 0.0}
+    old = {"supcon_per_anchor": _old_supcon_per_anchor, "_mean_over_modalities": _old_mean_over_modalities,
+           "_smcl": _old_smcl}
+    saved_loss = {name: getattr(losses, name) for name in old}
     saved, mdist._sizes = mdist._sizes, _old_sizes
+    for name, function in old.items():
+        setattr(losses, name, function)
     try:
         for batch in batches:
             batch = to_device(batch, device)
@@ -256,6 +297,8 @@ def _old_pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler) -> 
             sums["smcl"] += float(out.smcl.detach())
     finally:
         mdist._sizes = saved
+        for name, function in saved_loss.items():
+            setattr(losses, name, function)
     return sums
 
 
@@ -331,7 +374,7 @@ def collectives_and_syncs(batch_size: int) -> None:
             print(f"  {mode:<7}{label:<12}{per_step:>5g} per step, {per_epoch:>3g} per epoch  ({detail})")
     print(f"  collectives per step {totals['before', 'collectives']:g} -> {totals['after', 'collectives']:g}; "
           f"host syncs per step {totals['before', 'host syncs']:g} -> {totals['after', 'host syncs']:g} "
-          "(boolean-mask indexing is inside mercl.losses, unchanged; DDP's gradient all-reduce not counted)")
+          "(DDP's gradient all-reduce not counted)")
 
 
 def cuda_syncs_per_step(model, cached, cfg, device) -> None:

@@ -21,7 +21,10 @@ use the supervised contrastive (SupCon) loss of Khosla et al. 2020 in its ``L_ou
 ``-1/|P(i)| sum_{p in P(i)} log(exp(a.p/t) / sum_{j in A(i)} exp(a.j/t))``, with a
 temperature t (``LossConfig.temperature``).
 
-A term with no anchor (or, for SMCL, no pair) is 0 with a gradient path, never NaN. With
+A term with no anchor (or, for SMCL, no pair) is 0 with a gradient path, never NaN. Every
+tensor keeps a fixed shape (anchors without positives and invalid pairs are weighted 0, not
+indexed out), so computing the loss never waits for the device; the anchor and pair counts
+are 0-dim tensors, read only when logged. With
 ``gather=True`` the embeddings, labels and masks are all-gathered across the DDP group first
 (:mod:`mercl.distributed`), so every rank computes the loss of the global batch.
 """
@@ -65,26 +68,30 @@ class LossConfig:
 
 @dataclass
 class LossOutput:
-    """The weighted total, its three terms, and how many anchors/pairs each term used."""
+    """The weighted total, its three terms, and how many anchors/pairs each term used.
+
+    The counts are 0-dim integer tensors on the loss's device (``int(out.amcl_anchors)`` reads
+    one, and waits for the device to get there).
+    """
 
     total: Tensor
     amcl: Tensor
     emcl: Tensor
     smcl: Tensor
-    amcl_anchors: int = 0
-    emcl_anchors: int = 0
-    smcl_pairs: int = 0
+    amcl_anchors: Tensor | int = 0
+    emcl_anchors: Tensor | int = 0
+    smcl_pairs: Tensor | int = 0
 
     def scalars(self) -> dict[str, float]:
-        """Plain floats for logging: ``loss``, ``amcl``, ``emcl``, ``smcl`` and the counts."""
+        """Plain numbers for logging: ``loss``, ``amcl``, ``emcl``, ``smcl`` and the counts."""
         return {
             "loss": float(self.total.detach()),
             "amcl": float(self.amcl.detach()),
             "emcl": float(self.emcl.detach()),
             "smcl": float(self.smcl.detach()),
-            "amcl_anchors": self.amcl_anchors,
-            "emcl_anchors": self.emcl_anchors,
-            "smcl_pairs": self.smcl_pairs,
+            "amcl_anchors": int(self.amcl_anchors),
+            "emcl_anchors": int(self.emcl_anchors),
+            "smcl_pairs": int(self.smcl_pairs),
         }
 
 
@@ -124,26 +131,33 @@ def _valid(z: dict[str, Tensor], valid: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def supcon_per_anchor(sim: Tensor, candidate: Tensor, positive: Tensor) -> Tensor:
-    """SupCon (L_out) loss of each anchor that has a positive.
+def supcon_per_anchor(sim: Tensor, candidate: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+    """SupCon (L_out) loss of every anchor, and which anchors count.
 
     sim (N, K) scaled similarities, candidate (N, K) bool (the denominator set A(i)),
-    positive (N, K) bool (P(i), a subset of A(i)) -> (R,) losses of the R anchors with
-    |P(i)| >= 1: ``-mean_{p in P(i)} [sim_ip - logsumexp_{j in A(i)} sim_ij]``.
+    positive (N, K) bool (P(i), a subset of A(i)) -> (losses (N,), anchors (N,) bool): for an
+    anchor with |P(i)| >= 1, ``-mean_{p in P(i)} [sim_ip - logsumexp_{j in A(i)} sim_ij]``;
+    0 (with no gradient) for the others, which ``anchors`` marks False.
     """
-    rows = positive.any(dim=1)
-    sim, candidate, positive = sim[rows], candidate[rows], positive[rows]
+    anchors = positive.any(dim=1)
     logits = sim.masked_fill(~candidate, float("-inf"))
+    # a row without a positive may have no candidate either: all -inf, whose logsumexp is NaN
+    logits = torch.where(anchors[:, None], logits, torch.zeros_like(logits))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     picked = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    return -picked / positive.sum(dim=1)
+    return -picked / positive.sum(dim=1).clamp(min=1), anchors
 
 
-def _mean_over_modalities(per_modality: list[Tensor], z: dict[str, Tensor]) -> tuple[Tensor, int]:
-    """Mean of each modality's anchor losses, then over modalities that have anchors."""
-    means = [losses.mean() for losses in per_modality if losses.numel()]
-    count = sum(losses.numel() for losses in per_modality)
-    return (torch.stack(means).mean() if means else _zero(z)), count
+def _mean_over_modalities(per_modality: list[tuple[Tensor, Tensor]], z: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Mean of each modality's anchor losses, then over the modalities that have anchors;
+    (the term, the number of anchors)."""
+    if not per_modality:
+        return _zero(z), torch.zeros((), dtype=torch.long)
+    counts = torch.stack([anchors.sum() for _, anchors in per_modality])  # (M,)
+    sums = torch.stack([losses.sum() for losses, _ in per_modality])  # non-anchors add 0
+    means = sums / counts.clamp(min=1)
+    has_anchors = (counts > 0).to(means.dtype)
+    return (means * has_anchors).sum() / has_anchors.sum().clamp(min=1), counts.sum()
 
 
 def _amcl(z: dict[str, Tensor], labels: Tensor, valid: dict[str, Tensor], temperature: float):
@@ -174,12 +188,16 @@ def _emcl(z: dict[str, Tensor], labels: Tensor, valid: dict[str, Tensor], temper
 
 def _smcl(z: dict[str, Tensor], valid: dict[str, Tensor], alpha: float):
     zn, valid = _normalised(z), _valid(z, valid)
-    terms = []
+    terms, both_valid = [], []
     for a, b in itertools.combinations(list(zn), 2):
-        cos = (zn[a] * zn[b]).sum(dim=-1)
-        terms.append(((cos - alpha) ** 2)[valid[a] & valid[b]])
-    pairs = torch.cat(terms) if terms else torch.zeros(0)
-    return (pairs.mean() if pairs.numel() else _zero(z)), pairs.numel()
+        terms.append(((zn[a] * zn[b]).sum(dim=-1) - alpha) ** 2)
+        both_valid.append(valid[a] & valid[b])
+    if not terms:  # a single modality: no pair
+        return _zero(z), torch.zeros((), dtype=torch.long)
+    weight = torch.cat(both_valid)
+    pairs = weight.sum()
+    squares = torch.cat(terms)
+    return torch.where(weight, squares, torch.zeros_like(squares)).sum() / pairs.clamp(min=1), pairs
 
 
 # ----- the losses -----------------------------------------------------------------------------

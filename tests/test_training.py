@@ -447,6 +447,38 @@ def test_an_epoch_reads_its_losses_from_the_device_once(monkeypatch):
     assert syncs[2] == syncs[7] == 1, syncs  # float(total) after the last step
 
 
+def test_a_pretraining_epoch_waits_on_the_host_once():
+    """MERCL's own model and loss: a stage-1 epoch reads its loss terms once, and nothing in a
+    step waits for the device (the loss weights anchors and pairs instead of indexing them out)."""
+    from mercl.data.prepare import load_prepare_config
+    from mercl.models import DataShapes, build_model
+    from mercl.training.loop import _Embedder, _pretrain_epoch, make_optimizer
+    from mercl.training.step_probe import count_step_events
+
+    cfg, device = tiny(), torch.device("cpu")
+    dims = load_prepare_config(None, {"video.size": 32}).shapes(32)
+    shapes = DataShapes(eeg=tuple(dims["eeg"]), audio=tuple(dims["audio"]), video=tuple(dims["video"]),
+                        n_classes=4)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, shapes)
+    g = torch.Generator().manual_seed(0)
+    n = 8
+    live = {"eeg": torch.randn(n, *shapes.eeg, generator=g), "audio": torch.randn(n, *shapes.audio, generator=g) - 8,
+            "video": torch.randint(0, 256, (n, *shapes.video), generator=g, dtype=torch.uint8),
+            "present": torch.tensor([[1, 1, 1], [1, 0, 1]] * 4, dtype=torch.bool),  # some audio missing
+            "audio_energy": torch.tensor([-20.0, -80.0] * 4), "label": torch.arange(n) % 4}
+    batch = {k: v for k, v in live.items() if k not in ("video", "audio")} | model.backbone_features(live)
+    optimizer = make_optimizer(list(model.encoder_parameters()), 1e-3, 0.0, device)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    found = {}
+    for steps in (2, 5):
+        with count_step_events() as events:
+            metrics = _pretrain_epoch(_Embedder(model), model, [batch] * steps, optimizer, cfg, device, scaler)
+        found[steps] = dict(events.host_syncs)
+        assert all(np.isfinite(v) for v in metrics.values()), metrics
+    assert found[2] == found[5] == {"tolist": 1}, found  # the four loss sums, read after the last step
+
+
 def test_fp16_checkpoints_its_grad_scaler_and_resumes_to_the_same_result(demo_dataset):
     """fp16 scales the loss (GradScaler); the scaler's state travels in the checkpoint, which
     loads with torch.load(weights_only=True), and the resumed run ends as the straight one."""
