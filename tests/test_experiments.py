@@ -213,3 +213,12 @@ def test_serial_run_gives_the_same_results_as_the_default_worker_processes(run_d
             assert abs(same["accuracy"].item() - r.accuracy) <= 0.05
         else:
             assert same["accuracy"].item() == r.accuracy and same["macro_f1"].item() == r.macro_f1
+
+
+def test_units_ask_for_a_gpu_only_for_networks_and_only_on_a_cluster_with_gpus():
+    from mercl.experiments.runner import unit_gpus
+
+    assert [unit_gpus(m, None, 4) for m in ("mercl", "ve_bilstm", "ave_lstm")] == [1, 1, 1]
+    assert [unit_gpus(m, None, 4) for m in ("ave_rt", "ave_kelm", "majority", "clip-majority")] == [0, 0, 0, 0]
+    assert unit_gpus("mercl", None, 0) == 0  # a CPU cluster
+    assert unit_gpus("mercl", 0.5, 4) == 0.5 and unit_gpus("ave_rt", 0.5, 4) == 0  # --gpus-per-unit

@@ -1,27 +1,26 @@
-"""Multi-node Ray on loopback: a DDP trial spread over two nodes, and the autoscaler.
+"""The autoscaler on loopback: GPU-hungry DDP trials make it add nodes, idle nodes go away.
 
-* ``test_ddp_trial_spreads_over_two_nodes``: a real two-node cluster
-  (``ray.cluster_utils.Cluster``: a head and a second raylet with its own resources).
-  A Tune search runs one trial; the trial is a Ray Train ``TorchTrainer`` with 2 DDP
-  workers placed ``STRICT_SPREAD`` (the Ray 2.60 Train V2 pattern: a Tune function
-  trainable builds the trainer with ``TuneReportCallback``). Each rank reports the node
-  it ran on; the ranks train on different data and must end with the weights a single
-  process gets from the mean gradient (gloo all-reduce across the two nodes).
-* ``test_search_trial_ranks_on_two_nodes`` (slow): the same on the project's own search
-  (tuning/search.py, its trial driver tuning.trial.run_trial, mercl's training loop on
-  Ray Data shards of a tiny synthetic study); Ray Train's state records each rank's node.
-* ``test_autoscaler_adds_and_removes_gpu_nodes`` (``@pytest.mark.ray``): Ray's fake
-  autoscaler (:class:`ray_autoscaling.LocalAutoscalingCluster`) with a CPU-only head
-  and worker node types carrying a ``fake_gpu`` resource, like cluster/aws.yaml. The
-  trials' workers ask for ``fake_gpu``, which the head lacks: the autoscaler adds
-  nodes, the trials finish on them, and the nodes go away after the idle timeout. The
-  two-node cluster of the first test stays up meanwhile, as a witness that starting
-  and stopping the autoscaling cluster kills nobody else's Ray processes.
+``test_autoscaler_adds_gpu_nodes_for_ranks_and_keeps_trial_drivers_on_the_head``: Ray's fake
+autoscaler (:class:`ray_autoscaling.LocalAutoscalingCluster`) with a head like cluster/aws.yaml's
+(``CPU: 0`` and the ``trial_driver`` resource) and worker node types carrying a ``fake_gpu``
+resource whose ranks take a whole ``gpu_1x`` node (as ranks asking for all 4 CPUs of
+``gpu.1x`` do). A trial driver asking for 0.01 CPU could only run on such a node, and its
+rank would then never fit there; with ``tuning.trial.trial_driver_resources`` the drivers run
+on the head, and each reports its node. Each trial is a Ray Train
+``TorchTrainer`` with 2 DDP workers (the Ray 2.60 Train V2 pattern: a Tune function trainable
+builds the trainer with ``TuneReportCallback``) that ask for ``fake_gpu``, which the head
+lacks: the autoscaler adds nodes, the trials finish on them, and the nodes go away after the
+idle timeout. The ranks train on different data and must end with the weights a single
+process gets from the mean gradient (gloo all-reduce). Another Ray cluster stays up
+meanwhile, as a witness that starting and stopping the autoscaling cluster kills nobody
+else's Ray processes.
+
+The project's own search with its two ranks on two nodes (``STRICT_SPREAD``, tuning/search.py,
+mercl's training loop on Ray Data shards) is tests/test_placement.py.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -29,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import ray
 import ray.cloudpickle
@@ -47,6 +45,8 @@ from ray_autoscaling import (
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tuning/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
+
+from tuning.trial import TRIAL_DRIVER_RESOURCE, trial_driver_resources  # noqa: E402
 
 # Ray workers cannot import this test module (tests/ is not on their path): ship the
 # trial and training-loop functions by value.
@@ -102,6 +102,7 @@ def ddp_train_loop(config: dict) -> None:
                 "loss": sum(r["loss"] for r in everyone) / world,
                 "node_ids": [r["node_id"] for r in everyone],
                 "rank_weights": [r["weights"] for r in everyone],
+                "driver_node": config["driver_node"],
             }
         )
 
@@ -115,7 +116,8 @@ def ddp_trial(config: dict) -> None:
 
     trainer = TorchTrainer(
         ddp_train_loop,
-        train_loop_config={"lr": config["lr"], "steps": config["steps"]},
+        train_loop_config={"lr": config["lr"], "steps": config["steps"],
+                           "driver_node": ray.get_runtime_context().get_node_id()},
         scaling_config=ScalingConfig(
             num_workers=config["workers"],
             resources_per_worker=config["worker_resources"],
@@ -130,12 +132,12 @@ def ddp_trial(config: dict) -> None:
     trainer.fit()
 
 
-def run_search(storage: str, name: str, num_samples: int, **trial_config) -> ray.tune.ResultGrid:
-    """A small Tune search of :func:`ddp_trial` trials (trainable 0.01 CPU, see DESIGN.md)."""
+def run_search(storage: str, name: str, num_samples: int, driver: dict, **trial_config) -> ray.tune.ResultGrid:
+    """A small Tune search of :func:`ddp_trial` trials, each driver asking for ``driver``."""
     param_space = {"lr": ray.tune.grid_search([0.1, 0.05][:num_samples]), "steps": 2, "storage": storage}
     param_space.update(trial_config)
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(ddp_trial, {"CPU": 0.01}),
+        ray.tune.with_resources(ddp_trial, driver),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(max_concurrent_trials=num_samples),
         run_config=ray.tune.RunConfig(name=name, storage_path=storage, verbose=0),
@@ -157,140 +159,28 @@ def expected_weights(lr: float, steps: int, world: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    """A head and a second node (2 logical CPUs each, resources ``head_node`` /
-    ``second_node``) on loopback, in a private temp dir, invisible to anyone's plain
-    ``ray.init()``. Ray Train records every worker's node (state tracking) on it."""
+def witness_cluster():
+    """Another one-node Ray cluster on loopback, in a private temp dir, invisible to anyone's
+    plain ``ray.init()``."""
     from ray.cluster_utils import Cluster
 
     temp_dir = tempfile.mkdtemp(prefix="ray-mn-", dir="/tmp")
-    # The nodes' processes inherit these; Ray Train then keeps each worker's node id and
-    # pid in its state actor (the reconciliation loop needs the dashboard: off).
-    env = {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1", "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        with private_address_file():
-            cluster = Cluster(
-                initialize_head=True,
-                head_node_args={
-                    "num_cpus": 2,
-                    "include_dashboard": False,
-                    "resources": {"head_node": 1},
-                    "temp_dir": temp_dir,
-                },
-            )
-            cluster.add_node(num_cpus=2, resources={"second_node": 1})
-            cluster.wait_for_nodes()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with private_address_file():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                                "temp_dir": temp_dir})
+        cluster.wait_for_nodes()
     yield cluster
-    ray.shutdown()
     with private_address_file():
         cluster.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.ray
-def test_ddp_trial_spreads_over_two_nodes(two_nodes, tmp_path):
-    ray.init(address=two_nodes.address)
-    try:
-        node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert len(node_ids) == 2
-        results = run_search(
-            str(tmp_path),
-            "spread",
-            num_samples=1,
-            workers=2,
-            worker_resources={"CPU": 0.45},
-            placement="STRICT_SPREAD",
-        )
-    finally:
-        ray.shutdown()
-    assert not results.errors, results.errors
-    metrics = results[0].metrics
-    assert metrics["step"] == 1
-    # one DDP rank on each node
-    assert sorted(metrics["node_ids"]) == sorted(node_ids)
-    # different data per rank, same weights after the all-reduced steps, equal to the
-    # single-process result on the mean loss
-    want = expected_weights(lr=0.1, steps=2, world=2)
-    for weights in metrics["rank_weights"]:
-        torch.testing.assert_close(torch.tensor(weights), want, rtol=1e-5, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """A prepared synthetic study (4 subjects x 4 clips of 12 s, 32 px video): ~15 s."""
-    from mercl.data.prepare import load_prepare_config, prepare
-    from mercl.data.synth import SynthConfig, synthesize
-
-    root = tmp_path_factory.mktemp("study")
-    synthesize(root / "raw", SynthConfig(subjects=4, stimuli=4, duration=12.0, video_size=32, fps=5))
-    config = load_prepare_config(None, {"video.size": 32, "video.fps": 1})
-    return prepare(
-        root / "raw", "manifest", root / "shards", config=config, workers=1, progress=False
-    ).dataset_dir
-
-
-@pytest.mark.ray
-@pytest.mark.slow  # a real search: Ray Data over the shards + mercl's two-stage training, 2-3 min on 2 cores
-def test_search_trial_ranks_on_two_nodes(two_nodes, tiny_dataset, tmp_path):
-    """tuning/search.py's own trial driver (tuning.trial.run_trial) on the two nodes."""
-    from ray.train.v2._internal.state.state_actor import get_state_actor
-
-    from tuning.results import STATUS_COMPLETED
-    from tuning.search import plan_search, run_search
-
-    plan = plan_search(
-        str(ROOT / "tuning/configs/test.yaml"),
-        {
-            "data.dataset": str(tiny_dataset),
-            "storage": str(tmp_path / "results"),
-            "num_samples": 1,
-            "resources.placement_strategy": "STRICT_SPREAD",
-            "pid_dir": str(tmp_path / "pids"),
-            "train_overrides.pretrain.epochs": 1,
-            "train_overrides.finetune.epochs": 1,
-        },
-    )
-    messages: list[str] = []
-    try:
-        status = run_search(plan, address=two_nodes.address, say=messages.append)
-        state = get_state_actor()
-        runs = ray.get(state.get_train_runs.remote())
-        attempts = ray.get(state.get_train_run_attempts.remote())
-    finally:
-        ray.shutdown()
-    assert status == 0, messages
-    # the trial ran its planned epochs (both stages) in one attempt, reporting to Tune
-    (trial,) = pd.read_csv(plan.exp_dir / "trials.csv").to_dict("records")
-    assert trial["status"] == STATUS_COMPLETED and trial["restarts"] == 0
-    assert trial["epochs_run"] == trial["epochs_planned"] == 2
-    assert 0 <= trial["best_val_metric"] <= 1
-    # tuning.worker named its pid files after the Tune trial, tuning.trial the Ray Train run
-    # after the trial's id
-    pid_files = sorted((tmp_path / "pids").glob("*-rank*.pid"))
-    (trial_name,) = {f.name.rsplit("-rank", 1)[0] for f in pid_files}
-    (run_id,) = [run_id for run_id, run in runs.items() if trial_name.endswith(run.name)]
-    (attempt,) = attempts[run_id].values()
-    workers = sorted(attempt.workers, key=lambda w: w.world_rank)
-    # each rank's ray.get_runtime_context().get_node_id(), as Ray Train recorded it
-    nodes = {two_nodes.head_node.node_id, *(n.node_id for n in two_nodes.worker_nodes)}
-    assert [w.world_rank for w in workers] == [0, 1]
-    assert {w.node_id for w in workers} == nodes
-    # the same processes ran mercl's training loop (tuning/worker.py wrote these files)
-    assert {int(f.read_text()) for f in pid_files} == {w.pid for w in workers}
-
-
-# Node types mirror cluster/aws.yaml: a one-GPU and a four-GPU type, from zero nodes.
+# Node types mirror cluster/aws.yaml: a one-GPU and a four-GPU type, from zero nodes; a rank
+# takes a whole gpu_1x node.
+RANK = {"CPU": 1, "fake_gpu": 1}
 FAKE_GPU_NODE_TYPES = {
     "gpu_1x": {
-        "resources": {"CPU": 1, "fake_gpu": 1, "object_store_memory": 150 * 1024**2},
+        "resources": {**RANK, "object_store_memory": 150 * 1024**2},
         "node_config": {},
         "min_workers": 0,
         "max_workers": 2,
@@ -305,17 +195,15 @@ FAKE_GPU_NODE_TYPES = {
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # ~1.5 min: a fake autoscaler adds a node and removes it after 6 s idle
-def test_autoscaler_adds_and_removes_gpu_nodes(two_nodes, tmp_path):
-    # another cluster on this machine (the two-node one): its GCS and raylets must survive
-    witnesses = {
-        node.all_processes["raylet"][0].process.pid for node in [two_nodes.head_node, *two_nodes.worker_nodes]
-    }
-    witnesses.add(two_nodes.head_node.all_processes["gcs_server"][0].process.pid)
+@pytest.mark.slow  # ~1.5 min: a fake autoscaler adds nodes and removes them after 6 s idle
+def test_autoscaler_adds_gpu_nodes_for_ranks_and_keeps_trial_drivers_on_the_head(witness_cluster, tmp_path):
+    # another cluster on this machine: its GCS and raylet must survive
+    head = witness_cluster.head_node
+    witnesses = {head.all_processes["raylet"][0].process.pid, head.all_processes["gcs_server"][0].process.pid}
     assert witnesses <= set(ray_processes())
 
     cluster = LocalAutoscalingCluster(
-        head_resources={"CPU": 1, "object_store_memory": 150 * 1024**2},
+        head_resources={"CPU": 0, TRIAL_DRIVER_RESOURCE: 10, "object_store_memory": 150 * 1024**2},
         worker_node_types=FAKE_GPU_NODE_TYPES,
         idle_timeout_minutes=0.1,
     )
@@ -324,6 +212,8 @@ def test_autoscaler_adds_and_removes_gpu_nodes(two_nodes, tmp_path):
         ray.init(address=cluster.start(override_env={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}))
         head_id = ray.get_runtime_context().get_node_id()
         assert alive_worker_nodes() == []
+        driver = trial_driver_resources(0.01, ray.cluster_resources())
+        assert driver == {"cpu": 0, TRIAL_DRIVER_RESOURCE: 1}
 
         seen_nodes: dict[str, tuple[float, float]] = {}  # node id -> (first seen, its fake_gpu)
         first_demand: list[float] = []  # when the first trial's placement group was created
@@ -349,8 +239,9 @@ def test_autoscaler_adds_and_removes_gpu_nodes(two_nodes, tmp_path):
             str(tmp_path),
             "autoscale",
             num_samples=2,
+            driver=driver,
             workers=2,
-            worker_resources={"CPU": 0.25, "fake_gpu": 1},
+            worker_resources=RANK,
             placement="PACK",
         )
         stop.set()
@@ -361,7 +252,13 @@ def test_autoscaler_adds_and_removes_gpu_nodes(two_nodes, tmp_path):
         for result in results:
             assert result.metrics["step"] == 1
             assert head_id not in result.metrics["node_ids"]  # the head has no fake_gpu
+            assert result.metrics["driver_node"] == head_id  # the driver holds no CPU of a GPU node
             assert set(result.metrics["node_ids"]) <= set(seen_nodes)
+            # different data per rank, the same weights after the all-reduced steps, equal to the
+            # single-process result on the mean loss
+            want = expected_weights(lr=result.config["lr"], steps=2, world=2)
+            for weights in result.metrics["rank_weights"]:
+                torch.testing.assert_close(torch.tensor(weights), want, rtol=1e-5, atol=1e-6)
         assert seen_nodes and first_demand, "the autoscaler added no node"
         first_node_s = min(t for t, _ in seen_nodes.values()) - first_demand[0]
         print(
