@@ -77,8 +77,10 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     num_threads: int = 0  # torch intra-op threads while training (0: leave torch's setting)
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    # fp32, or autocast to bfloat16 / float16 (fp16 scales the loss with a GradScaler); on CUDA
-    # float32 matmuls use TF32 either way
+    # training and inner validation: fp32, or autocast to bfloat16 / float16 (fp16 scales the
+    # loss with a GradScaler); on CUDA their float32 matmuls use TF32 either way. Test rows
+    # (cross-validation, the search's outer folds) and `mercl predict` are scored in full fp32,
+    # the same way whatever precision the model trained in
     precision: str = "fp32"
 
     def validate(self) -> None:
