@@ -26,10 +26,9 @@ channels and the default ``mercl prepare`` shapes: 4 s segments, 224 px frames a
   gather exchanging the ranks' sizes itself and reading them with ``int()``, the four loss
   terms read with ``float()`` every step, the loss indexing anchors and pairs out with boolean
   masks) and (b) with ``mercl.training.loop``'s own epoch (sizes exchanged once per step, the
-  loss weighting anchors and pairs in fixed shapes, losses summed on the device and read once
-  per epoch). The
-  labels', masks' and embeddings' own gathers are today's code in both (one collective each,
-  as before).
+  loss weighting anchors and pairs in fixed shapes, the embeddings gathered side by side in
+  one collective and the labels and masks as one table in another, where each was gathered
+  on its own before, losses summed on the device and read once per epoch).
   Counted by :mod:`mercl.training.step_probe` (Python-level ``torch.distributed`` calls and
   tensor reads; DDP's own gradient all-reduce runs in C++ and is the same in both). Per step
   and per epoch are separated by running epochs of two lengths. On ``--device cuda`` the
@@ -236,6 +235,14 @@ def _old_sizes(x: torch.Tensor) -> list[int]:
     return [int(s) for s in sizes]
 
 
+def _old_gather_batch(z, labels, valid):
+    """mercl.distributed.all_gather_batch as it was before: one gather per embedding, label and mask."""
+    from mercl.distributed import all_gather_no_grad, all_gather_with_grad
+
+    return ({m: all_gather_with_grad(v) for m, v in z.items()}, all_gather_no_grad(labels),
+            {m: all_gather_no_grad(v) for m, v in valid.items()})
+
+
 def _old_supcon_per_anchor(sim, candidate, positive):
     """mercl.losses.supcon_per_anchor as it was before: anchors without a positive indexed out."""
     rows = positive.any(dim=1)
@@ -269,8 +276,9 @@ def _old_smcl(z, valid, alpha):
 
 
 def _old_pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler) -> dict[str, float]:
-    """The stage-1 epoch as it was before: one float() per loss term and step, _old_sizes, and
-    the loss's boolean-mask indexing (_old_supcon_per_anchor, _old_smcl)."""
+    """The stage-1 epoch as it was before: one float() per loss term and step, _old_sizes, a
+    gather per tensor (_old_gather_batch) and the loss's boolean-mask indexing
+    (_old_supcon_per_anchor, _old_smcl)."""
     import mercl.distributed as mdist
     import mercl.losses as losses
     from mercl.training.loop import to_device
@@ -278,7 +286,7 @@ def _old_pretrain_epoch(net, model, batches, optimizer, cfg, device, scaler) -> 
     model.train()
     sums = {"loss": 0.0, "amcl": 0.0, "emcl": 0.0, "smcl": 0.0}
     old = {"supcon_per_anchor": _old_supcon_per_anchor, "_mean_over_modalities": _old_mean_over_modalities,
-           "_smcl": _old_smcl}
+           "_smcl": _old_smcl, "all_gather_batch": _old_gather_batch}
     saved_loss = {name: getattr(losses, name) for name in old}
     saved, mdist._sizes = mdist._sizes, _old_sizes
     for name, function in old.items():

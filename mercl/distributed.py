@@ -10,15 +10,20 @@ Ranks may hold different batch sizes (a short last batch): tensors are padded to
 largest size for the collective and trimmed afterwards, which needs every rank's size on
 the host.
 
+:func:`all_gather_batch` gathers what the contrastive loss needs in two collectives: the
+embeddings side by side in one differentiable gather, the labels and validity masks as one
+integer table in another (they were seven: three embeddings, the labels, three masks).
+
 Inside ``with step_rows(n):`` (the training loop wraps each step's loss in it) the sizes are
 exchanged once, and every gather of a tensor with ``n`` rows reuses them: one size
-collective and one host sync per step instead of one of each per gathered tensor (three
-embeddings, the labels and three masks: 7). Outside it each gather exchanges sizes itself.
+collective and one host sync per step instead of one of each per gather. Outside it each
+gather exchanges sizes itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -99,3 +104,23 @@ def all_gather_no_grad(x: Tensor) -> Tensor:
     dist.all_gather_single(gathered, padded)
     out = _trim(gathered, rows, sizes)
     return out.bool() if x.dtype == torch.bool else out
+
+
+def all_gather_batch(z: dict[str, Tensor], labels: Tensor,
+                     valid: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
+    """A step's contrastive inputs over the global batch, in two gathers. Identity without DDP.
+
+    z {m: (B, D_m)} -> {m: (sum of B, D_m)}: one differentiable gather of the embeddings side
+    by side, (B, sum of D_m); labels (B,) and valid {m: (B,) bool} -> (sum of B,) each: one
+    gather of the (B, 1 + M) integer table they make.
+    """
+    if not is_distributed():
+        return z, labels, valid
+    names, masks = list(z), list(valid)
+    dtype = functools.reduce(torch.promote_types, [v.dtype for v in z.values()])
+    side_by_side = all_gather_with_grad(torch.cat([z[m].to(dtype) for m in names], dim=1))
+    parts = side_by_side.split([z[m].shape[1] for m in names], dim=1)
+    z_all = {m: part.to(z[m].dtype) for m, part in zip(names, parts, strict=True)}
+    table = all_gather_no_grad(torch.stack([labels.long(), *(valid[m].long() for m in masks)], dim=1))
+    valid_all = {m: table[:, i + 1].to(valid[m].dtype) for i, m in enumerate(masks)}
+    return z_all, table[:, 0].to(labels.dtype), valid_all

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mercl.config import FieldProblem
-from mercl.distributed import all_gather_no_grad, all_gather_with_grad
+from mercl.distributed import all_gather_batch
 
 MODALITY_INDEX = {"video": 0, "audio": 1, "eeg": 2}  # columns of batch["present"]
 
@@ -221,9 +221,7 @@ def mercl_loss(
 ) -> LossOutput:
     """l1 AMCL + l2 EMCL + l3 SMCL; ``gather=True`` first all-gathers z, labels and valid over DDP."""
     if gather:
-        z = {m: all_gather_with_grad(v) for m, v in z.items()}
-        labels = all_gather_no_grad(labels)
-        valid = {m: all_gather_no_grad(v) for m, v in valid.items()}
+        z, labels, valid = all_gather_batch(z, labels, valid)
     amcl, n_amcl = _amcl(z, labels, valid, cfg.temperature)
     emcl, n_emcl = _emcl(z, labels, valid, cfg.temperature)
     smcl, n_smcl = _smcl(z, valid, cfg.alpha)

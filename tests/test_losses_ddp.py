@@ -45,7 +45,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         part = _shard(rank)
         local = {m: v[part].clone().requires_grad_(True) for m, v in z.items()}
         local_valid = {m: v[part] for m, v in valid.items()}
-        # as the training loop runs a step: the batch sizes exchanged once for the 7 gathers
+        # as the training loop runs a step: the batch sizes exchanged once for the 2 gathers
         with count_step_events() as step, step_rows(len(labels[part])):
             out = mercl_loss(local, labels[part], local_valid, CFG, gather=True)
         # each gather exchanging sizes itself (mercl_loss outside the loop, and the loop before)
@@ -88,15 +88,16 @@ def test_gathered_loss_and_gradients_equal_single_process(tmp_path):
         # DDP's averaging over WORLD ranks then gives exactly the single-process gradient.
         for m in MODS:
             torch.testing.assert_close(got["grad"][m] / WORLD, whole[m].grad[_shard(rank)])
-        # one size exchange (all_gather_single + one tolist) for 3 embeddings (the functional
-        # all_gather_single), the labels and 3 masks (all_gather_single each): 8 collectives, 1 host sync
+        # one size exchange (all_gather_single + one tolist), the 3 embeddings side by side (the
+        # functional all_gather_single), the labels and 3 masks as one table (all_gather_single):
+        # 3 collectives, 1 host sync
         collectives, syncs = got["step_events"]
-        assert collectives == {"all_gather_single": 1 + 4, "functional all_gather_single": 3}, collectives
+        assert collectives == {"all_gather_single": 1 + 1, "functional all_gather_single": 1}, collectives
         assert syncs == {"tolist": 1}, syncs  # the sizes; the loss itself indexes nothing out
-        # without step_rows every gather exchanges the sizes again: 7 more collectives and syncs
+        # without step_rows each of the 2 gathers exchanges the sizes itself
         collectives, syncs = got["unscoped_events"]
-        assert collectives == {"all_gather_single": 7 + 4, "functional all_gather_single": 3}, collectives
-        assert syncs.get("tolist", 0) == 7, syncs
+        assert collectives == {"all_gather_single": 2 + 1, "functional all_gather_single": 1}, collectives
+        assert syncs == {"tolist": 2}, syncs
 
 
 def test_gather_is_identity_without_a_process_group():
