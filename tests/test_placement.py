@@ -5,13 +5,14 @@ tasks or units (0 CPUs, 0 GPUs, as ``resources: {CPU: 0}`` there) and two worker
 advertise CPUs and one GPU each (Ray's ``GPU`` resource on a machine without one: torch there
 finds no CUDA and trains on the CPU; ``fake_gpu`` beside it as the cluster tests elsewhere use).
 
-The search (``tuning/search.py``, in this process, its
-driver on the head) runs one trial under the ``stimulus`` protocol with its two DDP ranks
-placed ``STRICT_SPREAD``, then the outer cross-validation of the best configuration and the
-final model. Every heavy step (the backbone feature cache, each outer fold, the final model)
-records the node it ran on in ``placement.json``; none may be the head. Ray Train's state
-actor records each rank's node and process: one rank on each worker node, and those
-processes ran mercl's training loop (the PID files ``tuning/worker.py`` writes).
+The search (``tuning/search.py``, in this process, its driver on the head) runs one trial
+under the ``stimulus`` protocol with its two DDP ranks placed ``STRICT_SPREAD``, each rank and
+heavy task asking for one ``fake_gpu`` (``resources.custom_per_worker``), then the outer
+cross-validation of the best configuration and the final model. Every heavy step (the
+backbone feature cache, each outer fold, the final model) records the node it ran on in
+``placement.json``; none may be the head. Ray Train's state actor records each rank's node
+and process: one rank on each worker node, and those processes ran mercl's training loop
+(the PID files ``tuning/worker.py`` writes).
 
 ``mercl experiment --ray``: each unit records where it ran (Ray node id, the GPU ids Ray gave
 it): networks on a worker node's GPU, the majority rows on no GPU, the shared caches (frozen
@@ -101,6 +102,7 @@ def test_ranks_feature_cache_outer_folds_and_final_model_run_on_worker_nodes(hea
         "num_samples": 1, "data.protocol": "stimulus", "data.folds": 2, "crossval.enabled": True,
         "final_model": True, "train_overrides.pretrain.epochs": 1, "train_overrides.finetune.epochs": 2,
         "scheduler.asha": False, "resources.placement_strategy": "STRICT_SPREAD", "pid_dir": str(tmp_path / "pids"),
+        "resources.custom_per_worker": {"fake_gpu": 1},  # ranks and heavy tasks ask for the GPU stand-in
     })
     messages: list[str] = []
     try:

@@ -74,6 +74,8 @@ def run_main(args: list[str], capsys) -> tuple[int, str]:
         ("space={}", "space"),  # empty search space
         ("data.label=valence9", "data.label"),
         ("resources.cpus_per_worker=-1", "resources.cpus_per_worker"),
+        ("resources.custom_per_worker={fake_gpu: 0}", "resources.custom_per_worker"),
+        ("resources.custom_per_worker={GPU: 1}", "resources.custom_per_worker"),  # not a custom resource
         ("space.tcn_growth={choices: [0, 2]}", "space.tcn_growth.choices[0]"),
         ("data.protocol=clips", "data.protocol"),  # not a protocol
         ("data.protocol=stimulus", "data.protocol"),  # 4 clips cannot make 8 stimulus folds
@@ -303,7 +305,24 @@ def test_heavy_tasks_ask_for_what_a_trial_worker_asks_for():
     gpu = task_options(ResourcesSection(num_workers=2, cpus_per_worker=4, gpus_per_worker=1))
     assert (gpu["num_cpus"], gpu["num_gpus"]) == (4, 1)
     cpu = task_options(ResourcesSection(cpus_per_worker=0.45, gpus_per_worker=0))
-    assert cpu["num_cpus"] == 0.45 and "num_gpus" not in cpu
+    assert cpu["num_cpus"] == 0.45 and "num_gpus" not in cpu and "resources" not in cpu
+    a10g = {"accelerator_type:A10G": 0.001}
+    pinned = task_options(ResourcesSection(cpus_per_worker=4, gpus_per_worker=1, custom_per_worker=a10g))
+    assert pinned["resources"] == a10g and pinned["num_gpus"] == 1
+
+
+def test_ranks_ask_for_the_custom_resources_of_the_config():
+    """resources.custom_per_worker reaches every rank's resources_per_worker, beside its CPUs and GPUs."""
+    from tuning.trial import TrialSetup, rank_resources
+
+    def ranks(**resources):
+        return rank_resources(TrialSetup(base_config={}, base_shape=None, worker=None, datasets={}, runs_path="",
+                                         num_workers=2, placement_strategy="PACK", max_failures=0,
+                                         keep_checkpoints=1, **resources))
+
+    assert ranks(cpus_per_worker=4, gpus_per_worker=1, custom_per_worker={"accelerator_type:A10G": 0.001}) == \
+        {"CPU": 4, "GPU": 1, "accelerator_type:A10G": 0.001}
+    assert ranks(cpus_per_worker=0.45, gpus_per_worker=0) == {"CPU": 0.45}
 
 
 def test_fold_searcher_keeps_one_study_per_fold_through_save_and_restore(tmp_path):

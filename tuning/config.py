@@ -93,6 +93,10 @@ class ResourcesSection:
     leaves one free; reserving 1 + 2 x 1 deadlocks).
     ``num_cpus``: logical CPUs of the local cluster search.py starts when none is running
     (None: the machine's cores); ignored when attaching to a cluster.
+    ``custom_per_worker``: Ray custom resources each rank, and each heavy task of the search
+    (feature cache, outer folds, final model), asks for besides its CPUs and GPUs: e.g.
+    ``{"accelerator_type:A10G": 0.001}`` keeps them on A10G nodes of a mixed cluster, or a
+    resource your node types declare.
     """
 
     num_workers: int = 2
@@ -102,6 +106,7 @@ class ResourcesSection:
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_concurrent_trials: int = 1
     num_cpus: int | None = None
+    custom_per_worker: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         at_least(self, 1, "num_workers")
@@ -111,6 +116,12 @@ class ResourcesSection:
         at_least(self, 1, "max_concurrent_trials")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise FieldProblem("num_cpus", f"must be >= 1, got {self.num_cpus}")
+        for name, amount in self.custom_per_worker.items():
+            if name in ("CPU", "GPU", "cpu", "gpu", "memory"):
+                raise FieldProblem("custom_per_worker", f"{name!r} is not a custom resource: use cpus_per_worker / "
+                                                        "gpus_per_worker")
+            if amount <= 0:
+                raise FieldProblem("custom_per_worker", f"{name}: the amount must be a number > 0, got {amount!r}")
         if self.use_gpu and self.num_workers > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             # NCCL needs one whole device per rank: two ranks on one GPU fail with "Duplicate GPU detected"
             raise FieldProblem("gpus_per_worker", f"must be a whole number of GPUs with {self.num_workers} DDP "

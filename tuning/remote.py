@@ -37,6 +37,8 @@ def task_options(resources) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": resources.cpus_per_worker, "max_retries": 1}
     if resources.gpus_per_worker > 0:
         options["num_gpus"] = resources.gpus_per_worker
+    if resources.custom_per_worker:
+        options["resources"] = dict(resources.custom_per_worker)
     return options
 
 

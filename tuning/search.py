@@ -407,6 +407,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
             max_failures=cfg.fault.max_failures,
             keep_checkpoints=cfg.fault.keep_checkpoints,
             checkpoint_every=cfg.fault.checkpoint_every,
+            custom_per_worker=dict(cfg.resources.custom_per_worker),
         )
         for fold, split in data.folds.items()
     }

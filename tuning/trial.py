@@ -18,7 +18,7 @@ Fault tolerance, two levels:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuning.space import BaseModelShape, trial_overrides
@@ -59,6 +59,7 @@ class TrialSetup:
     max_failures: int
     keep_checkpoints: int
     checkpoint_every: int = 1
+    custom_per_worker: dict[str, float] = field(default_factory=dict)  # Ray custom resources per rank
 
 
 def trial_train_config(params: dict[str, Any], setup: TrialSetup) -> dict[str, Any]:
@@ -69,6 +70,14 @@ def trial_train_config(params: dict[str, Any], setup: TrialSetup) -> dict[str, A
     return to_dict(train_config_from_dict(setup.base_config, trial_overrides(params, setup.base_shape)))
 
 
+def rank_resources(setup: TrialSetup) -> dict[str, float]:
+    """What each DDP rank asks of the cluster: its CPUs, GPUs and the config's custom resources."""
+    resources = {"CPU": setup.cpus_per_worker, **setup.custom_per_worker}
+    if setup.gpus_per_worker > 0:
+        resources["GPU"] = setup.gpus_per_worker
+    return resources
+
+
 def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, trial_name: str):
     """The TorchTrainer of one trial (not started)."""
     import ray.train
@@ -76,9 +85,7 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = setup.gpus_per_worker > 0
-    resources = {"CPU": setup.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = setup.gpus_per_worker
+    resources = rank_resources(setup)
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
