@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ from mercl.atomic import write_atomic
 from mercl.config import to_dict
 from mercl.data.labels import class_names as scheme_class_names
 from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
-from mercl.data.splits import default_protocol, make_folds
+from mercl.data.splits import CrossValidation, default_protocol, make_folds
 from mercl.errors import MerclError
 from mercl.models.config import MODALITIES, DataShapes
 from mercl.models.mercl_model import build_model
@@ -360,93 +361,128 @@ def cross_validate(
     say = console or (lambda _msg: None)
     prepared = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
     labels = prepared.labels(label_scheme)
-    names = list(scheme_class_names(label_scheme))
-    n_classes = len(names)
     protocol, note = resolve_protocol(protocol, prepared, labels, folds, cfg.seed)
     if note:
         say(note)
     cv = protocol_folds(protocol, prepared, labels, folds, cfg.seed)
-    plabel = protocol_label(protocol, cv.clip_shared)
-    variant = variant_name(cfg)
+    run = _OuterCV(prepared, label_scheme, labels, cfg, cv, protocol_label(protocol, cv.clip_shared),
+                   Path(out_dir) if out_dir is not None else None, show_progress, say)
     if cv.leaky:
         say(f"LEAKY: {cv.warning}")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    if run.out is not None:
+        run.out.mkdir(parents=True, exist_ok=True)
     dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
-    say(f"cross-validation: {dataset_id}, label {label_scheme}, protocol {plabel}, "
-        f"{len(cv)} folds, variant {variant}")
+    say(f"cross-validation: {dataset_id}, label {label_scheme}, protocol {run.plabel}, "
+        f"{len(cv)} folds, variant {run.variant}")
     if sum(f.dropped for f in cv):
         say(f"{protocol}: training sides leave out {', '.join(str(f.dropped) for f in cv)} rows per fold "
             "(they share a subject or a clip with the test side)")
 
-    rows, frames, histories = [], [], []
-    stimuli = prepared.stimulus_ids
     for fold in cv:
-        inner_train, inner_val = cv.inner_split(fold.train, labels, cfg.val_fraction)
-        tb = TensorBoardLogger(out / "tb" / f"fold{fold.index}") if out is not None else None
-        total_epochs = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
-        bar = _epoch_bar(total_epochs, f"fold {fold.index + 1}/{len(cv)}", show_progress)
+        run.fold(fold)
+    result = CrossValResult(pd.DataFrame(run.rows), pd.concat(run.frames, ignore_index=True), run.plabel,
+                            cv.leaky, run.out, run.histories)
+    summary = summary_markdown(result, dataset_id=dataset_id, label_scheme=label_scheme, cfg=cfg,
+                               protocol=protocol, n_folds=len(cv), warning=cv.warning, config_name=config_name)
+    if run.out is not None:
+        run.write(result, summary)
+    for method in ("mercl", *BASELINES):
+        acc = result.results.loc[result.results["method"] == method, "accuracy"]
+        say(f"{method}: accuracy {acc.mean():.3f} +- {acc.std(ddof=0):.3f} [{run.plabel}]")
+    if cv.warning:
+        say(f"{'LEAKY' if cv.leaky else 'NOTE'}: {cv.warning}")
+    if run.out is not None:
+        say(f"wrote {run.out / 'results.csv'}, {run.out / 'summary.md'}, {run.out / 'predictions.parquet'}; "
+            f"tensorboard --logdir {run.out / 'tb'}")
+    return result
 
-        def on_epoch_end(report: EpochReport, bar=bar) -> None:
+
+@dataclass
+class _OuterCV:
+    """One cross-validation while it runs: what every fold shares, and the folds' results so far
+    (score rows, prediction frames, training histories)."""
+
+    prepared: PreparedDataset
+    label_scheme: str
+    labels: np.ndarray  # (N,) class ids of every row
+    cfg: TrainConfig
+    cv: CrossValidation  # the protocol's folds (protocol_folds)
+    plabel: str  # the protocol as printed beside every score
+    out: Path | None
+    show_progress: bool
+    say: Callable[[str], None]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    histories: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def variant(self) -> str:
+        return variant_name(self.cfg)
+
+    @property
+    def names(self) -> list[str]:
+        return list(scheme_class_names(self.label_scheme))
+
+    def fold(self, fold) -> None:
+        """Train on the fold's training side (its own inner validation split), score its test side."""
+        cfg, prepared, labels = self.cfg, self.prepared, self.labels
+        inner_train, inner_val = self.cv.inner_split(fold.train, labels, cfg.val_fraction)
+        tb = TensorBoardLogger(self.out / "tb" / f"fold{fold.index}") if self.out is not None else None
+        total_epochs = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
+        bar = _epoch_bar(total_epochs, f"fold {fold.index + 1}/{len(self.cv)}", self.show_progress)
+
+        def on_epoch_end(report: EpochReport) -> None:
             bar.update(1)
             bar.set_postfix(stage=report.stage, val=f"{report.metrics['val_metric']:.3f}",
                             loss=f"{report.metrics['loss']:.3f}")
 
         try:
-            run = train_split(prepared, label_scheme, inner_train, inner_val, cfg, tb=tb,
-                              on_epoch_end=on_epoch_end, show_progress=show_progress)
+            run = train_split(prepared, self.label_scheme, inner_train, inner_val, cfg, tb=tb,
+                              on_epoch_end=on_epoch_end, show_progress=self.show_progress)
         finally:
             bar.close()
-        pred = predict_batches(run.model, run.batches(prepared, fold.test, label_scheme, cfg), run.device)
+        pred = predict_batches(run.model, run.batches(prepared, fold.test, self.label_scheme, cfg), run.device)
         order = np.argsort(pred["index"], kind="stable")
         test_rows = pred["index"][order]
         if not np.array_equal(test_rows, fold.test):
             raise RuntimeError("predictions do not cover the test fold")  # a bug, not a user error
-        scores = classification_metrics(pred["label"][order], pred["pred"][order], n_classes)
-        baselines = fold_baselines(labels, stimuli, fold.train, fold.test, n_classes)
-        histories.append(run.result.history)
+        scores = classification_metrics(pred["label"][order], pred["pred"][order], len(self.names))
+        baselines = fold_baselines(labels, prepared.stimulus_ids, fold.train, fold.test, len(self.names))
+        self.histories.append(run.result.history)
         for method, sc in (("mercl", scores), *((m, b[1]) for m, b in baselines.items())):
-            rows.append({"method": method, "fold": fold.index, "accuracy": sc.accuracy, "macro_f1": sc.macro_f1,
-                         "n_test": sc.n, "protocol": plabel, "label": label_scheme, "variant": variant,
-                         "held_out_subject": fold.held_out_subject or "", "n_dropped": fold.dropped})
-        frames.append(_prediction_frame(prepared, test_rows, fold.index, "mercl", variant, pred["label"][order],
-                                        pred["pred"][order], pred["prob"][order], plabel))
+            self.rows.append({"method": method, "fold": fold.index, "accuracy": sc.accuracy,
+                              "macro_f1": sc.macro_f1, "n_test": sc.n, "protocol": self.plabel,
+                              "label": self.label_scheme, "variant": self.variant,
+                              "held_out_subject": fold.held_out_subject or "", "n_dropped": fold.dropped})
+        self.frames.append(_prediction_frame(prepared, test_rows, fold.index, "mercl", self.variant,
+                                             pred["label"][order], pred["pred"][order], pred["prob"][order],
+                                             self.plabel))
         for method, (base_pred, _) in baselines.items():
-            frames.append(_prediction_frame(prepared, fold.test, fold.index, method, variant, labels[fold.test],
-                                            base_pred, None, plabel))
+            self.frames.append(_prediction_frame(prepared, fold.test, fold.index, method, self.variant,
+                                                 labels[fold.test], base_pred, None, self.plabel))
         if tb is not None:
-            step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
-            tb.scalars(scores.scalars(), step, prefix="test")
-            for method, (_, sc) in baselines.items():
-                tb.scalars(sc.scalars(), step, prefix=f"test_{method.replace('-', '_')}")
-            tb.confusion(scores.confusion, names, step, tag="confusion/test")
-            tb.text("protocol", f"{plabel}; {cv.warning or ''}")
-            tb.close()
+            self._log_test(tb, run.result.history, scores, baselines)
         base_text = ", ".join(f"{m} {b[1].accuracy:.3f}" for m, b in baselines.items())
-        say(f"fold {fold.index + 1}/{len(cv)} [{plabel}]: mercl accuracy {scores.accuracy:.3f} "
-            f"(macro-F1 {scores.macro_f1:.3f}), {base_text}, n_test {scores.n}, "
-            f"best inner-val epoch {run.result.best_epoch}, {run.seconds:.0f} s")
+        self.say(f"fold {fold.index + 1}/{len(self.cv)} [{self.plabel}]: mercl accuracy {scores.accuracy:.3f} "
+                 f"(macro-F1 {scores.macro_f1:.3f}), {base_text}, n_test {scores.n}, "
+                 f"best inner-val epoch {run.result.best_epoch}, {run.seconds:.0f} s")
 
-    results = pd.DataFrame(rows)
-    predictions = pd.concat(frames, ignore_index=True)
-    result = CrossValResult(results, predictions, plabel, cv.leaky, out, histories)
-    summary = summary_markdown(result, dataset_id=dataset_id, label_scheme=label_scheme, cfg=cfg,
-                               protocol=protocol, n_folds=len(cv), warning=cv.warning, config_name=config_name)
-    if out is not None:
-        write_atomic(out / "results.csv", lambda p: results.to_csv(p, index=False))
-        write_atomic(out / "predictions.parquet", lambda p: predictions.to_parquet(p, index=False))
+    def _log_test(self, tb: TensorBoardLogger, history, scores, baselines) -> None:
+        """The fold's test scores (MERCL's and the baselines'), confusion matrix and protocol in TensorBoard."""
+        step = int(history[-1]["global_epoch"]) if history else 0
+        tb.scalars(scores.scalars(), step, prefix="test")
+        for method, (_, sc) in baselines.items():
+            tb.scalars(sc.scalars(), step, prefix=f"test_{method.replace('-', '_')}")
+        tb.confusion(scores.confusion, self.names, step, tag="confusion/test")
+        tb.text("protocol", f"{self.plabel}; {self.cv.warning or ''}")
+        tb.close()
+
+    def write(self, result: CrossValResult, summary: str) -> None:
+        out = self.out
+        write_atomic(out / "results.csv", lambda p: result.results.to_csv(p, index=False))
+        write_atomic(out / "predictions.parquet", lambda p: result.predictions.to_parquet(p, index=False))
         write_atomic(out / "summary.md", lambda p: p.write_text(summary))
-        write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
-    for method in ("mercl", *BASELINES):
-        acc = results.loc[results["method"] == method, "accuracy"]
-        say(f"{method}: accuracy {acc.mean():.3f} +- {acc.std(ddof=0):.3f} [{plabel}]")
-    if cv.warning:
-        say(f"{'LEAKY' if cv.leaky else 'NOTE'}: {cv.warning}")
-    if out is not None:
-        say(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'predictions.parquet'}; "
-            f"tensorboard --logdir {out / 'tb'}")
-    return result
+        write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(self.cfg), indent=2)))
 
 
 def fold_baselines(labels: np.ndarray, stimuli: np.ndarray, train: np.ndarray, test: np.ndarray,
