@@ -326,6 +326,46 @@ def held_out_text(segments: pd.DataFrame, mf) -> str:
     return text
 
 
+def prepare_input(mf, pcfg, raw: Path, source: str, out: Path, *, stimuli: str | Path | None,
+                  workers: int | None, progress: bool, say: Callable[[str], None]):
+    """Check the recordings against the model, prepare them with its preprocessing under
+    ``OUT/prepared`` (``pcfg``: :func:`prepare_config_for` the model) and load the result (a
+    PreparedDataset whose EEG features fit the model)."""
+    from mercl.data.prepare import prepare
+    from mercl.data.reader import load_dataset
+
+    check_recordings(source, raw, pcfg, mf, say)
+    if not set(mf["modalities"]) & {"video", "audio"}:
+        # an EEG-only model: no clip is decoded (an empty folder stands for the clips, also
+        # instead of a manifest's default stimuli/ folder)
+        stimuli = out / PREPARED_DIR / NO_CLIPS
+        stimuli.mkdir(parents=True, exist_ok=True)
+    result = prepare(raw, source, out / PREPARED_DIR, stimuli=stimuli, config=pcfg, workers=workers,
+                     progress=progress)
+    prepared = load_dataset(result.dataset_dir, verify=False)
+    want = mf.shapes
+    got = prepared.manifest["shapes"]
+    if list(got["eeg"]) != list(want.eeg):
+        raise InputFileError(result.dataset_dir / "manifest.json",
+                             f"EEG features of shape {got['eeg']}, the model needs {list(want.eeg)}")
+    stimuli_dir = Path(prepared.manifest["stimuli"]) if prepared.manifest.get("stimuli") else None
+    check_modalities(prepared, mf, stimuli_dir, say)
+    return prepared
+
+
+def prediction_metrics(mf, segments: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any]:
+    """metrics.json: trial- and segment-level scores beside the model's training majority class."""
+    names = mf.class_names
+    majority = int(mf["majority_class"])
+    return {
+        "model": str(mf.path), "label_scheme": mf["label_scheme"], "class_names": names,
+        "held_out": held_out_text(segments, mf),
+        "baseline": f"majority: always the model's training majority class ({names[majority]})",
+        "segments": scores(segments["label"], segments["predicted"], names, majority),
+        "trials": scores(trials["label"], trials["predicted"], names, majority),
+    }
+
+
 def predict_recordings(
     model_path: str | Path,
     raw: str | Path,
@@ -341,8 +381,6 @@ def predict_recordings(
     console: Callable[[str], None] | None = print,
 ) -> PredictResult:
     """Prepare ``raw`` (read as ``source``) with the model's preprocessing, predict, write OUT (see module doc)."""
-    from mercl.data.prepare import prepare
-    from mercl.data.reader import load_dataset
     from mercl.training.feature_cache import ensure_feature_cache
     from mercl.training.loop import resolve_device
     from mercl.training.model_file import load_trained_model, read_model_file
@@ -368,22 +406,7 @@ def predict_recordings(
 
     say(f"model {mf.path}: {scheme} ({', '.join(names)}), modalities {', '.join(mf['modalities'])}; "
         f"preparing {raw} with its preprocessing {mf['preprocessing']['config_hash']}")
-    check_recordings(source, raw, pcfg, mf, say)
-    if not set(mf["modalities"]) & {"video", "audio"}:
-        # an EEG-only model: no clip is decoded (an empty folder stands for the clips, also
-        # instead of a manifest's default stimuli/ folder)
-        stimuli = out / PREPARED_DIR / NO_CLIPS
-        stimuli.mkdir(parents=True, exist_ok=True)
-    result = prepare(raw, source, out / PREPARED_DIR, stimuli=stimuli, config=pcfg, workers=workers,
-                     progress=progress)
-    prepared = load_dataset(result.dataset_dir, verify=False)
-    want = mf.shapes
-    got = prepared.manifest["shapes"]
-    if list(got["eeg"]) != list(want.eeg):
-        raise InputFileError(result.dataset_dir / "manifest.json",
-                             f"EEG features of shape {got['eeg']}, the model needs {list(want.eeg)}")
-    stimuli_dir = Path(prepared.manifest["stimuli"]) if prepared.manifest.get("stimuli") else None
-    check_modalities(prepared, mf, stimuli_dir, say)
+    prepared = prepare_input(mf, pcfg, raw, source, out, stimuli=stimuli, workers=workers, progress=progress, say=say)
 
     dev = resolve_device(device)
     model, norm, _ = load_trained_model(mf, dev)
@@ -398,16 +421,7 @@ def predict_recordings(
     segments = segment_frame(prepared, pred, names, labels)
     trials = trial_frame(segments, names)
 
-    metrics = None
-    majority = int(mf["majority_class"])
-    held_out = held_out_text(segments, mf)
-    if labels is not None:
-        metrics = {
-            "model": str(mf.path), "label_scheme": scheme, "class_names": names, "held_out": held_out,
-            "baseline": f"majority: always the model's training majority class ({names[majority]})",
-            "segments": scores(segments["label"], segments["predicted"], names, majority),
-            "trials": scores(trials["label"], trials["predicted"], names, majority),
-        }
+    metrics = prediction_metrics(mf, segments, trials) if labels is not None else None
     write_atomic(out / "segments.csv", lambda p: segments.to_csv(p, index=False))
     if metrics is not None:
         write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n"))
@@ -416,13 +430,14 @@ def predict_recordings(
     n_subjects = segments["subject"].nunique()
     say(f"predicted {len(segments)} segments of {len(trials)} trials ({n_subjects} subjects) on {dev}")
     if metrics is not None:
+        majority = names[int(mf["majority_class"])]
         for level in ("trials", "segments"):
             m = metrics[level]
             say(f"{level[:-1]}-level: accuracy {m['accuracy']:.3f} (macro-F1 {m['macro_f1']:.3f}), majority baseline "
-                f"{m['majority_accuracy']:.3f} (always {names[majority]}, the model's training majority class), "
-                f"n {m['n']} [{held_out}]")
+                f"{m['majority_accuracy']:.3f} (always {majority}, the model's training majority class), "
+                f"n {m['n']} [{metrics['held_out']}]")
     else:
         say(f"no {scheme} ratings/labels in the input: predictions only")
     written = [out / n for n in OUTPUTS if (out / n).exists()]
     say(f"wrote {', '.join(str(p) for p in written)}")
-    return PredictResult(segments, trials, metrics, result.dataset_dir, out)
+    return PredictResult(segments, trials, metrics, prepared.path, out)
