@@ -58,6 +58,10 @@ def test_model_file_describes_itself_and_loads_with_weights_only(dataset, run_di
     assert d["majority_class"] == int(np.argmax(d["train_class_counts"]))
     assert d["missing_modalities_seen"] == {"video": False, "audio": True}  # clip08 has no audio stream
     assert d["training"]["val_accuracy"] == metrics["val_accuracy"]
+    # the demo's clips are shared, so validation holds whole clips out: clip memory has nothing to
+    # recall there and falls back to the majority class
+    assert metrics["protocol"] == "stimulus"
+    assert metrics["clip_majority_val_accuracy"] == metrics["majority_val_accuracy"]
 
     model, norm, mf = load_trained_model(run_dir / "model.pt")
     assert backbone_digest(model) == d["backbones"]["digest"] and d["backbones"]["frozen"] == ["audio", "video"]

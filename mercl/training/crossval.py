@@ -614,28 +614,43 @@ def train_once(
                           resume=state, show_progress=show_progress)
     finally:
         bar.close()
-    pred = predict_batches(run.model, run.batches(prepared, val_rows, label_scheme, cfg), run.device)
-    scores = classification_metrics(pred["label"], pred["pred"], len(names))
-    _, majority = majority_baseline(labels[train_rows], labels[val_rows], len(names))
-    step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
-    tb.confusion(scores.confusion, names, step, tag="confusion/val_final")
-    tb.close()
-    metrics = {
-        "label": label_scheme, "dataset": dataset_id, "variant": variant_name(cfg), "protocol": protocol,
-        "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_per_class_f1": scores.per_class_f1,
-        "val_confusion": scores.confusion.tolist(), "majority_val_accuracy": majority.accuracy,
-        "majority_val_macro_f1": majority.macro_f1, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
-        "best_epoch": run.result.best_epoch, "seconds": run.seconds,
-    }
+    metrics = validation_metrics(run, prepared, label_scheme, cfg, train_rows, val_rows, tb)
+    metrics.update({"dataset": dataset_id, "variant": variant_name(cfg), "protocol": protocol})
     training = {k: metrics[k] for k in ("dataset", "variant", "protocol", "val_accuracy", "val_macro_f1",
-                                        "majority_val_accuracy", "n_train", "n_val", "best_epoch")}
+                                        "majority_val_accuracy", "clip_majority_val_accuracy", "n_train",
+                                        "n_val", "best_epoch")}
     training["config_name"] = config_name
     save_checkpoint(model_file_state(run, cfg, label_scheme, names, prepared, train_rows, labels, training=training),
                     out / MODEL_FILE)
     write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
     write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
-    say(f"validation accuracy {scores.accuracy:.3f} (macro-F1 {scores.macro_f1:.3f}) [{held_out}], "
-        f"majority {majority.accuracy:.3f}; best epoch {run.result.best_epoch}")
+    say(f"validation accuracy {metrics['val_accuracy']:.3f} (macro-F1 {metrics['val_macro_f1']:.3f}) [{held_out}], "
+        f"majority {metrics['majority_val_accuracy']:.3f}, clip-majority {metrics['clip_majority_val_accuracy']:.3f}; "
+        f"best epoch {run.result.best_epoch}")
     say(f"wrote {out / MODEL_FILE} (mercl info {out / MODEL_FILE}); tensorboard --logdir {out / 'tb'}")
     return run
+
+
+def validation_metrics(run: SplitRun, prepared: PreparedDataset, label_scheme: str, cfg: TrainConfig,
+                       train_rows: np.ndarray, val_rows: np.ndarray, tb: TensorBoardLogger) -> dict[str, Any]:
+    """metrics.json of a trained split: the validation scores beside the majority and clip-majority
+    baselines (fit on the training rows); the final confusion matrix goes to ``tb``, which closes."""
+    names = list(scheme_class_names(label_scheme))
+    labels = prepared.labels(label_scheme)
+    pred = predict_batches(run.model, run.batches(prepared, val_rows, label_scheme, cfg), run.device)
+    scores = classification_metrics(pred["label"], pred["pred"], len(names))
+    baselines = fold_baselines(labels, prepared.stimulus_ids, train_rows, val_rows, len(names))
+    step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
+    tb.confusion(scores.confusion, names, step, tag="confusion/val_final")
+    tb.close()
+    metrics = {
+        "label": label_scheme, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1,
+        "val_per_class_f1": scores.per_class_f1, "val_confusion": scores.confusion.tolist(),
+    }
+    for method, (_, sc) in baselines.items():
+        key = method.replace("-", "_")
+        metrics.update({f"{key}_val_accuracy": sc.accuracy, f"{key}_val_macro_f1": sc.macro_f1})
+    metrics.update({"n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+                    "best_epoch": run.result.best_epoch, "seconds": run.seconds})
+    return metrics

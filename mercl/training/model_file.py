@@ -290,7 +290,8 @@ def format_info(mf: ModelFile) -> str:
     if training:
         trained += (f": {training.get('n_train')} training rows, {training.get('n_val')} validation rows; "
                     f"validation accuracy {training.get('val_accuracy', float('nan')):.3f} "
-                    f"(majority {training.get('majority_val_accuracy', float('nan')):.3f})")
+                    f"(majority {training.get('majority_val_accuracy', float('nan')):.3f}, clip-majority "
+                    f"{training.get('clip_majority_val_accuracy', float('nan')):.3f})")
     if training.get("config_name"):
         trained += f"; config {training['config_name']}"
     lines.append(trained)
