@@ -310,24 +310,6 @@ def in_process_features(model, prepared) -> dict[str, np.ndarray]:
     return compute_backbone_features(model, prepared, batch_size=64)
 
 
-def feature_table_for(model, prepared, compute) -> Path | None:
-    """The dataset's backbone feature cache for ``model``, made with ``compute(model, prepared)`` if absent.
-
-    compute: returns ``{"video_feat": (M, T_v, D_v), ...}`` for the M stimulus rows (the
-    search runs it as a Ray task with a trial worker's resources, see :mod:`tuning.remote`).
-    """
-    from mercl.models.cached_backbone import frozen_backbones
-    from mercl.training.feature_cache import cache_path, write_feature_table
-
-    if not frozen_backbones(model) or len(prepared.stimuli) == 0:
-        return None
-    path = cache_path(model, prepared)
-    if path.is_file():
-        log.info("backbone features: using cache %s", path)
-        return path
-    return write_feature_table(prepared, compute(model, prepared), path)
-
-
 def search_folds(data_cfg, n_folds: int) -> list[int]:
     """The outer folds that get a search: every fold when nested, else ``data.test_fold``."""
     return list(range(n_folds)) if data_cfg.nested else [data_cfg.test_fold]
@@ -348,6 +330,7 @@ def prepare_search_data(data_cfg, base_cfg, compute_features=in_process_features
     from mercl.models.cached_backbone import CachedBackbone
     from mercl.models.mercl_model import build_model
     from mercl.training.crossval import PROTOCOLS, data_shapes, fit_split_normalization
+    from mercl.training.feature_cache import ensure_feature_cache
     from mercl.training.loop import seed_everything
 
     prepared = load_dataset(data_cfg.dataset, verify=data_cfg.verify_checksums)
@@ -365,7 +348,8 @@ def prepare_search_data(data_cfg, base_cfg, compute_features=in_process_features
     model = build_model(base_cfg.model, shapes)
     feature_table = None
     if base_cfg.cache_backbone_features:
-        feature_table = feature_table_for(model, prepared, compute_features)
+        # the search computes it as a Ray task with a trial worker's resources (tuning.remote)
+        feature_table = ensure_feature_cache(model, prepared, compute=compute_features)
     audio_trainable = "audio" in model.spatial_encoders and not model.spatial_encoders["audio"].frozen
 
     modalities = list(base_cfg.model.modalities)

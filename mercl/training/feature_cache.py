@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -110,12 +112,16 @@ def write_feature_table(prepared: PreparedDataset, features: dict[str, np.ndarra
 
 
 def ensure_feature_cache(
-    model, prepared: PreparedDataset, batch_size: int = 64, device: torch.device | str = "cpu", show_progress=False
+    model, prepared: PreparedDataset, batch_size: int = 64, device: torch.device | str = "cpu", show_progress=False,
+    compute: Callable[[Any, PreparedDataset], dict[str, np.ndarray]] | None = None,
 ) -> Path | None:
     """The cache table for ``model``'s frozen backbones, computing it if absent.
 
     Returns None when there is nothing to cache (no frozen video/audio backbone, or no
-    stimulus rows); the caller then feeds raw frames/log-Mel.
+    stimulus rows); the caller then feeds raw frames/log-Mel. ``compute(model, prepared)``
+    (e.g. a Ray task on a GPU node, :mod:`tuning.remote`) returns the features of every
+    stimulus row, ``{"video_feat": (M, T_v, D_v), ...}``; by default they are computed here,
+    on ``device``.
     """
     if not frozen_backbones(model) or len(prepared.stimuli) == 0:
         return None
@@ -123,6 +129,8 @@ def ensure_feature_cache(
     if path.is_file():
         log.info("backbone features: using cache %s", path)
         return path
+    if compute is not None:
+        return write_feature_table(prepared, compute(model, prepared), path)
     log.info("backbone features: computing %d stimulus segments -> %s", len(prepared.stimuli), path)
     was_training = model.training
     model.to(device)
