@@ -136,8 +136,9 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     there through pyarrow, the search's own outputs are uploaded from a local mirror.
     """
     pid_dir, log = tmp_path / "pids", tmp_path / "search.log"
-    # enough epochs that the trial still trains when its first result reaches the file:// storage
-    # (with 12, a trial without start-up work in its workers could be over by then: no restart)
+    # enough epochs that the trial still trains when its first checkpoint is committed (with 12,
+    # a trial without start-up work in its workers could be over by the time its first result
+    # reached the file:// storage; 24 took as long as 40: start-up and the restart dominate)
     planned = 2 + 40
     proc = start_search(cluster, search_command(
         dataset, f"file://{tmp_path / 'store'}", "--name", "kill", "--num-samples", "1", "--set",
@@ -145,10 +146,12 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
         MERCL_LOCAL_RESULTS=str(tmp_path / "mirror"))
     exp = tmp_path / "store" / "kill"
 
-    def checkpointed_epoch():  # Tune has a result, so Ray Train committed that epoch's checkpoint
+    def checkpointed_epoch():  # Tune has a result and Ray Train has committed a checkpoint
         results = glob.glob(str(exp / "run_trial_*" / "result.json"))
         pids = list(pid_dir.glob("*-rank1.pid"))
-        return results and pids and Path(results[0]).read_text().strip() and (Path(results[0]), pids[0])
+        runs = [Path(r).name for r in glob.glob(str(exp / "train_runs" / "*"))]
+        return (results and pids and runs and Path(results[0]).read_text().strip()
+                and committed_checkpoint(exp, runs[0]) and (Path(results[0]), pids[0]))
 
     result_file, pid_file = wait_for(checkpointed_epoch, proc, log, 600, "the trial's first checkpoint")
     victim = int(pid_file.read_text())
