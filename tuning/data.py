@@ -26,7 +26,6 @@ arrays by row (:class:`StimulusArrays`), producing the batch dicts of docs/CONTR
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ import pandas as pd
 import torch
 
 from mercl.errors import ConfigError, InputFileError
-
-log = logging.getLogger(__name__)
 
 MODALITIES = ("video", "audio", "eeg")
 # per searched fold, each row is in the fold's inner train or validation split, its outer test
