@@ -174,31 +174,48 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     assert (exp / "tensorboard" / row["trial_id"]).is_dir() and (tmp_path / "mirror" / "kill" / "trials.csv").is_file()
 
 
-def committed_checkpoint(exp: Path, trial_id: str) -> bool:
-    """Ray Train's checkpoint manager of the trial's run has persisted a checkpoint (what a
-    restored run resumes from). A result in Tune's result.json is not enough: the checkpoint is
-    uploaded asynchronously and registered after the report, and a driver killed in between
-    restarts that trial from scratch, rightly."""
+def committed_epoch(exp: Path, trial_id: str) -> int | None:
+    """The global epoch of the newest checkpoint Ray Train's checkpoint manager has persisted for
+    the trial's run (what a restored run resumes from), or None. A result in Tune's result.json
+    is not enough: the checkpoint is uploaded asynchronously and registered after the report, and
+    a driver killed in between restarts that trial from scratch, rightly."""
     path = exp / "train_runs" / trial_id / "checkpoint_manager_snapshot.json"
     try:
-        return json.loads(path.read_text()).get("latest_checkpoint_result") is not None
+        latest = json.loads(path.read_text()).get("latest_checkpoint_result")
     except (OSError, ValueError):  # not written yet, or being written right now
-        return False
+        return None
+    return None if latest is None else int(latest["metrics"]["global_epoch"])
 
 
-def _interrupt_when_one_done_one_running(exp: Path, proc, log: Path) -> tuple[str, str]:
+def committed_checkpoint(exp: Path, trial_id: str) -> bool:
+    return committed_epoch(exp, trial_id) is not None
+
+
+def _interrupt_when_one_done_one_running(exp: Path, proc, log: Path, planned: int) -> tuple[str, str]:
+    """Kill the driver once Tune's persisted state has one trial finished and one running, and the
+    running one has a committed checkpoint with at least 4 of its ``planned`` epochs still to go.
+
+    Tune persists its state every few seconds; on a fast machine a short trial can finish before
+    its state says RUNNING is over, and a "restored" trial whose last checkpoint is its last epoch
+    has nothing left to run (CI saw exactly that: restarts 0). Hence the margin, and the check,
+    after the kill, that the run really had epochs left."""
     def one_done_one_running():
         states = trial_states(exp)
         done = [t for t, s in states.items() if s == "TERMINATED"]
         running = [t for t, s in states.items() if s == "RUNNING"]
-        if len(done) == 1 and len(running) == 1 and reported(exp, running[0]) \
-                and committed_checkpoint(exp, running[0]):
-            return done[0], running[0]
+        if len(done) == 1 and len(running) == 1 and reported(exp, running[0]):
+            epoch = committed_epoch(exp, running[0])
+            if epoch is not None and epoch <= planned - 4:
+                return done[0], running[0]
         return None
 
-    finished, interrupted = wait_for(one_done_one_running, proc, log, 900, "one finished trial and one running")
+    finished, interrupted = wait_for(one_done_one_running, proc, log, 900,
+                                     f"one finished trial and one running with a checkpoint <= epoch {planned - 4}")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    time.sleep(3)  # the killed driver's actors (trial, Train controller, workers) go with it
+    left = committed_epoch(exp, interrupted)
+    assert left is not None and left < planned, f"the interrupted trial had no epochs left ({left} of {planned})"
     return finished, interrupted
 
 
@@ -217,14 +234,16 @@ def test_interrupted_nested_search_resumes_every_fold_and_runs_to_the_end(cluste
     """
     log = tmp_path / "first.log"
     # no ASHA: the second trial runs all its epochs, so the kill finds it running (an early stop
-    # at its second epoch left a window of ~0.3 s)
+    # at its second epoch left a window of ~0.3 s); 2 + 8 epochs leave the kill a window of
+    # several epochs after the running trial's first committed checkpoint
+    planned = 2 + 8
     args = ["--name", "nested", "--num-samples", "1", "--nested", "--protocol", "stimulus",
-            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=4", "--set", "scheduler.asha=false",
+            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=8", "--set", "scheduler.asha=false",
             "--set", "data.read=driver", "--set", "data.in_memory_max_mb=0",
             "--set", "crossval.enabled=true", "--set", "final_model=true"]
     proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
     exp = tmp_path / "nested"
-    finished, interrupted = _interrupt_when_one_done_one_running(exp, proc, log)
+    finished, interrupted = _interrupt_when_one_done_one_running(exp, proc, log, planned)
     finished_rows = result_rows(exp, finished)
     finished_checkpoints = train_checkpoints(exp, finished)
     assert not (exp / "trials.csv").exists()
