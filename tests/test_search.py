@@ -504,3 +504,39 @@ def test_in_memory_ranks_take_equal_disjoint_shares_of_one_seeded_permutation():
     # blocks arriving in another order (Ray Data's parallel reads) give the same batches
     again = ShardFeed(Rows(block_order=(20, 0, 10)), setup, Identity(), seed=3, rank=0, world=2)
     assert epoch(again, 0) == shares[0] and epoch(again, 1) == epoch(feeds[0], 1)
+
+
+def test_a_trial_resumed_at_its_last_checkpoint_reports_its_final_epoch_again(dataset):
+    """A search driver killed after a trial's last checkpoint, before Tune saved that the trial
+    ended, restores it as running: its run resumes at the end and trains nothing. It must still
+    tell Tune its final result (and that it restarted), or Optuna and trials.csv keep the epoch
+    Tune's saved state held. Resumed mid-run, it reports the remaining epochs and nothing more."""
+    from mercl.training.config import load_train_config
+    from mercl.training.crossval import train_split
+    from tuning.worker import CHECKPOINT_FILE, TuneReporter
+
+    prepared = load_dataset(dataset)
+    rows = np.arange(len(prepared))
+    val = np.isin(prepared.trial_groups(), np.unique(prepared.trial_groups())[::4])
+    cfg = load_train_config("tiny", {"pretrain.epochs": 1, "finetune.epochs": 2})
+    epochs = {"pretrain": 1, "finetune": 2}
+
+    def run(resume=None, restarts=0, rank=0):
+        calls = []
+        reporter = TuneReporter(lambda metrics, folder=None: calls.append((metrics, folder)), rank, 1, epochs,
+                                restarts)
+        train_split(prepared, "valence2", rows[~val], rows[val], cfg, on_epoch_end=reporter.on_epoch_end,
+                    resume=resume)
+        reporter.finish(resume)
+        return calls
+
+    first = run()
+    assert [m["global_epoch"] for m, _ in first] == [1, 2, 3] and all(folder for _, folder in first)
+    assert [m["stage"] for m, _ in first] == ["pretrain", "finetune", "finetune"]
+    states = [torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True) for _, folder in first]
+
+    again = run(resume=states[-1], restarts=1)  # resumed at its end: the final epoch once more
+    assert len(again) == 1 and again[0][1] is None
+    assert again[0][0] == {**first[-1][0], "restarts": 1}
+    middle = run(resume=states[0], restarts=1, rank=1)  # mid-run, rank 1: two epochs, no checkpoints
+    assert [(m["global_epoch"], m["restarts"], folder) for m, folder in middle] == [(2, 1, None), (3, 1, None)]

@@ -12,7 +12,9 @@ Fault tolerance, two levels:
   the workers resume from the run's newest checkpoint;
 * the whole search is interrupted -> ``Tuner.restore`` restarts unfinished trials; this
   function builds a trainer with the same run name and storage path, and Ray Train resumes
-  that run from its own checkpoint.
+  that run from its own checkpoint (a run whose checkpoint is its last epoch, because the
+  driver died before Tune saved that it ended, reports that epoch again:
+  :class:`tuning.worker.TuneReporter`).
 """
 
 from __future__ import annotations

@@ -211,6 +211,68 @@ def report_metrics(report, extra: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+class TuneReporter:
+    """Reports every epoch of one worker to Ray Train (and through it to Tune); rank 0 adds a
+    checkpoint every ``every`` epochs and at the end of each stage.
+
+    ``report(metrics, folder=None)`` is the call to Ray Train (``folder``: a checkpoint
+    directory to upload). ``restarts``: how often this run was restarted from a checkpoint.
+    """
+
+    def __init__(self, report, rank: int, every: int, stage_epochs: dict[str, int], restarts: int):
+        self.report, self.rank, self.every = report, rank, every
+        self.stage_epochs, self.restarts = stage_epochs, restarts
+        self.reported = 0
+
+    def on_epoch_end(self, epoch) -> None:
+        """``train_two_stage``'s callback (``epoch``: a :class:`mercl.training.loop.EpochReport`)."""
+        metrics = report_metrics(epoch, {"restarts": self.restarts})
+        self.reported += 1
+        if self.rank != 0 or not (epoch.epoch % self.every == 0 or epoch.epoch == self.stage_epochs[epoch.stage]):
+            self.report(metrics)
+            return
+        state = epoch.state()
+        state["restarts"] = self.restarts
+        folder = tempfile.mkdtemp(prefix="mercl-ckpt-")
+        torch.save(state, Path(folder) / CHECKPOINT_FILE)
+        self.report(metrics, folder)
+
+    def finish(self, resume: dict | None) -> None:
+        """A run resumed from the checkpoint of its last epoch trains nothing more (a search
+        driver killed after the trial's last checkpoint but before Tune saved that it ended):
+        report that last epoch again, so Tune, Optuna and trials.csv see the run's true final
+        result and its restart rather than what Tune's saved state held from before."""
+        if self.reported or resume is None or not resume.get("history"):
+            return
+        last = dict(resume["history"][-1])
+        stage, epoch, global_epoch = last.pop("stage"), last.pop("epoch"), last.pop("global_epoch")
+        self.report(report_metrics(_HistoryEpoch(stage, epoch, global_epoch, last), {"restarts": self.restarts}))
+        self.reported += 1
+
+
+@dataclass
+class _HistoryEpoch:
+    """A row of the training history in the shape of an ``EpochReport`` (for :func:`report_metrics`)."""
+
+    stage: str
+    epoch: int
+    global_epoch: int
+    metrics: dict[str, float]
+
+
+def ray_train_report(metrics: dict[str, Any], folder: str | None = None) -> None:
+    """``ray.train.report``; a checkpoint folder is uploaded by a Ray Train thread while the
+    next epoch trains, then deleted locally."""
+    import ray.train
+
+    if folder is None:
+        ray.train.report(metrics)
+        return
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                     delete_local_checkpoint_after_upload=True)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry.
 
@@ -254,23 +316,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seed_everything(cfg.seed, cfg.deterministic)
     model = build_model(cfg.model, setup.shapes, cached=setup.cached_backbones)
     restarts = int(resume.get("restarts", 0)) + 1 if resume is not None else 0
-    every = int(config.get("checkpoint_every", 1))
-
-    def on_epoch_end(report) -> None:
-        metrics = report_metrics(report, {"restarts": restarts})
-        stage_cfg = cfg.pretrain if report.stage == "pretrain" else cfg.finetune
-        save = report.epoch % every == 0 or report.epoch == stage_cfg.epochs
-        if rank != 0 or not save:
-            ray.train.report(metrics)
-            return
-        state = report.state()
-        state["restarts"] = restarts
-        folder = tempfile.mkdtemp(prefix="mercl-ckpt-")
-        torch.save(state, Path(folder) / CHECKPOINT_FILE)
-        # uploaded to the run's storage by a Ray Train thread while the next epoch trains
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
-                         delete_local_checkpoint_after_upload=True)
-
-    train_two_stage(model, train_batches, val_batches, cfg, on_epoch_end=on_epoch_end, resume=resume,
+    reporter = TuneReporter(ray_train_report, rank, int(config.get("checkpoint_every", 1)),
+                            {"pretrain": cfg.pretrain.epochs, "finetune": cfg.finetune.epochs}, restarts)
+    train_two_stage(model, train_batches, val_batches, cfg, on_epoch_end=reporter.on_epoch_end, resume=resume,
                     class_names=setup.class_names)
+    reporter.finish(resume)
