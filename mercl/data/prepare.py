@@ -524,6 +524,35 @@ def _job_inputs(args: tuple) -> list[str]:
     return [str(f) for f in dict.fromkeys(files)]
 
 
+class _ShardBuild:
+    """The shards of one dataset folder being built: which are done (``progress.json``), what
+    this run built and skipped."""
+
+    def __init__(self, root: Path, workers: int, progress: bool):
+        self.root, self.workers, self.progress = root, workers, progress
+        self.done = _Progress(root)
+        self.built: list[str] = []
+        self.skipped: list[str] = []
+
+    def run(self, jobs: dict[str, tuple[Callable, tuple]], desc: str,
+            fits: Callable[[str], bool] = lambda rel: True) -> None:
+        """Build every shard of ``jobs`` ({relative path: (function, args)}) not already done
+        (and still fitting ``fits``); the manifest goes until the dataset is whole again."""
+        todo = []
+        for rel, (fn, args) in jobs.items():
+            if self.done.is_done(self.root, rel) and fits(rel):
+                self.skipped.append(rel)
+            else:
+                todo.append((rel, fn, args))
+        if todo:
+            (self.root / "manifest.json").unlink(missing_ok=True)
+        _run_jobs(todo, self.workers, self._record, desc, self.progress)
+
+    def _record(self, rel: str, digest: str) -> None:
+        self.done.record(rel, digest)
+        self.built.append(rel)
+
+
 def prepare(
     raw: str | Path,
     source: str,
@@ -539,59 +568,19 @@ def prepare(
     Returns the dataset directory, its manifest and which shards were built or skipped.
     """
     cfg = config or PrepareConfig()
-    if source not in SOURCE_NAMES:
-        raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
-    raw = Path(raw)
-    if not raw.exists():
-        raise InputFileError(raw, "no such file or directory")
-    if stimuli is not None:
-        stimuli = Path(stimuli)
-        if not stimuli.exists():
-            raise InputFileError(stimuli, "stimuli directory does not exist")
-        expect_dir(stimuli, "a folder of stimulus clips (--stimuli)")
-    else:
-        stimuli = _default_stimuli_dir(source, raw)
+    raw, stimuli = _checked_inputs(raw, source, stimuli)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-
     ds_id = dataset_id(source, raw, stimuli, cfg)
-    root = Path(out) / ds_id
-    if Path(out).exists():
-        expect_dir(Path(out), "an output folder for datasets")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputFileError(root, f"cannot create the dataset folder ({exc.strerror or exc})") from None
-    _remove_stale_temp_files(root)
-    done = _Progress(root)
-    built: list[str] = []
-    skipped: list[str] = []
-
-    def record(rel: str, digest: str) -> None:
-        done.record(rel, digest)
-        built.append(rel)
+    root = _dataset_folder(Path(out), ds_id)
+    build = _ShardBuild(root, workers, progress)
 
     # 1-2. EEG shards, one per load unit
     units = discover(source, raw, cfg.source)
     if not units:
         raise InputFileError(raw, f"no {source} recordings found")
-    unit_rel = {}
-    for unit in units:
-        rel = f"eeg/{safe_name(unit.name)}.parquet"
-        if rel in unit_rel.values():
-            raise MerclError(f"two load units map to the same shard {rel}; rename one")
-        unit_rel[unit.name] = rel
-    eeg_jobs = []
-    for unit in units:
-        rel = unit_rel[unit.name]
-        if done.is_done(root, rel):
-            skipped.append(rel)
-        else:
-            eeg_jobs.append((rel, build_eeg_shard, (unit, cfg, root / rel)))
-    if eeg_jobs:
-        (root / "manifest.json").unlink(missing_ok=True)
-    _run_jobs(eeg_jobs, workers, record, "EEG units", progress)
-
-    rows, infos = _read_eeg_index(root, [unit_rel[u.name] for u in units])
+    unit_rel = _shard_names({unit.name: unit for unit in units}, "eeg", "load units")
+    build.run({unit_rel[u.name]: (build_eeg_shard, (u, cfg, root / unit_rel[u.name])) for u in units}, "EEG units")
+    rows, infos = _read_eeg_index(root, unit_rel.values())
     ch_names, sfreq = _common_channels(infos)
     if len(rows) == 0:
         longest = max((t["eeg_duration_s"] - t["lag_s"] for i in infos for t in i.get("trials", [])), default=0.0)
@@ -603,31 +592,16 @@ def prepare(
 
     # 3. stimulus shards, one per clip
     needs = _stimulus_needs(infos)
-    stim_rel: dict[str, str] = {}
-    stim_jobs = []
-    no_clip = []
-    for stimulus, (n, after_lag) in sorted(needs.items()):
-        clip = find_clip(stimuli, stimulus)
-        if clip is None:
-            no_clip.append(stimulus)
-            continue
-        rel = f"stimuli/{safe_name(stimulus)}.parquet"
-        if rel in stim_rel.values():
-            raise MerclError(f"two stimuli map to the same shard {rel}; rename one")
-        stim_rel[stimulus] = rel
-        if done.is_done(root, rel) and _stimulus_shard_fits(root / rel, n):
-            skipped.append(rel)
-        else:
-            stim_jobs.append(
-                (rel, build_stimulus_shard, (StimulusJob(stimulus, clip, n, after_lag), cfg, root / rel))
-            )
-    if stim_jobs:
-        (root / "manifest.json").unlink(missing_ok=True)
-    _run_jobs(stim_jobs, workers, record, "stimuli", progress)
+    clips = {stimulus: find_clip(stimuli, stimulus) for stimulus in sorted(needs)}
+    no_clip = [stimulus for stimulus, clip in clips.items() if clip is None]
+    stim_rel = _shard_names({s: c for s, c in clips.items() if c is not None}, "stimuli", "stimuli")
+    jobs = {rel: (build_stimulus_shard, (StimulusJob(s, clips[s], *needs[s]), cfg, root / rel))
+            for s, rel in stim_rel.items()}
+    counts = {rel: needs[s][0] for s, rel in stim_rel.items()}
+    build.run(jobs, "stimuli", fits=lambda rel: _stimulus_shard_fits(root / rel, counts[rel]))
 
     # 4. manifest last
     stim_info = {s: shards.read_info(shards.read_schema(root / rel)) for s, rel in stim_rel.items()}
-    files = {rel: done.done[rel] for rel in [*unit_rel.values(), *stim_rel.values()]}
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "dataset_id": ds_id,
@@ -646,14 +620,54 @@ def prepare(
         "hop_s": cfg.hop_s,
         "label_columns": [c for c in (*RATING_NAMES, "label") if c in rows.columns],
         "label_schemes": available_schemes(rows.columns, rows),
-        "units": {name: rel for name, rel in unit_rel.items()},
+        "units": unit_rel,
         "stimulus_files": stim_rel,
-        "files": files,
+        "files": {rel: build.done.done[rel] for rel in [*unit_rel.values(), *stim_rel.values()]},
     }
     shapes = manifest["shapes"]
     manifest.update(eeg_shape=shapes["eeg"], audio_shape=shapes["audio"], video_shape=shapes["video"])
     shards.write_json(manifest, root / "manifest.json")
-    return PrepareResult(root, manifest, built, skipped)
+    return PrepareResult(root, manifest, build.built, build.skipped)
+
+
+def _checked_inputs(raw: str | Path, source: str, stimuli: str | Path | None) -> tuple[Path, Path | None]:
+    """``raw`` and the stimulus folder (given, or the source's default), both checked to exist."""
+    if source not in SOURCE_NAMES:
+        raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
+    raw = Path(raw)
+    if not raw.exists():
+        raise InputFileError(raw, "no such file or directory")
+    if stimuli is None:
+        return raw, _default_stimuli_dir(source, raw)
+    stimuli = Path(stimuli)
+    if not stimuli.exists():
+        raise InputFileError(stimuli, "stimuli directory does not exist")
+    expect_dir(stimuli, "a folder of stimulus clips (--stimuli)")
+    return raw, stimuli
+
+
+def _dataset_folder(out: Path, ds_id: str) -> Path:
+    """``out/<dataset id>``, created, without the temporary files of an interrupted run."""
+    if out.exists():
+        expect_dir(out, "an output folder for datasets")
+    root = out / ds_id
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(root, f"cannot create the dataset folder ({exc.strerror or exc})") from None
+    _remove_stale_temp_files(root)
+    return root
+
+
+def _shard_names(items: dict[str, Any], folder: str, what: str) -> dict[str, str]:
+    """{name: ``folder/<safe name>.parquet``}; two names that map to one file are refused."""
+    rels: dict[str, str] = {}
+    for name in items:
+        rel = f"{folder}/{safe_name(name)}.parquet"
+        if rel in rels.values():
+            raise MerclError(f"two {what} map to the same shard {rel}; rename one")
+        rels[name] = rel
+    return rels
 
 
 def _read_eeg_index(root: Path, rels: Iterable[str]) -> tuple[pd.DataFrame, list[dict]]:
