@@ -251,35 +251,14 @@ def make_folds(
             raise ValueError(f"labels has {len(labels)} rows, subjects has {n}")
     groups = trial_groups(subjects, trials)
     subject_ids = _codes(subjects)
-    x = np.zeros(n)
     held: list[str | None] = [None] * n_folds
     dropped = [0] * n_folds
     if mode in STIMULUS_MODES:
         stimuli = _require_stimuli(mode, subjects, stimuli)
         groups = _codes(stimuli)
-        n_clips = len(np.unique(groups))
-        if n_clips < n_folds:
-            raise MerclError(f"{mode} {n_folds}-fold needs at least {n_folds} clips, the data has {n_clips}")
-        clip_sets = _group_folds(groups, labels, n_folds, seed)
-        if mode == "stimulus":
-            pairs = [(np.flatnonzero(~np.isin(groups, c)), np.flatnonzero(np.isin(groups, c))) for c in clip_sets]
-        else:
-            n_subjects = len(np.unique(subject_ids))
-            if n_subjects < n_folds:
-                raise MerclError(f"subject-stimulus {n_folds}-fold needs at least {n_folds} subjects, "
-                                 f"the data has {n_subjects}")
-            subject_sets = _group_folds(subject_ids, None, n_folds, seed)
-            pairs = []
-            for i, (clips, people) in enumerate(zip(clip_sets, subject_sets, strict=True)):
-                in_clips, in_people = np.isin(groups, clips), np.isin(subject_ids, people)
-                pairs.append((np.flatnonzero(~in_clips & ~in_people), np.flatnonzero(in_clips & in_people)))
-                dropped[i] = int(n - (~in_clips & ~in_people).sum() - (in_clips & in_people).sum())
+        pairs, dropped = _stimulus_pairs(mode, groups, subject_ids, labels, n_folds, seed)
     elif mode == "loso":
-        names = np.unique(subjects)
-        if len(names) < 2:
-            raise MerclError(f"leave-one-subject-out needs at least 2 subjects, the data has {len(names)}")
-        pairs = list(LeaveOneGroupOut().split(x, None, subjects))
-        held = [str(np.unique(subjects[test])[0]) for _, test in pairs]
+        pairs, held = _loso_pairs(subjects)
         dropped = [0] * len(pairs)
     elif mode == "trial":
         n_groups = len(np.unique(groups))
@@ -289,16 +268,8 @@ def make_folds(
             )
         pairs = _grouped_kfold(n_folds, groups, labels, seed)
     else:
-        if n < n_folds:
-            raise MerclError(
-                f"segment-level {n_folds}-fold needs at least {n_folds} segments, the data has {n}"
-            )
-        rows = np.arange(n)
-        if _can_stratify(labels, rows, n_folds):
-            pairs = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, labels))
-        else:
-            pairs = list(KFold(n_folds, shuffle=True, random_state=seed).split(x))
-        groups = rows.astype(np.int64)
+        pairs = _segment_pairs(n, labels, n_folds, seed)
+        groups = np.arange(n, dtype=np.int64)
     folds = [
         Fold(i, np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64), h, d)
         for i, ((tr, te), h, d) in enumerate(zip(pairs, held, dropped, strict=True))
@@ -310,6 +281,49 @@ def make_folds(
     warning = LEAKY_WARNING if leaky else CLIP_SHARED_WARNING if clip_shared else None
     return CrossValidation(mode, folds, groups, leaky=leaky, warning=warning, seed=seed,
                            subject_ids=subject_ids, clip_shared=clip_shared)
+
+
+def _stimulus_pairs(mode: str, clips: np.ndarray, subject_ids: np.ndarray, labels: np.ndarray | None,
+                    n_folds: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int]]:
+    """(train, test) row pairs of ``stimulus`` / ``subject-stimulus`` and, per fold, the rows left
+    out of training for sharing a subject or a clip with the test side. clips: (N,) clip codes."""
+    n, dropped = len(clips), [0] * n_folds
+    n_clips = len(np.unique(clips))
+    if n_clips < n_folds:
+        raise MerclError(f"{mode} {n_folds}-fold needs at least {n_folds} clips, the data has {n_clips}")
+    clip_sets = _group_folds(clips, labels, n_folds, seed)
+    if mode == "stimulus":
+        return [(np.flatnonzero(~np.isin(clips, c)), np.flatnonzero(np.isin(clips, c))) for c in clip_sets], dropped
+    n_subjects = len(np.unique(subject_ids))
+    if n_subjects < n_folds:
+        raise MerclError(f"subject-stimulus {n_folds}-fold needs at least {n_folds} subjects, "
+                         f"the data has {n_subjects}")
+    subject_sets = _group_folds(subject_ids, None, n_folds, seed)
+    pairs = []
+    for i, (clip_set, people) in enumerate(zip(clip_sets, subject_sets, strict=True)):
+        in_clips, in_people = np.isin(clips, clip_set), np.isin(subject_ids, people)
+        pairs.append((np.flatnonzero(~in_clips & ~in_people), np.flatnonzero(in_clips & in_people)))
+        dropped[i] = int(n - (~in_clips & ~in_people).sum() - (in_clips & in_people).sum())
+    return pairs, dropped
+
+
+def _loso_pairs(subjects: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str | None]]:
+    """Leave-one-subject-out (train, test) pairs and each fold's held-out subject."""
+    names = np.unique(subjects)
+    if len(names) < 2:
+        raise MerclError(f"leave-one-subject-out needs at least 2 subjects, the data has {len(names)}")
+    pairs = list(LeaveOneGroupOut().split(np.zeros(len(subjects)), None, subjects))
+    return pairs, [str(np.unique(subjects[test])[0]) for _, test in pairs]
+
+
+def _segment_pairs(n: int, labels: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The paper's segment-level k-fold (LEAKY): rows dealt regardless of trial, stratified when possible."""
+    if n < n_folds:
+        raise MerclError(f"segment-level {n_folds}-fold needs at least {n_folds} segments, the data has {n}")
+    x = np.zeros(n)
+    if _can_stratify(labels, np.arange(n), n_folds):
+        return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, labels))
+    return list(KFold(n_folds, shuffle=True, random_state=seed).split(x))
 
 
 def default_protocol(
