@@ -517,6 +517,52 @@ def load_record(path: Path) -> dict | None:
         return None
 
 
+def _compute_units(exp: Experiment, prepared, distinct: list, cvs: dict, cache: Path, say, *, show_progress: bool,
+                   ray_address: str | None, workers: int, gpus_per_unit: float | None) -> dict:
+    """Compute ``distinct`` units into ``cache`` (here, in local processes or as Ray tasks);
+    returns where Ray built the shared caches (empty without Ray)."""
+    cache_placement: dict = {}
+    if not distinct:
+        return cache_placement
+    if ray_address is not None or (workers > 1 and len(distinct) > 1):
+        say("shared caches (baseline features, backbone features): building or reading DATASET/cache"
+            + (" in a Ray task" if ray_address is not None else ""))
+        if ray_address is not None:
+            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress, gpus_per_unit, cache_placement)
+        else:
+            build_shared_caches(distinct, prepared, show_progress)
+            fanned = _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress)
+        for unit, record in fanned:
+            atomic.write_json(cache / unit.file_name, record, indent=None)
+        return cache_placement
+    features = None
+    if any(u.row.method in BASELINE_METHODS for u in distinct):
+        from mercl.baselines import build_features
+
+        say("baseline features: building or reading DATASET/cache")
+        features = build_features(prepared, progress=show_progress)
+    from tqdm.auto import tqdm
+
+    for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
+        record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
+        atomic.write_json(cache / unit.file_name, record, indent=None)
+    return cache_placement
+
+
+def _results_table(units: list, cache: Path, labels_of: dict[str, str]) -> pd.DataFrame:
+    """results.csv: one row per unit (method x scheme x protocol x fold) from its cached record."""
+    rows = []
+    for unit in units:
+        record = load_record(cache / unit.file_name)
+        rows.append({"row": unit.row.label, "table": unit.row.table, "method": unit.row.method,
+                     "scheme": unit.scheme, "protocol": unit.protocol,
+                     "protocol_label": labels_of[unit.protocol], "fold": unit.fold,
+                     "accuracy": record["accuracy"], "macro_f1": record["macro_f1"],
+                     "n_test": record["n_test"], "train_s": record["train_s"],
+                     "predict_s": record["predict_s"], "unit_file": f"cache/{unit.file_name}"})
+    return pd.DataFrame(rows)
+
+
 def run_experiment(
     exp: Experiment,
     out_dir: str | Path,
@@ -564,41 +610,9 @@ def run_experiment(
                 "(they share a subject or a clip with the test side)")
 
     distinct = list({u.key: u for u in todo}.values())  # a unit shared by two tables runs once
-    cache_placement: dict = {}  # with Ray: where the shared caches were built
-    if distinct and (ray_address is not None or (workers > 1 and len(distinct) > 1)):
-        say("shared caches (baseline features, backbone features): building or reading DATASET/cache"
-            + (" in a Ray task" if ray_address is not None else ""))
-        if ray_address is None:
-            build_shared_caches(distinct, prepared, show_progress)
-        if ray_address is not None:
-            fanned = _run_on_ray(exp, distinct, cvs, ray_address, show_progress, gpus_per_unit, cache_placement)
-        else:
-            fanned = _run_in_processes(exp, distinct, cvs, min(workers, len(distinct)), show_progress)
-        for unit, record in fanned:
-            atomic.write_json(cache / unit.file_name, record, indent=None)
-    elif distinct:
-        features = None
-        if any(u.row.method in BASELINE_METHODS for u in distinct):
-            from mercl.baselines import build_features
-
-            say("baseline features: building or reading DATASET/cache")
-            features = build_features(prepared, progress=show_progress)
-        from tqdm.auto import tqdm
-
-        for unit in tqdm(distinct, desc="method x fold", unit="unit", disable=not show_progress):
-            record = compute_unit(prepared, features, unit, cvs[unit.protocol, unit.scheme], exp.seed)
-            atomic.write_json(cache / unit.file_name, record, indent=None)
-
-    table_rows = []
-    for unit in units:
-        record = load_record(cache / unit.file_name)
-        table_rows.append({"row": unit.row.label, "table": unit.row.table, "method": unit.row.method,
-                           "scheme": unit.scheme, "protocol": unit.protocol,
-                           "protocol_label": labels_of[unit.protocol], "fold": unit.fold,
-                           "accuracy": record["accuracy"], "macro_f1": record["macro_f1"],
-                           "n_test": record["n_test"], "train_s": record["train_s"],
-                           "predict_s": record["predict_s"], "unit_file": f"cache/{unit.file_name}"})
-    results = pd.DataFrame(table_rows)
+    cache_placement = _compute_units(exp, prepared, distinct, cvs, cache, say, show_progress=show_progress,
+                                     ray_address=ray_address, workers=workers, gpus_per_unit=gpus_per_unit)
+    results = _results_table(units, cache, labels_of)
     meta = {
         "kind": exp.kind, "dataset": str(exp.dataset), "dataset_id": dataset_id, "protocols": exp.protocols,
         "schemes": exp.schemes, "folds": exp.folds, "n_folds": n_folds, "seed": exp.seed,
