@@ -478,41 +478,23 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     """
     from mercl.atomic import write_text
     from tuning.results import (
-        STATUS_STOPPED,
         asha_stopped,
-        best_trial,
-        headline_text,
         searcher_studies,
         study_from_table,
         summary_markdown,
         trial_table,
-        write_best_config,
         write_plots,
         write_trial_tables,
     )
     from tuning.tensorboard import tensorboard_command
-    from tuning.trial import trial_train_config
 
     cfg, exp_dir = plan.cfg, plan.exp_dir
     placement = placement or Placement(exp_dir, "")
     table = trial_table(results, plan.base_shape, asha_stopped(exp_dir), cfg.metric, cfg.mode, plan.planned_epochs)
     write_trial_tables(table, exp_dir)
     configs = {(r.metrics or {}).get("trial_id"): dict(r.config) for r in results}
-    best = best_trial(table, cfg.metric, cfg.mode) if len(table) else None
+    best, best_train, fold_bests = _write_best_configs(plan, table, configs, data.folds)
     hparam_names = [c for c in table.columns if c in plan.specs or c in ("dilations", "fold")]
-    fold_bests: dict[int, Any] = {}
-    if plan.nested and len(table):
-        for fold in data.folds:
-            found = best_trial(table[table["fold"] == fold], cfg.metric, cfg.mode)
-            if found is not None:
-                fold_bests[fold] = found
-    best_train = None
-    if best is not None:
-        best_train = trial_train_config(configs[best["trial_id"]], _setup_like(plan))
-        write_best_config(best_train, best, exp_dir, cfg.metric)
-    for fold, row in fold_bests.items():
-        write_best_config(trial_train_config(configs[row["trial_id"]], _setup_like(plan)), row,
-                          exp_dir / f"fold{fold}", cfg.metric)
     run_outer = cfg.crossval.enabled and best is not None and (bool(fold_bests) or not plan.nested)
     run_final = cfg.final_model and best_train is not None
     source = _dataset_source(plan, data) if run_outer or run_final else None
@@ -535,6 +517,44 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
         model_file=model_file, final_text=final_text)
     write_text(exp_dir / "summary.md", summary)
     placement.save()
+    _print_outcome(plan, table, best, hparam_names, crossval, data.n_folds, say)
+    if model_file is not None:
+        say(f"final model: {model_file} ({final_text})")
+    say(f"results: {plan.location} (summary.md, trials.csv, best_config.yaml, plots/)"
+        + (f"; local copy {exp_dir}" if plan.location != str(exp_dir) else ""))
+    say(f"TensorBoard: {tb}")
+    return (0 if best is not None else 1), table
+
+
+def _write_best_configs(plan: SearchPlan, table, configs: dict, folds) -> tuple[Any, Any, dict[int, Any]]:
+    """The best trial's row and TrainConfig (best_config.yaml) and, for a nested search, each
+    fold's best row (fold<k>/best_config.yaml)."""
+    from tuning.results import best_trial, write_best_config
+    from tuning.trial import trial_train_config
+
+    cfg = plan.cfg
+    best = best_trial(table, cfg.metric, cfg.mode) if len(table) else None
+    fold_bests: dict[int, Any] = {}
+    if plan.nested and len(table):
+        for fold in folds:
+            found = best_trial(table[table["fold"] == fold], cfg.metric, cfg.mode)
+            if found is not None:
+                fold_bests[fold] = found
+    best_train = None
+    if best is not None:
+        best_train = trial_train_config(configs[best["trial_id"]], _setup_like(plan))
+        write_best_config(best_train, best, plan.exp_dir, cfg.metric)
+    for fold, row in fold_bests.items():
+        write_best_config(trial_train_config(configs[row["trial_id"]], _setup_like(plan)), row,
+                          plan.exp_dir / f"fold{fold}", cfg.metric)
+    return best, best_train, fold_bests
+
+
+def _print_outcome(plan: SearchPlan, table, best, hparam_names: list[str], crossval, n_folds: int, say) -> None:
+    """The best trial, the trial counts, the headline no search saw and the outer CV."""
+    from tuning.results import STATUS_STOPPED, headline_text
+
+    cfg = plan.cfg
     n_stopped = int((table["status"] == STATUS_STOPPED).sum()) if len(table) else 0
     say("")
     if best is not None:
@@ -544,20 +564,15 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     else:
         say("no trial reported a validation metric")
     say(f"{len(table)} trials, {n_stopped} stopped early by ASHA")
-    if crossval is not None:
-        say(f"HEADLINE, accuracy on data no part of the search saw: "
-            f"{headline_text(crossval, nested=plan.nested, test_fold=cfg.data.test_fold, n_folds=data.n_folds)}")
-        if not plan.nested:
-            say(f"outer CV of the best config over all {data.n_folds} folds (folds other than {cfg.data.test_fold} "
-                f"were in the search's training data): mercl {crossval.mean('mercl'):.3f}, majority "
-                f"{crossval.mean('majority'):.3f}, clip-majority {crossval.mean('clip-majority'):.3f} "
-                f"[{crossval.protocol}]")
-    if model_file is not None:
-        say(f"final model: {model_file} ({final_text})")
-    say(f"results: {plan.location} (summary.md, trials.csv, best_config.yaml, plots/)"
-        + (f"; local copy {exp_dir}" if plan.location != str(exp_dir) else ""))
-    say(f"TensorBoard: {tb}")
-    return (0 if best is not None else 1), table
+    if crossval is None:
+        return
+    say(f"HEADLINE, accuracy on data no part of the search saw: "
+        f"{headline_text(crossval, nested=plan.nested, test_fold=cfg.data.test_fold, n_folds=n_folds)}")
+    if not plan.nested:
+        say(f"outer CV of the best config over all {n_folds} folds (folds other than {cfg.data.test_fold} "
+            f"were in the search's training data): mercl {crossval.mean('mercl'):.3f}, majority "
+            f"{crossval.mean('majority'):.3f}, clip-majority {crossval.mean('clip-majority'):.3f} "
+            f"[{crossval.protocol}]")
 
 
 def _dataset_source(plan: SearchPlan, data):
