@@ -363,7 +363,7 @@ def test_fold_searcher_keeps_one_study_per_fold_through_save_and_restore(tmp_pat
 def test_asha_compares_a_trial_only_with_trials_of_its_fold(tmp_path):
     from types import SimpleNamespace
 
-    from tuning.results import recording_asha
+    from tuning.asha import recording_asha
 
     asha = recording_asha(tmp_path / "asha" / "state.json", time_attr="global_epoch", metric="m", mode="max",
                           max_t=8, grace_period=1, reduction_factor=2)
@@ -379,6 +379,7 @@ def test_asha_compares_a_trial_only_with_trials_of_its_fold(tmp_path):
     assert set(saved["fold_brackets"]) == {"0", "1"} and saved["stopped"] == {"b0": 1}
     again = recording_asha(tmp_path / "asha" / "state.json", time_attr="global_epoch", metric="m", mode="max",
                            max_t=8, grace_period=1, reduction_factor=2)
+    again = pickle.loads(pickle.dumps(again))  # as Tuner.restore gets it back from tuner.pkl
     late = SimpleNamespace(trial_id="c0", config={"fold": 0})
     again.on_trial_add(None, late)  # after a restore, fold 0's rungs still hold a0 and b0
     assert again.on_trial_result(None, late, {"global_epoch": 1, "m": 0.2}) == "STOP"
@@ -387,7 +388,7 @@ def test_asha_compares_a_trial_only_with_trials_of_its_fold(tmp_path):
 def test_summary_leads_with_the_scores_no_search_saw(tmp_path):
     from types import SimpleNamespace
 
-    from tuning.results import headline_text, summary_markdown
+    from tuning.results import SearchSummary, headline_text
 
     rows = [{"method": m, "fold": f, "accuracy": a, "macro_f1": a / 2}
             for f, accs in enumerate([(0.7, 0.5, 0.5), (0.6, 0.4, 0.4)])
@@ -401,11 +402,11 @@ def test_summary_leads_with_the_scores_no_search_saw(tmp_path):
                           "[stimulus; held-out test fold 1 of 2, never seen by the search]")
     nested_text = headline_text(crossval, nested=True, test_fold=0, n_folds=2)
     assert nested_text.startswith("mercl 0.650 ± 0.050, majority 0.450 ± 0.050, clip-majority 0.450 ± 0.050")
-    text = summary_markdown(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["lr", "fold"],
-                            metric="val_metric", data_text="d", protocol_text="stimulus, 2 folds", crossval=crossval,
-                            test_fold=0, plots={}, study_trials=2, tensorboard_cmd="tb", nested=True,
-                            fold_bests={0: table.iloc[0], 1: table.iloc[1]}, n_folds=2,
-                            model_file=str(tmp_path / "model.pt"), final_text="all data")
+    text = SearchSummary(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["lr", "fold"],
+                         metric="val_metric", data_text="d", protocol_text="stimulus, 2 folds", crossval=crossval,
+                         test_fold=0, plots={}, study_trials=2, tensorboard_cmd="tb", nested=True,
+                         fold_bests={0: table.iloc[0], 1: table.iloc[1]}, n_folds=2,
+                         model_file=str(tmp_path / "model.pt"), final_text="all data").markdown()
     lines = text.splitlines()
     assert lines[2] == "## Headline: accuracy on data no part of the search saw"
     assert lines[4] == f"**{nested_text}**"
@@ -417,7 +418,7 @@ def test_summary_leads_with_the_scores_no_search_saw(tmp_path):
 
 
 def test_plots_and_summary_from_a_trial_table(tmp_path):
-    from tuning.results import study_from_table, summary_markdown, write_plots
+    from tuning.results import SearchSummary, study_from_table, write_plots
 
     specs = parse_space({"l1": {"low": 0.1, "high": 2.0}, "width": [16, 32], "tcn_blocks": [1, 2]})
     rng = np.random.default_rng(0)
@@ -439,9 +440,9 @@ def test_plots_and_summary_from_a_trial_table(tmp_path):
     for name in ("optimization_history", "param_importances", "parallel_coordinate"):
         assert plots[name].endswith(".png"), plots[name]
         assert Path(plots[name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = summary_markdown(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["l1"],
-                            metric="val_metric", data_text="d", protocol_text="trial-grouped, 4 folds",
-                            crossval=None, test_fold=0, plots=plots, study_trials=6, tensorboard_cmd="tb")
+    text = SearchSummary(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["l1"],
+                         metric="val_metric", data_text="d", protocol_text="trial-grouped, 4 folds",
+                         crossval=None, test_fold=0, plots=plots, study_trials=6, tensorboard_cmd="tb").markdown()
     assert "**2 stopped early by ASHA**" in text and "Trial `t1`" in text
 
 

@@ -3,7 +3,7 @@
 ``data.nested: true`` searches every outer fold k on its own: fold k's trials train and
 validate on an inner split of fold k's training side and never see its test rows; each fold
 has its own Optuna study (TPE, same seed) and its own ASHA rungs
-(:func:`tuning.results.recording_asha` keeps rungs per fold). Afterwards each fold's best
+(:func:`tuning.asha.recording_asha` keeps rungs per fold). Afterwards each fold's best
 configuration is trained on that fold's training side and scored on its test rows: k scores
 that no search saw.
 

@@ -10,9 +10,8 @@
 * ``summary.md``: the best trial, how many trials ASHA stopped, the outer-CV result beside the
   majority baseline, and the protocol.
 
-:class:`RecordingASHA` is Tune's ASHA that also records which trials it stopped early and
-keeps its rungs in ``asha/state.json``, so a restored search compares resumed trials with the
-ones that ran before the interruption (Tune itself does not checkpoint scheduler state).
+``asha/state.json``: what :class:`tuning.asha.RecordingASHA` recorded (which trials it stopped
+early, and its rungs).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import json
 import math
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,103 +76,6 @@ def download_outputs(location: str, exp_dir: Path, names=("search_config.yaml", 
 
 
 # ----------------------------------------------------------------------------- ASHA that remembers
-
-
-def _make_recording_asha():
-    import copy
-
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
-    class RecordingASHA(ASHAScheduler):
-        """ASHA on ``time_attr`` that records early stops and persists its rungs (see module doc).
-
-        A trial whose config has a ``fold`` (nested search, :mod:`tuning.nested`) is compared
-        only with trials of the same fold: each fold has its own brackets and rungs.
-        """
-
-        def __init__(self, *, state_file: str, **kwargs):
-            super().__init__(**kwargs)
-            self._state_file = state_file
-            self.stopped: dict[str, int] = {}
-            self._loaded = False
-            self._empty = copy.deepcopy(self._brackets)
-            self._fold_brackets: dict[str, list] = {}
-
-        def _brackets_of(self, trial) -> list:
-            fold = (trial.config or {}).get("fold")
-            if fold is None:
-                return self._brackets
-            return self._fold_brackets.setdefault(str(fold), copy.deepcopy(self._empty))
-
-        def _load(self) -> None:
-            if self._loaded:
-                return
-            self._loaded = True
-            path = Path(self._state_file)
-            if not path.is_file():
-                return
-            state = json.loads(path.read_text())
-            self.stopped = dict(state.get("stopped", {}))
-            self._restore_rungs(self._brackets, state.get("brackets", []))
-            for fold, saved in state.get("fold_brackets", {}).items():
-                self._fold_brackets[fold] = copy.deepcopy(self._empty)
-                self._restore_rungs(self._fold_brackets[fold], saved)
-
-        @staticmethod
-        def _restore_rungs(brackets: list, saved_brackets: list) -> None:
-            for bracket, rungs in zip(brackets, saved_brackets, strict=False):
-                for (milestone, recorded), saved in zip(bracket._rungs, rungs, strict=False):
-                    if float(saved["milestone"]) == float(milestone):
-                        recorded.update({k: float(v) for k, v in saved["recorded"].items()})
-
-        @staticmethod
-        def _rungs(brackets: list) -> list:
-            return [[{"milestone": float(m), "recorded": {k: float(v) for k, v in rec.items()}}
-                     for m, rec in bracket._rungs] for bracket in brackets]
-
-        def _save(self) -> None:
-            state = {
-                "time_attr": self._time_attr,
-                "max_t": self._max_t,
-                "stopped": self.stopped,
-                "brackets": self._rungs(self._brackets),
-                "fold_brackets": {fold: self._rungs(b) for fold, b in self._fold_brackets.items()},
-            }
-            write_text(Path(self._state_file), json.dumps(state, indent=1))
-
-        def on_trial_add(self, tune_controller, trial):
-            self._load()
-            super().on_trial_add(tune_controller, trial)
-            brackets = self._brackets_of(trial)
-            if brackets is not self._brackets:  # the same bracket index, in the fold's own brackets
-                self._trial_info[trial.trial_id] = brackets[self._brackets.index(self._trial_info[trial.trial_id])]
-
-        def on_trial_result(self, tune_controller, trial, result):
-            self._load()
-            if trial.trial_id not in self._trial_info:  # a trial restored from before an interruption
-                self._trial_info[trial.trial_id] = self._brackets_of(trial)[0]
-            action = super().on_trial_result(tune_controller, trial, result)
-            at = result.get(self._time_attr)
-            if action == TrialScheduler.STOP and at is not None and at < self._max_t:
-                self.stopped[trial.trial_id] = int(at)
-            self._save()
-            return action
-
-        def on_trial_complete(self, tune_controller, trial, result):
-            self._load()
-            if trial.trial_id in self._trial_info:
-                super().on_trial_complete(tune_controller, trial, result)
-                self._save()
-
-        def on_trial_remove(self, tune_controller, trial):
-            self._trial_info.pop(trial.trial_id, None)
-
-    return RecordingASHA
-
-
-def recording_asha(state_file: Path, **kwargs):
-    """An ASHA scheduler (``ray.tune.schedulers.ASHAScheduler`` arguments) that records its stops."""
-    return _make_recording_asha()(state_file=str(state_file), **kwargs)
 
 
 def asha_state_path(exp_dir: Path) -> Path:
@@ -431,25 +334,50 @@ def headline_text(crossval, *, nested: bool, test_fold: int, n_folds: int) -> st
     return f"{', '.join(cells)} [{crossval.protocol}; {where}]"
 
 
-def summary_markdown(*, name: str, exp_dir: Path, table: pd.DataFrame, best: pd.Series | None,
-                     hparam_names: list[str], metric: str, data_text: str, protocol_text: str,
-                     crossval: Any | None, test_fold: int, plots: dict[str, str], study_trials: int | None,
-                     tensorboard_cmd: str, nested: bool = False, fold_bests: dict[int, pd.Series] | None = None,
-                     n_folds: int = 0, model_file: str | None = None, final_text: str = "") -> str:
-    """The search's summary.md (see the module doc): it leads with the scores no part of the search saw."""
-    counts = table["status"].value_counts().to_dict() if len(table) else {}
-    lines = [f"# Hyperparameter search `{name}`", ""]
-    lines += ["## Headline: accuracy on data no part of the search saw", ""]
-    if crossval is None:
-        lines.append("Not measured (crossval.enabled is false, or no trial finished).")
-    else:
-        lines.append(f"**{headline_text(crossval, nested=nested, test_fold=test_fold, n_folds=n_folds)}**")
-        lines += ["", "| method | protocol | accuracy | macro-F1 | folds |", "|---|---|---|---|---|"]
-        for method, part in _scores(crossval, None if nested else [test_fold]).items():
+@dataclass
+class SearchSummary:
+    """What summary.md says about one finished search; :meth:`markdown` writes it, leading with
+    the scores no part of the search saw."""
+
+    name: str
+    exp_dir: Path
+    table: pd.DataFrame  # trials.csv
+    best: pd.Series | None  # the best trial's row
+    hparam_names: list[str]
+    metric: str
+    data_text: str
+    protocol_text: str
+    crossval: Any | None  # mercl.training.crossval.CrossValResult of the outer scores
+    test_fold: int
+    plots: dict[str, str]
+    study_trials: int | None  # trials in the searcher's Optuna study (studies, nested)
+    tensorboard_cmd: str
+    nested: bool = False
+    fold_bests: dict[int, pd.Series] | None = None
+    n_folds: int = 0
+    model_file: str | None = None
+    final_text: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"# Hyperparameter search `{self.name}`", ""]
+        lines += self._headline() + self._search()
+        lines += self._per_fold() if self.nested and self.fold_bests else self._best() + self._outer_cv()
+        lines += self._trials() + self._plots()
+        lines += ["", "## TensorBoard", "", f"    {self.tensorboard_cmd}", ""]
+        return "\n".join(lines)
+
+    def _headline(self) -> list[str]:
+        crossval, nested = self.crossval, self.nested
+        lines = ["## Headline: accuracy on data no part of the search saw", ""]
+        if crossval is None:
+            return lines + ["Not measured (crossval.enabled is false, or no trial finished)."]
+        text = headline_text(crossval, nested=nested, test_fold=self.test_fold, n_folds=self.n_folds)
+        lines += [f"**{text}**", "", "| method | protocol | accuracy | macro-F1 | folds |", "|---|---|---|---|---|"]
+        for method, part in _scores(crossval, None if nested else [self.test_fold]).items():
             acc, f1 = part["accuracy"], part["macro_f1"]
-            text = (f"{acc.mean():.3f} ± {acc.std(ddof=0):.3f}", f"{f1.mean():.3f} ± {f1.std(ddof=0):.3f}") \
+            cells = (f"{acc.mean():.3f} ± {acc.std(ddof=0):.3f}", f"{f1.mean():.3f} ± {f1.std(ddof=0):.3f}") \
                 if nested else (f"{acc.iloc[0]:.3f}", f"{f1.iloc[0]:.3f}")
-            lines.append(f"| {method} | {crossval.protocol} | {text[0]} | {text[1]} | "
+            lines.append(f"| {method} | {crossval.protocol} | {cells[0]} | {cells[1]} | "
                          f"{', '.join(str(int(f)) for f in part['fold'])} |")
         lines += ["", "`majority`: the training side's most frequent class; `clip-majority`: the test clip's "
                   "usual label among other viewers in training (clip memory with no signal; equals `majority` "
@@ -457,70 +385,83 @@ def summary_markdown(*, name: str, exp_dir: Path, table: pd.DataFrame, best: pd.
         if crossval.leaky:
             lines += ["", "> **LEAKY PROTOCOL**: segment-level folds put overlapping windows of one trial on "
                       "both sides of the split."]
-    lines += ["", "## Search", ""]
-    lines.append(f"- data: {data_text}")
-    lines.append(f"- trials: {len(table)}: {counts.get(STATUS_COMPLETED, 0)} completed, "
+        return lines
+
+    def _search(self) -> list[str]:
+        table, metric = self.table, self.metric
+        counts = table["status"].value_counts().to_dict() if len(table) else {}
+        unfinished = counts.get(STATUS_UNFINISHED, 0)
+        lines = ["", "## Search", "", f"- data: {self.data_text}",
+                 f"- trials: {len(table)}: {counts.get(STATUS_COMPLETED, 0)} completed, "
                  f"**{counts.get(STATUS_STOPPED, 0)} stopped early by ASHA**, {counts.get(STATUS_ERROR, 0)} failed"
-                 + (f", {counts.get(STATUS_UNFINISHED, 0)} unfinished" if counts.get(STATUS_UNFINISHED) else ""))
-    if study_trials is not None:
-        lines.append(f"- Optuna (TPE) {'studies held by the per-fold searchers' if nested else 'study held by the searcher'}: "
-                     f"{study_trials} trials")
-    lines.append(f"- selection: {metric} on an inner validation split of the training side, held out the way "
-                 f"the protocol ({protocol_text}) holds out; a fold's test rows never reached its search")
-    if model_file:
-        lines.append(f"- final model: `{model_file}` ({final_text}); `mercl info {model_file}`")
-    if nested and fold_bests:
-        lines += ["", "## Per fold: the best configuration its search found, scored on the fold's test rows", ""]
-        shown = [h for h in hparam_names if h != "fold"]
+                 + (f", {unfinished} unfinished" if unfinished else "")]
+        if self.study_trials is not None:
+            held = "studies held by the per-fold searchers" if self.nested else "study held by the searcher"
+            lines.append(f"- Optuna (TPE) {held}: {self.study_trials} trials")
+        lines.append(f"- selection: {metric} on an inner validation split of the training side, held out the way "
+                     f"the protocol ({self.protocol_text}) holds out; a fold's test rows never reached its search")
+        if self.model_file:
+            lines.append(f"- final model: `{self.model_file}` ({self.final_text}); `mercl info {self.model_file}`")
+        return lines
+
+    def _per_fold(self) -> list[str]:
+        metric = self.metric
+        lines = ["", "## Per fold: the best configuration its search found, scored on the fold's test rows", ""]
+        shown = [h for h in self.hparam_names if h != "fold"]
         lines += ["| fold | best trial | inner-val " + metric + " | test accuracy | majority | clip-majority | "
                   + " | ".join(shown) + " |", "|" + "---|" * (6 + len(shown))]
-        res = crossval.results if crossval is not None else pd.DataFrame(columns=["method", "fold", "accuracy"])
-        for fold, row in sorted(fold_bests.items()):
+        res = self.crossval.results if self.crossval is not None else \
+            pd.DataFrame(columns=["method", "fold", "accuracy"])
+        for fold, row in sorted(self.fold_bests.items()):
             acc = {m: res[(res["method"] == m) & (res["fold"] == fold)]["accuracy"] for m in ("mercl", *BASELINES)}
             cells = [f"{a.iloc[0]:.3f}" if len(a) else "-" for a in acc.values()]
             lines.append(f"| {fold} | `{row['trial_id']}` | {row[f'best_finetune_{metric}']:.4f} | "
                          + " | ".join(cells) + " | " + " | ".join(_fmt_value(plain(row[h])) for h in shown) + " |")
-        lines += ["", "Per-fold training configs: `fold<k>/best_config.yaml`; outer scores: `crossval/`."]
-    else:
-        lines += ["", "## Best trial", ""]
+        return lines + ["", "Per-fold training configs: `fold<k>/best_config.yaml`; outer scores: `crossval/`."]
+
+    def _best(self) -> list[str]:
+        best, metric = self.best, self.metric
+        lines = ["", "## Best trial", ""]
         if best is None:
-            lines.append("No trial reported a validation metric.")
-        else:
-            lines.append(f"Trial `{best['trial_id']}` ({best['status']}): best fine-tuning {metric} "
-                         f"**{best[f'best_finetune_{metric}']:.4f}** on the inner validation split, "
-                         f"{int(best['epochs_run'])} epochs. Its training config: `best_config.yaml`.")
-            lines += ["", "| hyperparameter | value |", "|---|---|"]
-            for h in hparam_names:
-                if h in best:
-                    lines.append(f"| {h} | {_fmt_value(plain(best[h]))} |")
-        lines += ["", f"## Outer cross-validation of the best config ({protocol_text})", ""]
-        if crossval is None:
-            lines.append("Not run (crossval.enabled is false, or no best trial).")
-        else:
-            res = crossval.results
-            methods = [m for m in ("mercl", *BASELINES) if m in set(res["method"])]
-            lines += ["| method | protocol | accuracy over all folds (mean ± std) | macro-F1 | "
-                      f"accuracy on fold {test_fold} (held out from the search) |", "|---|---|---|---|---|"]
-            for method in methods:
-                part = res[res["method"] == method]
-                held = part[part["fold"] == test_fold]["accuracy"]
-                held_text = f"{held.iloc[0]:.3f}" if len(held) else "-"
-                lines.append(f"| {method} | {crossval.protocol} | {part['accuracy'].mean():.3f} ± "
-                             f"{part['accuracy'].std(ddof=0):.3f} | {part['macro_f1'].mean():.3f} | {held_text} |")
-            lines += ["", f"Only fold {test_fold} is a clean test of the search (the headline); the other folds' "
-                      "test rows were part of the search's training data, so the mean over all folds can be "
-                      "optimistic (`nested: true` scores every fold cleanly). Details: `crossval/summary.md`, "
-                      "`crossval/results.csv`."]
-    lines += ["", "## Trials", "", "`trials.csv` / `trials.parquet`: every hyperparameter, best and last "
-              f"{metric}, epochs run and status per trial.", ""]
-    show = ["trial_id", "status", *hparam_names, f"best_{metric}", f"last_{metric}", "epochs_run"]
-    show = list(dict.fromkeys(c for c in show if c in table.columns))
-    lines += ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_fmt_value(plain(row[c])) for c in show) + " |")
-    lines += ["", "## Plots", ""]
-    for plot_name, where in plots.items():
-        lines.append(f"- {plot_name}: " + (f"![{plot_name}]({Path(where).relative_to(exp_dir)})"
-                                           if where.endswith(".png") else where))
-    lines += ["", "## TensorBoard", "", f"    {tensorboard_cmd}", ""]
-    return "\n".join(lines)
+            return lines + ["No trial reported a validation metric."]
+        lines.append(f"Trial `{best['trial_id']}` ({best['status']}): best fine-tuning {metric} "
+                     f"**{best[f'best_finetune_{metric}']:.4f}** on the inner validation split, "
+                     f"{int(best['epochs_run'])} epochs. Its training config: `best_config.yaml`.")
+        lines += ["", "| hyperparameter | value |", "|---|---|"]
+        return lines + [f"| {h} | {_fmt_value(plain(best[h]))} |" for h in self.hparam_names if h in best]
+
+    def _outer_cv(self) -> list[str]:
+        test_fold = self.test_fold
+        lines = ["", f"## Outer cross-validation of the best config ({self.protocol_text})", ""]
+        if self.crossval is None:
+            return lines + ["Not run (crossval.enabled is false, or no best trial)."]
+        res = self.crossval.results
+        lines += ["| method | protocol | accuracy over all folds (mean ± std) | macro-F1 | "
+                  f"accuracy on fold {test_fold} (held out from the search) |", "|---|---|---|---|---|"]
+        for method in [m for m in ("mercl", *BASELINES) if m in set(res["method"])]:
+            part = res[res["method"] == method]
+            held = part[part["fold"] == test_fold]["accuracy"]
+            held_text = f"{held.iloc[0]:.3f}" if len(held) else "-"
+            lines.append(f"| {method} | {self.crossval.protocol} | {part['accuracy'].mean():.3f} ± "
+                         f"{part['accuracy'].std(ddof=0):.3f} | {part['macro_f1'].mean():.3f} | {held_text} |")
+        return lines + ["", f"Only fold {test_fold} is a clean test of the search (the headline); the other folds' "
+                        "test rows were part of the search's training data, so the mean over all folds can be "
+                        "optimistic (`nested: true` scores every fold cleanly). Details: `crossval/summary.md`, "
+                        "`crossval/results.csv`."]
+
+    def _trials(self) -> list[str]:
+        table, metric = self.table, self.metric
+        lines = ["", "## Trials", "", "`trials.csv` / `trials.parquet`: every hyperparameter, best and last "
+                 f"{metric}, epochs run and status per trial.", ""]
+        show = ["trial_id", "status", *self.hparam_names, f"best_{metric}", f"last_{metric}", "epochs_run"]
+        show = list(dict.fromkeys(c for c in show if c in table.columns))
+        lines += ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
+        return lines + ["| " + " | ".join(_fmt_value(plain(row[c])) for c in show) + " |"
+                        for _, row in table.iterrows()]
+
+    def _plots(self) -> list[str]:
+        lines = ["", "## Plots", ""]
+        for plot_name, where in self.plots.items():
+            lines.append(f"- {plot_name}: " + (f"![{plot_name}]({Path(where).relative_to(self.exp_dir)})"
+                                               if where.endswith(".png") else where))
+        return lines

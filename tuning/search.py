@@ -258,7 +258,8 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from tuning.results import asha_state_path, asha_stopped, recording_asha, upload_outputs
+    from tuning.asha import recording_asha
+    from tuning.results import asha_state_path, asha_stopped, upload_outputs
     from tuning.space import SpaceSampler
     from tuning.tensorboard import hparams_callback
 
@@ -478,10 +479,10 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     """
     from mercl.atomic import write_text
     from tuning.results import (
+        SearchSummary,
         asha_stopped,
         searcher_studies,
         study_from_table,
-        summary_markdown,
         trial_table,
         write_plots,
         write_trial_tables,
@@ -508,13 +509,13 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     plots = write_plots(study, exp_dir / "plots")
     saved = searcher_studies(plan.location)
     tb = tensorboard_command(exp_dir)
-    summary = summary_markdown(
+    summary = SearchSummary(
         name=cfg.name, exp_dir=exp_dir, table=table, best=best, hparam_names=hparam_names, metric=cfg.metric,
         data_text=data.describe(), protocol_text=f"{data.protocol}, {data.n_folds} folds", crossval=crossval,
         test_fold=cfg.data.test_fold, plots=plots,
         study_trials=sum(len(s.trials) for s in saved.values()) if saved else None,
         tensorboard_cmd=tb, nested=plan.nested, fold_bests=fold_bests, n_folds=data.n_folds,
-        model_file=model_file, final_text=final_text)
+        model_file=model_file, final_text=final_text).markdown()
     write_text(exp_dir / "summary.md", summary)
     placement.save()
     _print_outcome(plan, table, best, hparam_names, crossval, data.n_folds, say)
