@@ -10,8 +10,8 @@ The driver-restart test runs a nested search (one search per outer fold) and run
 end (outer scores, final model); the inner split of the ``stimulus`` and ``subject-stimulus``
 protocols is checked on the Ray Data path itself.
 
-Slow (4 minutes on 2 idle cores without the nested search, 10-25 when other jobs load them: every trial starts a Tune
-actor, a Train controller and two DDP worker processes), hence ``slow`` and ``ray``.
+Slow (about 5 minutes on 2 idle cores, more when other jobs load them: every trial starts a Tune
+actor, a Train controller and its worker processes), hence ``slow`` and ``ray``.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     """SIGKILL one DDP worker mid-trial: Ray Train restarts the group from the last checkpoint.
 
     The storage is given as a URI (``file://``, as ``s3://`` would be): Tune and Ray Train write
-    there through pyarrow, the search's own outputs are uploaded from a local mirror.
+    there through pyarrow, the search's own outputs are uploaded from a local mirror. The workers
+    stream their shard of the training rows every epoch (``in_memory_max_mb: 0``, Ray Data's
+    ``streaming_split``), so the restarted group also gets its streams back.
     """
     pid_dir, log = tmp_path / "pids", tmp_path / "search.log"
     # enough epochs that the trial still trains when its first checkpoint is committed (with 12,
@@ -137,7 +139,7 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     planned = 2 + 40
     proc = start_search(cluster, search_command(
         dataset, f"file://{tmp_path / 'store'}", "--name", "kill", "--num-samples", "1", "--set",
-        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=40"), log,
+        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=40", "--set", "data.in_memory_max_mb=0"), log,
         MERCL_LOCAL_RESULTS=str(tmp_path / "mirror"))
     exp = tmp_path / "store" / "kill"
 
@@ -217,27 +219,29 @@ def _interrupt_when_one_done_one_running(exp: Path, proc, log: Path, planned: in
 
 
 def test_interrupted_nested_search_resumes_every_fold_and_runs_to_the_end(cluster, dataset, tmp_path):
-    """The driver-restart test, on a nested search (2 outer folds x 1 trial, stimulus protocol):
-    kill the driver after fold 0's trial finished while fold 1's runs (and has a checkpoint); the restart keeps
-    both folds' finished trials and Optuna studies (a plain search's single study is restored by
-    the same Tuner.restore), resumes the running trial from its checkpoint, finishes, scores each
-    fold's best config on its own held-out clips and trains model.pt. (One trial per fold keeps
-    this under 3 minutes; the searcher's routing of several trials per fold into their own
-    studies, through save and restore, is test_search.py's FoldSearcher test.)
+    """The driver-restart test, on a nested search (2 outer folds x 2 trials, stimulus protocol):
+    kill the driver after fold 0's first trial finished while fold 1's first runs (and has a
+    checkpoint); the restart keeps both folds' finished trials and Optuna studies (a plain
+    search's single study is restored by the same Tuner.restore), resumes the running trial from
+    its checkpoint, runs the rest, scores each fold's best config on its own held-out clips and
+    trains model.pt.
 
-    This search also takes the other data path: the driver reads the shards
-    (``data.read: driver``, and hands the outer folds and the final model the loaded dataset)
-    and workers stream their shard every epoch (``in_memory_max_mb: 0``).
+    Trials here have one Ray Train worker: the restore is the same for any number of ranks, and
+    one rank spares each of the 5 trial start-ups a second worker process and the first DDP
+    wrapper's ~7 s (torch imports torch._dynamo there). Two-rank DDP trials, killed and resumed,
+    are test_killed_worker_resumes_from_its_checkpoint.
+
+    This search also takes the other way to read the data: the driver reads the shards
+    (``data.read: driver``) and hands the outer folds and the final model the loaded dataset.
     """
     log = tmp_path / "first.log"
     # no ASHA: the second trial runs all its epochs, so the kill finds it running (an early stop
-    # at its second epoch left a window of ~0.3 s); 2 + 10 epochs leave the kill a window of
-    # several epochs after the running trial's first committed checkpoint
-    planned = 2 + 10
-    args = ["--name", "nested", "--num-samples", "1", "--nested", "--protocol", "stimulus",
-            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=10", "--set", "scheduler.asha=false",
-            "--set", "data.read=driver", "--set", "data.in_memory_max_mb=0",
-            "--set", "crossval.enabled=true", "--set", "final_model=true"]
+    # at its second epoch left a window of ~0.3 s); 2 + 14 epochs (~0.17 s each here) leave the
+    # kill a window of several epochs after the running trial's first committed checkpoint
+    planned = 2 + 14
+    args = ["--name", "nested", "--num-samples", "2", "--nested", "--protocol", "stimulus", "--set", "resources.num_workers=1",
+            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=14", "--set", "scheduler.asha=false",
+            "--set", "data.read=driver", "--set", "crossval.enabled=true", "--set", "final_model=true"]
     proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
     exp = tmp_path / "nested"
     finished, interrupted, checkpointed = _interrupt_when_one_done_one_running(exp, proc, log, planned)
@@ -253,8 +257,8 @@ def test_interrupted_nested_search_resumes_every_fold_and_runs_to_the_end(cluste
     assert "per-fold OptunaSearch states with trials in their Optuna studies (fold 0: 1, fold 1: 1)" in text
 
     table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
-    assert len(table) == 2 and table["trial_id"].is_unique and (table["status"] == "completed").all()
-    assert table.groupby("fold").size().to_dict() == {0: 1, 1: 1}
+    assert len(table) == 4 and table["trial_id"].is_unique and (table["status"] == "completed").all()
+    assert table.groupby("fold").size().to_dict() == {0: 2, 1: 2}
     by_id = table.set_index("trial_id")
     assert by_id.loc[finished, "fold"] == 0 and by_id.loc[interrupted, "fold"] == 1
     # the finished trial was neither lost nor run again; the interrupted one resumed from its checkpoint
@@ -265,12 +269,12 @@ def test_interrupted_nested_search_resumes_every_fold_and_runs_to_the_end(cluste
     assert by_id.loc[interrupted, "restarts"] >= 1
     assert resumed == list(range(checkpointed + 1, planned + 1))  # from its checkpoint on, to the end
     assert max(int(r["global_epoch"]) for r in rows) == by_id.loc[interrupted, "epochs_run"] == planned
-    # trial names carry the fold; each fold's own study holds its trial
+    # trial names carry the fold; each fold's own study holds its two trials
     for fold in (0, 1):
-        assert len(glob.glob(str(exp / f"fold{fold}_run_trial_*"))) == 1
+        assert len(glob.glob(str(exp / f"fold{fold}_run_trial_*"))) == 2
     studies = searcher_studies(exp)
     assert {fold: [t.state.name for t in study.trials] for fold, study in studies.items()} == \
-        {0: ["COMPLETE"], 1: ["COMPLETE"]}
+        {0: ["COMPLETE"] * 2, 1: ["COMPLETE"] * 2}
     # to the end: each fold's best config scored on its own held-out clips, beside both baselines
     results = pd.read_csv(exp / "crossval" / "results.csv")
     assert set(results["fold"]) == {0, 1} and set(results["method"]) == {"mercl", "majority", "clip-majority"}
