@@ -133,13 +133,13 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
     ``streaming_split``), so the restarted group also gets its streams back.
     """
     pid_dir, log = tmp_path / "pids", tmp_path / "search.log"
-    # enough epochs that the trial still trains when its first checkpoint is committed (with 12,
-    # a trial without start-up work in its workers could be over by the time its first result
-    # reached the file:// storage; 24 took as long as 40: start-up and the restart dominate)
-    planned = 2 + 40
+    # enough epochs that the trial still trains when its first checkpoint is committed and its
+    # first results reached the file:// storage, several epochs later (with 12, a trial without
+    # start-up work in its workers could be over by then; streamed epochs take ~0.35 s here)
+    planned = 2 + 28
     proc = start_search(cluster, search_command(
         dataset, f"file://{tmp_path / 'store'}", "--name", "kill", "--num-samples", "1", "--set",
-        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=40", "--set", "data.in_memory_max_mb=0"), log,
+        f"pid_dir={pid_dir}", "--set", "train_overrides.finetune.epochs=28", "--set", "data.in_memory_max_mb=0"), log,
         MERCL_LOCAL_RESULTS=str(tmp_path / "mirror"))
     exp = tmp_path / "store" / "kill"
 
@@ -236,11 +236,11 @@ def test_interrupted_nested_search_resumes_every_fold_and_runs_to_the_end(cluste
     """
     log = tmp_path / "first.log"
     # no ASHA: the second trial runs all its epochs, so the kill finds it running (an early stop
-    # at its second epoch left a window of ~0.3 s); 2 + 14 epochs (~0.17 s each here) leave the
+    # at its second epoch left a window of ~0.3 s); 2 + 12 epochs (~0.17 s each here) leave the
     # kill a window of several epochs after the running trial's first committed checkpoint
-    planned = 2 + 14
+    planned = 2 + 12
     args = ["--name", "nested", "--num-samples", "2", "--nested", "--protocol", "stimulus", "--set", "resources.num_workers=1",
-            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=14", "--set", "scheduler.asha=false",
+            "--set", "data.folds=2", "--set", "train_overrides.finetune.epochs=12", "--set", "scheduler.asha=false",
             "--set", "data.read=driver", "--set", "crossval.enabled=true", "--set", "final_model=true"]
     proc = start_search(cluster, search_command(dataset, tmp_path, *args), log)
     exp = tmp_path / "nested"
