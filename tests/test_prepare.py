@@ -322,3 +322,14 @@ def test_ray_data_reads_the_shards(built):
     finally:
         if started:
             ray.shutdown()
+
+
+def test_two_names_for_one_shard_file_are_refused():
+    """Shard files are named after units and clips made file-safe; a collision (or a name given
+    twice) would make two of them overwrite one file."""
+    from mercl.data.prepare import _shard_names
+
+    assert _shard_names(["s01", "s02"], "eeg", "load units") == {"s01": "eeg/s01.parquet", "s02": "eeg/s02.parquet"}
+    for names in (["clip 1", "clip_1"], ["s01", "s01"]):
+        with pytest.raises(MerclError, match="two stimuli map to the same shard"):
+            _shard_names(names, "stimuli", "stimuli")

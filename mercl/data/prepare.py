@@ -578,7 +578,7 @@ def prepare(
     units = discover(source, raw, cfg.source)
     if not units:
         raise InputFileError(raw, f"no {source} recordings found")
-    unit_rel = _shard_names({unit.name: unit for unit in units}, "eeg", "load units")
+    unit_rel = _shard_names([unit.name for unit in units], "eeg", "load units")
     build.run({unit_rel[u.name]: (build_eeg_shard, (u, cfg, root / unit_rel[u.name])) for u in units}, "EEG units")
     rows, infos = _read_eeg_index(root, unit_rel.values())
     ch_names, sfreq = _common_channels(infos)
@@ -594,7 +594,7 @@ def prepare(
     needs = _stimulus_needs(infos)
     clips = {stimulus: find_clip(stimuli, stimulus) for stimulus in sorted(needs)}
     no_clip = [stimulus for stimulus, clip in clips.items() if clip is None]
-    stim_rel = _shard_names({s: c for s, c in clips.items() if c is not None}, "stimuli", "stimuli")
+    stim_rel = _shard_names([s for s, c in clips.items() if c is not None], "stimuli", "stimuli")
     jobs = {rel: (build_stimulus_shard, (StimulusJob(s, clips[s], *needs[s]), cfg, root / rel))
             for s, rel in stim_rel.items()}
     counts = {rel: needs[s][0] for s, rel in stim_rel.items()}
@@ -659,10 +659,10 @@ def _dataset_folder(out: Path, ds_id: str) -> Path:
     return root
 
 
-def _shard_names(items: dict[str, Any], folder: str, what: str) -> dict[str, str]:
+def _shard_names(names: Iterable[str], folder: str, what: str) -> dict[str, str]:
     """{name: ``folder/<safe name>.parquet``}; two names that map to one file are refused."""
     rels: dict[str, str] = {}
-    for name in items:
+    for name in names:
         rel = f"{folder}/{safe_name(name)}.parquet"
         if rel in rels.values():
             raise MerclError(f"two {what} map to the same shard {rel}; rename one")
