@@ -148,7 +148,7 @@ def test_killed_worker_resumes_from_its_checkpoint(cluster, dataset, tmp_path):
         pids = list(pid_dir.glob("*-rank1.pid"))
         runs = [Path(r).name for r in glob.glob(str(exp / "train_runs" / "*"))]
         return (results and pids and runs and Path(results[0]).read_text().strip()
-                and committed_checkpoint(exp, runs[0]) and (Path(results[0]), pids[0]))
+                and committed_epoch(exp, runs[0]) is not None and (Path(results[0]), pids[0]))
 
     result_file, pid_file = wait_for(checkpointed_epoch, proc, log, 600, "the trial's first checkpoint")
     victim = int(pid_file.read_text())
@@ -182,10 +182,6 @@ def committed_epoch(exp: Path, trial_id: str) -> int | None:
     except (OSError, ValueError):  # not written yet, or being written right now
         return None
     return None if latest is None else int(latest["metrics"]["global_epoch"])
-
-
-def committed_checkpoint(exp: Path, trial_id: str) -> bool:
-    return committed_epoch(exp, trial_id) is not None
 
 
 def _interrupt_when_one_done_one_running(exp: Path, proc, log: Path, planned: int) -> tuple[str, str, int]:
