@@ -42,11 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers_sources import (  # noqa: E402
+from mercl.cli import main as mercl_main
+from mercl.data.synth_sources import (
     deap_content,
     write_mp4,
     write_pickle,
@@ -55,7 +52,7 @@ from helpers_sources import (  # noqa: E402
     write_seed_session,
 )
 
-from mercl.cli import main as mercl_main  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SFREQ = 128.0
 CHANNELS = ["Fp1", "Fz", "Cz", "Pz"]

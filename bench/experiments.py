@@ -18,19 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mercl.commands.train import _override  # noqa: E402
-from mercl.data.reader import load_dataset  # noqa: E402
-from mercl.experiments.runner import (  # noqa: E402
+from mercl.commands.train import _override
+from mercl.data.protocols import PROTOCOLS
+from mercl.data.reader import load_dataset
+from mercl.experiments.runner import (
     BASELINE_METHODS,
     PAPER_METHODS,
     Experiment,
     experiment_rows,
     run_experiment,
 )
-from mercl.training.config import load_train_config  # noqa: E402
-from mercl.training.crossval import PROTOCOLS  # noqa: E402
+from mercl.training.config import load_train_config
 
 
 def main() -> int:

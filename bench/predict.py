@@ -35,13 +35,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from prepare import N_TRIALS, SEGMENTS_PER_TRIAL, write_deap_inputs  # bench/prepare.py, beside this script
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO))
-
-from prepare import N_TRIALS, SEGMENTS_PER_TRIAL, write_deap_inputs  # noqa: E402  (bench/prepare.py)
 
 CLIP_SECONDS = 62.0  # DEAP trials are 60 s after the baseline; a clip must cover them
 

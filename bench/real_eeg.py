@@ -31,9 +31,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mercl.cli import main as mercl  # noqa: E402
+from mercl.cli import main as mercl
 
 # Segmenting per dataset: trials are 1 s (EyesOpenShut) and 3.5 / 4.5 s (SCP), far shorter than
 # DEAP's 60 s, so segments and PSD sub-windows are shorter than the 4 s / 1 s defaults.

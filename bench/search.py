@@ -36,8 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

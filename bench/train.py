@@ -49,22 +49,19 @@ import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mercl.data.prepare import load_prepare_config  # noqa: E402
-from mercl.losses import mercl_loss  # noqa: E402
-from mercl.models.config import DataShapes  # noqa: E402
-from mercl.models.mercl_model import build_model  # noqa: E402
-from mercl.training.config import load_train_config  # noqa: E402
-from mercl.training.frozen_encodings import FrozenEncodings  # noqa: E402
-from mercl.training.loop import autocast, make_optimizer, modality_valid, resolve_device  # noqa: E402
-from mercl.training.step_probe import count_step_events  # noqa: E402
+from mercl.data.prepare import load_prepare_config
+from mercl.losses import mercl_loss
+from mercl.models.config import DataShapes
+from mercl.models.mercl_model import build_model
+from mercl.training.config import load_train_config
+from mercl.training.frozen_encodings import FrozenEncodings
+from mercl.training.loop import autocast, make_optimizer, modality_valid, resolve_device
+from mercl.training.step_probe import count_step_events
 
 
 def sync(device: torch.device) -> None:

@@ -25,8 +25,8 @@ import yaml
 
 from mercl.config import FieldProblem, at_least, from_dict, load_yaml, set_dotted, to_dict
 from mercl.errors import ConfigError, InputFileError, MerclError
+from mercl.modalities import MODALITIES
 
-MODALITIES = ("video", "audio", "eeg")
 Modality = Literal["video", "audio", "eeg"]
 
 
@@ -36,10 +36,10 @@ class DataSection:
 
     dataset: a prepared dataset dir (``mercl prepare -o OUT`` writes ``OUT/<dataset_id>``;
         OUT itself is accepted when it holds exactly one dataset).
-    protocol: the outer folds AND the inner validation split (``mercl.data.splits``):
+    protocol: the outer folds AND the inner validation split (``mercl.data.protocols``):
         ``stimulus`` (k-fold over clips: every viewer's rows of a clip on one side),
         ``subject-stimulus`` (held-out viewers on held-out clips), ``trial`` (grouped k-fold),
-        ``subject`` (leave-one-subject-out), ``segment`` (the paper's, LEAKY), or ``default``:
+        ``subject`` (leave-one-subject-out), ``segment`` (the paper's, LEAKY), or ``auto``:
         the dataset's default as ``mercl evaluate`` chooses it (``stimulus`` when clips are
         shared across viewers and there are enough per class, else ``trial``), resolved
         before the search starts. ``test_fold`` of the outer folds is held out before the
@@ -60,7 +60,7 @@ class DataSection:
     dataset: str = ""
     label: str = "valence2"
     modalities: list[Modality] = field(default_factory=lambda: list(MODALITIES))
-    protocol: Literal["default", "stimulus", "subject-stimulus", "trial", "subject", "segment"] = "default"
+    protocol: Literal["auto", "stimulus", "subject-stimulus", "trial", "subject", "segment"] = "auto"
     folds: int = 4
     test_fold: int = 0
     nested: bool = False

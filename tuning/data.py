@@ -5,7 +5,7 @@ Once per search, in the job driver (:func:`prepare_search_data`):
 1. load the prepared dataset (``mercl.data.reader``), hold out the outer test fold
    ``data.test_fold`` (nested search: every outer fold, one search each) and split the
    remaining training rows into inner-train and inner-validation rows the way the protocol
-   groups them (``mercl.data.splits``: whole clips under ``stimulus``, held-out viewers on
+   groups them (``mercl.data.protocols``: whole clips under ``stimulus``, held-out viewers on
    held-out clips under ``subject-stimulus``, trials under ``trial``). A fold's test rows
    never reach its trials.
 2. normalisation statistics from each fold's inner-train rows only (``mercl.training.normalize``).
@@ -35,13 +35,12 @@ import pandas as pd
 import torch
 
 from mercl.errors import ConfigError, InputFileError
+from mercl.modalities import MODALITIES, SILENT_DB
 
-MODALITIES = ("video", "audio", "eeg")
 # per searched fold, each row is in the fold's inner train or validation split, its outer test
 # fold, or unused (subject-stimulus folds leave out training rows that share a viewer or a clip
 # with the test or validation side)
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "unused": 3}
-SILENT_DB = -120.0
 
 
 def split_column(fold: int) -> str:
@@ -105,20 +104,19 @@ def row_table(root: Path, manifest: dict) -> pd.DataFrame:
 
 
 def check_protocol(data_cfg, seed: int, source=None) -> str:
-    """Resolve ``data.protocol: default`` and make the outer folds once from the row table.
+    """Resolve ``data.protocol: auto`` and make the outer folds once from the row table.
 
-    ``default`` becomes the dataset's default protocol as ``mercl evaluate`` chooses it
-    (``mercl.data.splits.default_protocol``), written back into ``data_cfg``. A protocol the
+    ``auto`` becomes the dataset's default protocol as ``mercl evaluate`` chooses it
+    (``mercl.data.protocols.default_protocol``), written back into ``data_cfg``. A protocol the
     data cannot run (no shared clips for ``stimulus``, too few clips per class, a
     ``test_fold`` beyond the folds) raises ConfigError naming ``data.protocol`` /
     ``data.test_fold``. Returns the one-line note of the default choice ("" when the
     protocol was given).
     """
     from mercl.data.labels import assign_labels
-    from mercl.data.splits import default_protocol, make_folds
+    from mercl.data.protocols import DEFAULT_PROTOCOL, default_protocol, make_folds
     from mercl.data.summary import read_manifest
     from mercl.errors import MerclError
-    from mercl.training.crossval import PROTOCOLS
 
     root, manifest = read_manifest(data_cfg.dataset)
     rows = row_table(root, manifest)
@@ -126,11 +124,11 @@ def check_protocol(data_cfg, seed: int, source=None) -> str:
     subjects = rows["subject"].astype(str).to_numpy()
     stimuli = rows["stimulus"].astype(str).to_numpy() if "stimulus" in rows else np.full(len(rows), "")
     note = ""
-    if data_cfg.protocol == "default":
+    if data_cfg.protocol == DEFAULT_PROTOCOL:
         data_cfg.protocol, note = default_protocol(subjects, stimuli, labels, data_cfg.folds)
         note = note or ""
     try:
-        cv = make_folds(PROTOCOLS[data_cfg.protocol], subjects, rows["trial"].to_numpy(np.int64), labels,
+        cv = make_folds(data_cfg.protocol, subjects, rows["trial"].to_numpy(np.int64), labels,
                         data_cfg.folds, seed=seed, stimuli=stimuli)
     except MerclError as exc:
         raise ConfigError("data.protocol", f"'{data_cfg.protocol}': {exc}", source) from None
@@ -322,18 +320,18 @@ def prepare_search_data(data_cfg, base_cfg, compute_features=in_process_features
     compute_features: ``(model, prepared) -> {name: array}`` run when the cache is absent.
     """
     from mercl.data.labels import class_names
+    from mercl.data.protocols import make_folds
     from mercl.data.reader import load_dataset
-    from mercl.data.splits import make_folds
     from mercl.models.cached_backbone import CachedBackbone
     from mercl.models.mercl_model import build_model
-    from mercl.training.crossval import PROTOCOLS, data_shapes, fit_split_normalization
+    from mercl.training.crossval import data_shapes, fit_split_normalization
     from mercl.training.feature_cache import ensure_feature_cache
     from mercl.training.loop import seed_everything
 
     prepared = load_dataset(data_cfg.dataset, verify=data_cfg.verify_checksums)
     labels = prepared.labels(data_cfg.label)
     names = list(class_names(data_cfg.label))
-    cv = make_folds(PROTOCOLS[data_cfg.protocol], prepared.subjects, prepared.trials, labels, data_cfg.folds,
+    cv = make_folds(data_cfg.protocol, prepared.subjects, prepared.trials, labels, data_cfg.folds,
                     seed=base_cfg.seed, stimuli=prepared.stimulus_ids)
     folds = search_folds(data_cfg, len(cv))
     if folds[-1] >= len(cv):

@@ -17,7 +17,7 @@ progress table); and one trial table, TensorBoard folder and progress table show
 * :class:`FoldSearcher`: k searchers behind Tune's Searcher interface; suggestions go to the
   fold with the fewest trials so far (round robin), each config carries its ``fold``;
   results go back to the fold's own searcher. Saved and restored with Tune's searcher state.
-* :func:`run_fold_trial`: the trainable; runs :func:`tuning.trial.run_trial` with the
+* :func:`run_fold_trial`: the trainable; runs :func:`tuning.trial_driver.run_trial` with the
   fold's data (its own Ray Datasets and normalisation).
 * :func:`fold_trial_name`: trial names (and folder names) start with the fold.
 """
@@ -97,7 +97,7 @@ def studies_in_state(state: Any) -> dict[int | None, Any]:
 
 def run_fold_trial(config: dict[str, Any], setup: dict[int, Any]) -> None:
     """Tune function trainable: the trial of fold ``config["fold"]`` with that fold's TrialSetup."""
-    from tuning.trial import run_trial
+    from tuning.trial_driver import run_trial
 
     run_trial(config, setup[int(config[FOLD_KEY])])
 

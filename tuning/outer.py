@@ -21,11 +21,10 @@ from mercl.atomic import write_atomic
 
 def search_folds_cv(data, seed: int):
     """The outer folds of the search's protocol from its row table (the folds the trials were cut from)."""
-    from mercl.data.splits import make_folds
-    from mercl.training.crossval import PROTOCOLS
+    from mercl.data.protocols import make_folds
 
     rows = data.rows
-    return make_folds(PROTOCOLS[data.protocol], rows["subject"].to_numpy(str), rows["trial"].to_numpy(np.int64),
+    return make_folds(data.protocol, rows["subject"].to_numpy(str), rows["trial"].to_numpy(np.int64),
                       rows["label"].to_numpy(np.int64), data.n_folds, seed=seed,
                       stimuli=rows["stimulus"].to_numpy(str))
 
@@ -51,10 +50,10 @@ def crossval_result(data, outputs: dict[int, dict], cfg, out_dir: Path | None, c
     cfg: the (base or best) TrainConfig, for its seed and model variant.
     """
     from mercl.config import to_dict
+    from mercl.data.protocols import protocol_label
     from mercl.training.crossval import (
         CrossValResult,
         fold_baselines,
-        protocol_label,
         summary_markdown,
         variant_name,
     )

@@ -12,7 +12,7 @@ and uses its accelerator (``device: auto`` resolves inside the task):
   predict its test rows); all folds are submitted at once and run in parallel where the
   cluster has room (the outer CV of the best configuration, a nested search's outer scores);
 * :func:`final_model_task`: the best configuration trained on all the data through
-  ``mercl.training.crossval.train_once``; its output files come back as bytes, so the model
+  ``mercl.training.train_model.train_once``; its output files come back as bytes, so the model
   lands in the search's results folder whatever node trained it.
 
 Each task returns the id of the node it ran on; the search records them in
@@ -80,8 +80,9 @@ def outer_fold_task(source, label: str, train_config: dict, protocol: str, n_fol
     protocol and seed. Returns ``{"fold", "rows" (n,), "label", "pred", "prob" (n, C),
     "history", "best_epoch", "seconds", "node"}``.
     """
+    from mercl.data.protocols import protocol_folds
     from mercl.training.config import train_config_from_dict
-    from mercl.training.crossval import protocol_folds, train_split
+    from mercl.training.crossval import train_split
     from mercl.training.loop import predict_batches
 
     prepared = _dataset(source)
@@ -107,7 +108,7 @@ def final_model_task(source, label: str, train_config: dict, protocol: str) -> t
     Returns ({file name: bytes} of :data:`FINAL_FILES` that were written, node id).
     """
     from mercl.training.config import train_config_from_dict
-    from mercl.training.crossval import train_once
+    from mercl.training.train_model import train_once
 
     prepared = _dataset(source)
     cfg = train_config_from_dict(train_config)

@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from mercl.atomic import write_atomic, write_text
+from mercl.training.metrics import TRIVIAL_BASELINES
 from tuning.space import BaseModelShape, ParamSpec, plain, readable_hparams
 
 STATUS_COMPLETED = "completed"
@@ -310,7 +311,6 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
-BASELINES = ("majority", "clip-majority")
 
 
 def _scores(crossval, folds: list[int] | None = None) -> dict[str, pd.DataFrame]:
@@ -318,7 +318,7 @@ def _scores(crossval, folds: list[int] | None = None) -> dict[str, pd.DataFrame]
     res = crossval.results
     if folds is not None:
         res = res[res["fold"].isin(folds)]
-    return {m: res[res["method"] == m] for m in ("mercl", *BASELINES) if m in set(res["method"])}
+    return {m: res[res["method"] == m] for m in ("mercl", *TRIVIAL_BASELINES) if m in set(res["method"])}
 
 
 def headline_text(crossval, *, nested: bool, test_fold: int, n_folds: int) -> str:
@@ -413,7 +413,7 @@ class SearchSummary:
         res = self.crossval.results if self.crossval is not None else \
             pd.DataFrame(columns=["method", "fold", "accuracy"])
         for fold, row in sorted(self.fold_bests.items()):
-            acc = {m: res[(res["method"] == m) & (res["fold"] == fold)]["accuracy"] for m in ("mercl", *BASELINES)}
+            acc = {m: res[(res["method"] == m) & (res["fold"] == fold)]["accuracy"] for m in ("mercl", *TRIVIAL_BASELINES)}
             cells = [f"{a.iloc[0]:.3f}" if len(a) else "-" for a in acc.values()]
             lines.append(f"| {fold} | `{row['trial_id']}` | {row[f'best_finetune_{metric}']:.4f} | "
                          + " | ".join(cells) + " | " + " | ".join(_fmt_value(plain(row[h])) for h in shown) + " |")
@@ -438,7 +438,7 @@ class SearchSummary:
         res = self.crossval.results
         lines += ["| method | protocol | accuracy over all folds (mean ± std) | macro-F1 | "
                   f"accuracy on fold {test_fold} (held out from the search) |", "|---|---|---|---|---|"]
-        for method in [m for m in ("mercl", *BASELINES) if m in set(res["method"])]:
+        for method in [m for m in ("mercl", *TRIVIAL_BASELINES) if m in set(res["method"])]:
             part = res[res["method"] == method]
             held = part[part["fold"] == test_fold]["accuracy"]
             held_text = f"{held.iloc[0]:.3f}" if len(held) else "-"

@@ -7,7 +7,7 @@
 Run as a Ray job it attaches to the job's cluster; run directly it attaches to the cluster
 named by ``RAY_ADDRESS`` or started with ``ray start`` on this machine, else it starts a
 local one (``--address local`` always starts a local one). Every trial is a Ray Train
-``TorchTrainer`` (DDP) launched from a Tune function trainable (:mod:`tuning.trial`);
+``TorchTrainer`` (DDP) launched from a Tune function trainable (:mod:`tuning.trial_driver`);
 OptunaSearch (TPE, seeded, with a concurrency limit) samples the space, ASHA stops bad trials
 on the validation metric of every epoch of both training stages.
 
@@ -28,16 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# ``python tuning/search.py`` puts tuning/ first on sys.path, where tuning/tensorboard.py would shadow
-# the tensorboard package: put the repository root there instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "tuning"]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mercl.errors import MerclError
+from tuning.config import SearchConfig, dump_config, load_search_config, parse_set
+from tuning.space import BaseModelShape, ParamSpec, check_space_against_base, parse_space
 
-from mercl.errors import MerclError  # noqa: E402
-from tuning.config import SearchConfig, dump_config, load_search_config, parse_set  # noqa: E402
-from tuning.space import BaseModelShape, ParamSpec, check_space_against_base, parse_space  # noqa: E402
+TUNING_DIR = Path(__file__).resolve().parent  # shipped to Ray workers as a py_module
 
 PROG = "search"
 
@@ -55,7 +50,7 @@ class SearchPlan:
     exp_dir: Path  # local: our outputs (a mirror uploaded to ``location`` for cloud storage)
     location: str  # where Tune and Ray Train keep the experiment (local path or URI)
     points_to_evaluate: list[dict[str, Any]] | None = None  # configurations to try first (bench/search.py)
-    protocol_note: str = ""  # why data.protocol 'default' became what it is
+    protocol_note: str = ""  # why data.protocol 'auto' became what it is
 
     @property
     def nested(self) -> bool:
@@ -134,7 +129,7 @@ def plan_search(config_path: str | None, overrides: dict[str, Any]) -> SearchPla
     cfg.data.dataset = str(dataset_dir.resolve())  # the dataset dir itself, absolute (saved, compared on resume)
     train_overrides = {**cfg.train_overrides, "model.modalities": list(cfg.data.modalities)}
     base_cfg, base_shape = check_space_against_base(specs, cfg.train, train_overrides)
-    note = check_protocol(cfg.data, base_cfg.seed, config_path)  # 'default' -> the dataset's protocol
+    note = check_protocol(cfg.data, base_cfg.seed, config_path)  # 'auto' -> the dataset's protocol
     return SearchPlan(cfg, config_path, specs, base_cfg, base_shape, dataset_dir, cfg.experiment_dir,
                       cfg.experiment_location, protocol_note=note)
 
@@ -194,7 +189,7 @@ def connect_ray(address: str | None, num_cpus: int | None) -> str:
         # than that would be stretched to 2 s.
         env = {"RAY_ADDRESS": gcs_address,
                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
-        return {"py_modules": [str(ROOT / "tuning")], "env_vars": env}
+        return {"py_modules": [str(TUNING_DIR)], "env_vars": env}
 
     if address is None:
         address = canonicalize_bootstrap_address(None)
@@ -259,17 +254,19 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
     from ray.tune.search.optuna import OptunaSearch
 
     from tuning.asha import recording_asha
+    from tuning.hparams_view import hparams_callback
     from tuning.results import asha_state_path, asha_stopped, upload_outputs
     from tuning.space import SpaceSampler
-    from tuning.tensorboard import hparams_callback
 
     if plan.nested:  # setup: {fold: TrialSetup}; each trial runs with its fold's data (tuning/nested.py)
         from tuning.nested import run_fold_trial as run_trial
     else:
-        from tuning.trial import run_trial
+        from tuning.trial_driver import run_trial
 
     cfg = plan.cfg
-    from tuning.trial import trial_driver_resources  # on the head's trial_driver resource where it has one
+    from tuning.trial_driver import (
+        trial_driver_resources,  # on the head's trial_driver resource where it has one
+    )
 
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, setup=setup),
                                         trial_driver_resources(cfg.resources.trainable_cpus, ray.cluster_resources()))
@@ -364,7 +361,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     from tuning.data import build_ray_datasets, core_row_bytes, prepare_search_data
     from tuning.remote import feature_cache_task, remote
     from tuning.results import download_outputs, upload_outputs
-    from tuning.trial import TrialSetup
+    from tuning.trial_driver import TrialSetup
     from tuning.worker import WorkerSetup
 
     cfg = plan.cfg
@@ -478,6 +475,7 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     (:mod:`tuning.remote`), the outer folds in parallel.
     """
     from mercl.atomic import write_text
+    from tuning.hparams_view import tensorboard_command
     from tuning.results import (
         SearchSummary,
         asha_stopped,
@@ -487,7 +485,6 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
         write_plots,
         write_trial_tables,
     )
-    from tuning.tensorboard import tensorboard_command
 
     cfg, exp_dir = plan.cfg, plan.exp_dir
     placement = placement or Placement(exp_dir, "")
@@ -531,7 +528,7 @@ def _write_best_configs(plan: SearchPlan, table, configs: dict, folds) -> tuple[
     """The best trial's row and TrainConfig (best_config.yaml) and, for a nested search, each
     fold's best row (fold<k>/best_config.yaml)."""
     from tuning.results import best_trial, write_best_config
-    from tuning.trial import trial_train_config
+    from tuning.trial_driver import trial_train_config
 
     cfg = plan.cfg
     best = best_trial(table, cfg.metric, cfg.mode) if len(table) else None
@@ -594,7 +591,7 @@ def outer_scores(plan: SearchPlan, data, source, best_train: dict, fold_bests: d
     from mercl.training.config import train_config_from_dict
     from tuning.outer import crossval_result
     from tuning.remote import run_outer_folds
-    from tuning.trial import trial_train_config
+    from tuning.trial_driver import trial_train_config
 
     cfg, exp_dir = plan.cfg, plan.exp_dir
     if plan.nested:
@@ -640,7 +637,7 @@ def final_model(plan: SearchPlan, data, source, best, best_train: dict, say, pla
 
 
 def _setup_like(plan: SearchPlan):
-    """The two TrialSetup fields :func:`tuning.trial.trial_train_config` reads."""
+    """The two TrialSetup fields :func:`tuning.trial_driver.trial_train_config` reads."""
     from types import SimpleNamespace
 
     from mercl.config import to_dict

@@ -8,7 +8,7 @@ A baseline is sklearn-like and fold-agnostic::
     predicted = model.predict(features, fold.test)      # (n,) int labels
 
 ``rows`` index the dataset's EEG rows (the index space of :mod:`mercl.data.reader` and
-:mod:`mercl.data.splits`); ``labels`` are aligned with ``rows``. Everything fitted
+:mod:`mercl.data.protocols`); ``labels`` are aligned with ``rows``. Everything fitted
 (normalisation, feature selection, PCA, the classifier) is fitted inside ``fit`` on
 those rows only. Options are a typed dataclass per baseline (``Baseline.Options``),
 checked like any config: a bad one raises ConfigError naming ``<baseline>.<field>``.

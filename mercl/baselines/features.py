@@ -2,7 +2,7 @@
 
 :func:`build_features` returns a :class:`BaselineFeatures`: every array the baselines of
 :mod:`mercl.baselines` read, aligned with the dataset's EEG rows (the index space of
-:mod:`mercl.data.reader` and :mod:`mercl.data.splits`) or with its stimulus segments.
+:mod:`mercl.data.reader` and :mod:`mercl.data.protocols`) or with its stimulus segments.
 
 From the shards (no recomputation): the band-PSD sequences ``eeg_psd`` and the sampled
 frames (for the visual statistics, VGG19 features and the pooled frames).

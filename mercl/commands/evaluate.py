@@ -36,9 +36,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mercl.data.protocols import parse_protocols
     from mercl.data.reader import load_dataset
     from mercl.errors import MerclError
-    from mercl.training.crossval import cross_validate, parse_protocols
+    from mercl.training.crossval import cross_validate
 
     if args.folds < 2:
         raise MerclError(f"--folds must be >= 2, got {args.folds}")

@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from mercl.data.protocols import shared_stimuli
     from mercl.data.reader import load_dataset
-    from mercl.data.splits import shared_stimuli
     from mercl.errors import MerclError
     from mercl.experiments.runner import (
         Experiment,
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         protocols_of,
         run_experiment,
     )
+    from mercl.modalities import parse_modalities
     from mercl.training.config import NAMED_CONFIGS, load_train_config
-    from mercl.training.crossval import parse_modalities
 
     if args.folds < 2:
         raise MerclError(f"--folds: must be >= 2, got {args.folds}")

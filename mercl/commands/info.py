@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mercl.training.model_file import format_info, read_model_file
+    from mercl.inference.info import format_info
+    from mercl.inference.model_file import read_model_file
 
     model_file = read_model_file(args.model)
     if args.json:

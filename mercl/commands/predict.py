@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mercl.errors import MerclError
-    from mercl.training.predict import predict_recordings
+    from mercl.inference.predict import predict_recordings
 
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise MerclError(f"--device: expected auto, cpu, cuda or cuda:N, got {args.device!r}")

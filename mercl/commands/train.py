@@ -42,8 +42,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig the options describe: named/file config, --set overrides, --seed, ablations."""
+    from mercl.modalities import parse_modalities
     from mercl.training.config import load_train_config
-    from mercl.training.crossval import apply_ablations, parse_modalities
+    from mercl.training.crossval import apply_ablations
 
     overrides = dict(args.overrides)
     if args.seed is not None:
@@ -82,7 +83,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mercl.errors import MerclError
-    from mercl.training.crossval import MODEL_FILE, train_once
+    from mercl.training.train_model import MODEL_FILE, train_once
 
     cfg = config_from_args(args)
     out = Path(args.out)

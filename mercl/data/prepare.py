@@ -60,12 +60,12 @@ from mercl.data.sources._common import expect_dir, expect_file
 from mercl.data.sources.manifest import default_stimuli_dir
 from mercl.data.trial import RATING_NAMES, Trial
 from mercl.errors import ConfigError, InputFileError, MerclError
+from mercl.modalities import SILENT_DB
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CLIP_EXTENSIONS = ("mp4", "mkv", "avi", "mov", "webm")
-SILENT_DB = -120.0  # audio_energy of a silent or missing segment
 _EPS = 1e-6
 
 

@@ -25,12 +25,11 @@ from torch.utils.data import Dataset
 
 from mercl.data import shards
 from mercl.data.labels import assign_labels
-from mercl.data.splits import trial_groups
+from mercl.data.protocols import trial_groups
 from mercl.data.summary import read_manifest
 from mercl.errors import InputFileError, MerclError
+from mercl.modalities import MODALITIES, SILENT_DB
 
-MODALITIES = ("video", "audio", "eeg")
-SILENT_DB = -120.0
 SUPPORTED_SCHEMA = 1
 
 

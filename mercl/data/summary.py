@@ -134,7 +134,7 @@ def protocol_lines(root: Path, manifest: dict, folds: int = 4) -> list[str]:
     import pyarrow.parquet as pq
 
     from mercl.data.labels import assign_labels, available_schemes, class_names
-    from mercl.data.splits import clips_per_class, default_protocol, has_clip, shared_stimuli
+    from mercl.data.protocols import clips_per_class, default_protocol, has_clip, shared_stimuli
 
     eeg_files = sorted(f for f in manifest.get("files", {}) if f.startswith("eeg/"))
     if not eeg_files:

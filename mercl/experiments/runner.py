@@ -2,7 +2,7 @@
 
 An experiment (``paper``, ``modalities``, ``ablation``) is a list of table *rows* (a MERCL
 variant or a baseline) evaluated for every label scheme and protocol on the same folds
-(:func:`mercl.data.splits.make_folds` seeded with the training config's seed, so MERCL and
+(:func:`mercl.data.protocols.make_folds` seeded with the training config's seed, so MERCL and
 every baseline see the same splits). One *unit* = (row, scheme, protocol, fold). Its result
 is one small JSON file ``RUN_DIR/cache/<key>.json`` written atomically; ``key`` hashes
 everything the result depends on (dataset id, method and its config, scheme, protocol,
@@ -31,24 +31,27 @@ import pandas as pd
 from mercl import atomic
 from mercl.config import config_hash, to_dict
 from mercl.data.labels import available_schemes, class_names
-from mercl.data.reader import PreparedDataset, load_dataset
-from mercl.data.splits import shared_stimuli
-from mercl.errors import MerclError
-from mercl.training.config import TrainConfig
-from mercl.training.crossval import (
-    apply_ablations,
+from mercl.data.protocols import (
     parse_protocols,
     protocol_folds,
     protocol_label,
     resolve_protocol,
-    variant_name,
+    shared_stimuli,
 )
-from mercl.training.metrics import classification_metrics, clip_majority_baseline, majority_baseline
+from mercl.data.reader import PreparedDataset, load_dataset
+from mercl.errors import MerclError
+from mercl.training.config import TrainConfig
+from mercl.training.crossval import apply_ablations, variant_name
+from mercl.training.metrics import (
+    TRIVIAL_BASELINES,
+    classification_metrics,
+    clip_majority_baseline,
+    majority_baseline,
+)
 
 EXPERIMENTS = ("paper", "modalities", "ablation")
 BASELINE_METHODS = ("ve_bilstm", "ave_rt", "ave_kelm", "ave_lstm")
-TRIVIAL_METHODS = ("majority", "clip-majority")  # in every table
-PAPER_METHODS = ("mercl", *BASELINE_METHODS, *TRIVIAL_METHODS)
+PAPER_METHODS = ("mercl", *BASELINE_METHODS, *TRIVIAL_BASELINES)
 CONTENT_ONLY = "MERCL A+V (content only)"  # MERCL without EEG: what the clip alone gives
 EMBEDDING_SAMPLE = 64  # test rows per MERCL fold whose shared embeddings are kept for the report
 CACHE_VERSION = 2  # 2: stimulus protocols, clip-majority, round-robin clip folds
@@ -123,7 +126,7 @@ def protocols_of(choice: str, prepared: PreparedDataset | None = None, scheme: s
 
 
 def _trivial_rows(table: str) -> list[Row]:
-    return [Row(m, m, None, table) for m in TRIVIAL_METHODS]
+    return [Row(m, m, None, table) for m in TRIVIAL_BASELINES]
 
 
 def experiment_rows(kind: str, cfg: TrainConfig, methods: list[str] | None = None,
@@ -140,7 +143,7 @@ def experiment_rows(kind: str, cfg: TrainConfig, methods: list[str] | None = Non
         if unknown:
             raise MerclError(f"--methods: unknown method(s) {', '.join(unknown)} "
                              f"(choose from {', '.join(PAPER_METHODS)})")
-        rows = [Row(m, m, cfg if m == "mercl" else None, "methods") for m in chosen if m not in TRIVIAL_METHODS]
+        rows = [Row(m, m, cfg if m == "mercl" else None, "methods") for m in chosen if m not in TRIVIAL_BASELINES]
         if content_only and "mercl" in chosen:
             rows.append(Row(CONTENT_ONLY, "mercl", apply_ablations(cfg, modalities=["video", "audio"]), "methods"))
         return rows + _trivial_rows("methods")
@@ -206,7 +209,7 @@ def method_signature(row: Row) -> dict:
     """Everything a row's results depend on besides data/fold (part of the cache key)."""
     if row.method == "mercl":
         return {"method": "mercl", "config": config_hash(row.cfg)}
-    if row.method in TRIVIAL_METHODS:
+    if row.method in TRIVIAL_BASELINES:
         return {"method": row.method}
     from mercl.baselines import CPU_OPTIONS
 
@@ -283,7 +286,7 @@ def run_mercl_fold(prepared: PreparedDataset, scheme: str, cfg: TrainConfig, cv,
 def run_baseline_fold(prepared: PreparedDataset, features, method: str, scheme: str, seed: int, fold) -> dict:
     """Fit a baseline on the fold's training rows and predict its test rows."""
     labels = prepared.labels(scheme)
-    if method in TRIVIAL_METHODS:
+    if method in TRIVIAL_BASELINES:
         start = time.perf_counter()
         n_classes = len(class_names(scheme))
         if method == "majority":

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from mercl.config import FieldProblem, at_least
 from mercl.errors import ConfigError
-
-MODALITIES = ("video", "audio", "eeg")
+from mercl.modalities import MODALITIES
 
 
 def _positive(obj: object, *names: str) -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mercl.models.config import MODALITIES
+from mercl.modalities import MODALITIES
 
 # (source, target) of CMA^{source -> target}, in the paper's order: a->v, v->a, e->v, v->e, e->a, a->e.
 PAIRS = (

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from mercl.errors import ConfigError, MerclError
+from mercl.modalities import MODALITIES
 from mercl.models.audio_encoder import VggishSpatialEncoder
 from mercl.models.cached_backbone import BACKBONES, CachedBackbone, backbone_rng
-from mercl.models.config import MODALITIES, DataShapes, ModelConfig, check_config
+from mercl.models.config import DataShapes, ModelConfig, check_config
 from mercl.models.cross_attention import ConcatFusion, CrossModalFusion
 from mercl.models.dropout import Dropout
 from mercl.models.eeg_encoder import EegSpatialEncoder

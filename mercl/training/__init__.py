@@ -8,7 +8,7 @@
   or a YAML file, validated, the bad field named.
 * :func:`~mercl.training.feature_cache.ensure_feature_cache` - frozen ViT/VGGish features once
   per stimulus segment, as a Parquet table under the dataset dir.
-* :func:`~mercl.training.crossval.cross_validate` / :func:`~mercl.training.crossval.train_once` -
+* :func:`~mercl.training.crossval.cross_validate` / :func:`~mercl.training.train_model.train_once` -
   what ``mercl evaluate`` and ``mercl train`` run.
 
 Names are re-exported lazily (:mod:`mercl.lazy`).

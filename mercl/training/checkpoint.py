@@ -126,7 +126,7 @@ def load_trained_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -
                          f"{list(result.unexpected_keys)[:5]}")
 
 
-def backbones_digest(model: torch.nn.Module) -> str | None:
+def frozen_backbones_digest(model: torch.nn.Module) -> str | None:
     """Digest of the frozen backbones' configs and weights (None when the model has none)."""
     if not _frozen_backbone_prefixes(model):
         return None

@@ -1,7 +1,7 @@
 """Honest cross-validation of MERCL on a prepared dataset (DESIGN.md "Evaluation: honest by default").
 
 For every outer fold: the fold's training rows are split again into inner-train and
-inner-validation TRIALS (:meth:`~mercl.data.splits.CrossValidation.inner_split`); the
+inner-validation TRIALS (:meth:`~mercl.data.protocols.CrossValidation.inner_split`); the
 normalisation statistics come from the inner-train rows only; early stopping and the choice
 of the final epoch use the inner-validation split only; the outer test fold is touched once,
 for the final predictions. Beside every MERCL score stands the majority-class baseline (the
@@ -35,10 +35,16 @@ from torch.utils.data import DataLoader
 from mercl.atomic import write_atomic
 from mercl.config import to_dict
 from mercl.data.labels import class_names as scheme_class_names
+from mercl.data.protocols import (
+    PROTOCOL_TEXT,
+    CrossValidation,
+    protocol_folds,
+    protocol_label,
+    resolve_protocol,
+)
 from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
-from mercl.data.splits import CrossValidation, default_protocol, make_folds
-from mercl.errors import MerclError
-from mercl.models.config import MODALITIES, DataShapes
+from mercl.modalities import modality_letters
+from mercl.models.config import DataShapes
 from mercl.models.mercl_model import build_model
 from mercl.training.config import TrainConfig
 from mercl.training.feature_cache import ensure_feature_cache
@@ -50,40 +56,19 @@ from mercl.training.loop import (
     seed_everything,
     train_two_stage,
 )
-from mercl.training.metrics import classification_metrics, clip_majority_baseline, majority_baseline
-from mercl.training.model_file import (  # model.pt; load_trained_model is re-exported
-    MODEL_FILE,
-    load_trained_model,  # noqa: F401
-    model_file_state,
+from mercl.training.metrics import (
+    TRIVIAL_BASELINES,
+    classification_metrics,
+    clip_majority_baseline,
+    majority_baseline,
 )
 from mercl.training.normalize import NormStats, fit_normalization
-from mercl.training.tensorboard import TensorBoardLogger
+from mercl.training.tb_logger import TensorBoardLogger
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = {"stimulus": "stimulus", "subject-stimulus": "subject-stimulus", "trial": "trial", "subject": "loso",
-             "segment": "segment"}
-PROTOCOL_TEXT = {
-    "stimulus": "stimulus-held-out {k}-fold (every viewer of a test clip on the test side)",
-    "subject-stimulus": "held-out subjects x held-out clips, {k} folds",
-    "trial": "trial-grouped {k}-fold",
-    "subject": "leave-one-subject-out",
-    "segment": "segment-level {k}-fold (LEAKY)",
-}
-BASELINES = ("majority", "clip-majority")  # beside every MERCL score
-MODALITY_CODES = {"v": "video", "a": "audio", "e": "eeg"}
-
 
 # ----------------------------------------------------------------------------- configuration helpers
-
-
-def parse_modalities(codes: str) -> list[str]:
-    """``"ave"`` -> ``["video", "audio", "eeg"]`` (canonical order); unknown letters -> MerclError."""
-    bad = [c for c in codes if c not in MODALITY_CODES]
-    if bad or not codes:
-        raise MerclError(f"--modalities: expected letters from 'ave' (audio, video, eeg), got {codes!r}")
-    chosen = {MODALITY_CODES[c] for c in codes}
-    return [m for m in MODALITIES if m in chosen]
 
 
 def apply_ablations(
@@ -107,8 +92,7 @@ def apply_ablations(
 
 def variant_name(cfg: TrainConfig) -> str:
     """Short description of the model variant: modality letters plus any ablation, e.g. ``ae,no-contrastive``."""
-    letters = "".join(code for code, m in (("a", "audio"), ("v", "video"), ("e", "eeg")) if m in cfg.model.modalities)
-    tags = [letters]
+    tags = [modality_letters(cfg.model.modalities)]
     if not cfg.contrastive:
         tags.append("no-contrastive")
     if not cfg.model.cross_attention:
@@ -268,48 +252,6 @@ class CrossValResult:
         return float(self.results.loc[self.results["method"] == method, metric].mean())
 
 
-def protocol_label(protocol: str, clip_shared: bool = False) -> str:
-    """The protocol as every output states it: ``segment`` carries ``(LEAKY)``; ``trial`` and
-    ``subject`` on data whose clips every subject watched carry ``(clips shared with training)``."""
-    if protocol == "segment":
-        return "segment (LEAKY)"
-    if clip_shared and protocol in ("trial", "subject"):
-        return f"{protocol} (clips shared with training)"
-    return protocol
-
-
-def parse_protocols(text: str, *, allow_both: bool = True) -> list[str]:
-    """``"segment,trial,stimulus"`` -> a list of protocol names; ``both`` = segment and trial
-    (the paper's leaky protocol beside the trial-grouped one); ``auto`` = the data's default."""
-    names: list[str] = []
-    for part in (p.strip() for p in str(text).split(",")):
-        chosen = ["segment", "trial"] if part == "both" and allow_both else [part]
-        for name in chosen:
-            if name not in (*PROTOCOLS, "auto"):
-                raise MerclError(f"--protocol: unknown protocol '{name}' (choose from "
-                                 f"{', '.join(PROTOCOLS)}{', both' if allow_both else ''}, or a comma list)")
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def resolve_protocol(protocol: str | None, prepared: PreparedDataset, labels: np.ndarray | None, folds: int,
-                     seed: int) -> tuple[str, str | None]:
-    """``None``/``auto`` -> the data's default protocol (:func:`~mercl.data.splits.default_protocol`)
-    and the one-line note saying why; an explicit protocol -> itself and no note."""
-    if protocol not in (None, "auto"):
-        if protocol not in PROTOCOLS:
-            raise MerclError(f"unknown protocol '{protocol}' (choose from {', '.join(PROTOCOLS)})")
-        return protocol, None
-    return default_protocol(prepared.subjects, prepared.stimulus_ids, labels, folds, seed)
-
-
-def protocol_folds(protocol: str, prepared: PreparedDataset, labels: np.ndarray | None, folds: int, seed: int):
-    """The :class:`~mercl.data.splits.CrossValidation` of ``protocol`` on a prepared dataset."""
-    return make_folds(PROTOCOLS[protocol], prepared.subjects, prepared.trials, labels, folds, seed=seed,
-                      stimuli=prepared.stimulus_ids)
-
-
 def _prediction_frame(prepared: PreparedDataset, rows: np.ndarray, fold: int, method: str, variant: str,
                       labels: np.ndarray, preds: np.ndarray, probs: np.ndarray | None, protocol: str) -> pd.DataFrame:
     meta = prepared.rows.iloc[rows]
@@ -332,7 +274,7 @@ def _prediction_frame(prepared: PreparedDataset, rows: np.ndarray, fold: int, me
     return frame
 
 
-def _epoch_bar(total: int, desc: str, enabled: bool):
+def epoch_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=not enabled)
@@ -386,7 +328,7 @@ def cross_validate(
                                protocol=protocol, n_folds=len(cv), warning=cv.warning, config_name=config_name)
     if run.out is not None:
         run.write(result, summary)
-    for method in ("mercl", *BASELINES):
+    for method in ("mercl", *TRIVIAL_BASELINES):
         acc = result.results.loc[result.results["method"] == method, "accuracy"]
         say(f"{method}: accuracy {acc.mean():.3f} +- {acc.std(ddof=0):.3f} [{run.plabel}]")
     if cv.warning:
@@ -429,7 +371,7 @@ class _OuterCV:
         inner_train, inner_val = self.cv.inner_split(fold.train, labels, cfg.val_fraction)
         tb = TensorBoardLogger(self.out / "tb" / f"fold{fold.index}") if self.out is not None else None
         total_epochs = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
-        bar = _epoch_bar(total_epochs, f"fold {fold.index + 1}/{len(self.cv)}", self.show_progress)
+        bar = epoch_bar(total_epochs, f"fold {fold.index + 1}/{len(self.cv)}", self.show_progress)
 
         def on_epoch_end(report: EpochReport) -> None:
             bar.update(1)
@@ -508,7 +450,7 @@ def summary_markdown(result: CrossValResult, *, dataset_id: str, label_scheme: s
     """summary.md: mean ± std per method, per-fold and per-subject accuracy, protocol beside each score."""
     plabel = result.protocol
     res = result.results
-    methods = [m for m in ("mercl", *BASELINES) if m in set(res["method"])]
+    methods = [m for m in ("mercl", *TRIVIAL_BASELINES) if m in set(res["method"])]
     lines = [f"# MERCL cross-validation: {dataset_id}", ""]
     lines.append(f"- label scheme: `{label_scheme}`")
     lines.append(f"- protocol: **{plabel}**: {PROTOCOL_TEXT[protocol].format(k=n_folds)}, {n_folds} folds; "
@@ -545,112 +487,3 @@ def summary_markdown(result: CrossValResult, *, dataset_id: str, label_scheme: s
         lines.append(f"| {subject} | {int(counts.get(subject, 0))} | {cells} | {plabel} |")
     lines.append("")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- one training run (mercl train)
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def train_once(
-    dataset: str | Path | PreparedDataset,
-    label_scheme: str,
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    show_progress: bool = True,
-    console: Callable[[str], None] | None = print,
-    config_name: str = "",
-    protocol: str | None = None,
-) -> SplitRun:
-    """Train on one train/validation split of the dataset and save the model.
-
-    The validation rows (early stopping, the reported score) are held out the way ``protocol``
-    holds out its folds (None/``auto``: the data's default, whole clips when they are shared
-    across subjects), so the final epoch is not chosen on clips the model trained on.
-
-    Writes ``model.pt`` (the self-describing model file of :mod:`mercl.training.model_file`:
-    weights, configs, preprocessing, normalisation, class names), ``checkpoint.pt`` after every
-    epoch (``resume=True`` continues from it), ``history.csv``, ``metrics.json`` (inner-validation
-    scores beside the majority baseline), ``config.json`` and ``tb/``.
-    """
-    from mercl.data.splits import holdout_split
-    from mercl.training.checkpoint import load_checkpoint, save_checkpoint
-
-    say = console or (lambda _msg: None)
-    prepared = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labels = prepared.labels(label_scheme)
-    names = list(scheme_class_names(label_scheme))
-    protocol, note = resolve_protocol(protocol, prepared, labels, 4, cfg.seed)
-    if note:
-        say(note)
-    train_rows, val_rows = holdout_split(PROTOCOLS[protocol], prepared.subjects, prepared.trials, labels,
-                                         cfg.val_fraction, cfg.seed, prepared.stimulus_ids)
-    held_out = {"stimulus": "held-out clips", "subject-stimulus": "held-out subjects on held-out clips",
-                "segment": "held-out segments (LEAKY)"}.get(protocol, "held-out trials")
-    state = load_checkpoint(out / CHECKPOINT_FILE) if resume and (out / CHECKPOINT_FILE).is_file() else None
-    if state is not None:
-        say(f"resuming from {out / CHECKPOINT_FILE} ({state['stage']} epoch {state['epoch']})")
-    dataset_id = prepared.manifest.get("dataset_id", prepared.path.name)
-    say(f"training on {dataset_id}: {len(train_rows)} training rows, {len(val_rows)} validation rows "
-        f"({held_out}), label {label_scheme}, variant {variant_name(cfg)}")
-    total = (cfg.pretrain.epochs if cfg.contrastive else 0) + cfg.finetune.epochs
-    bar = _epoch_bar(total, "epochs", show_progress)
-    if state is not None:
-        bar.update(len(state["history"]))
-
-    def on_epoch_end(report: EpochReport) -> None:
-        save_checkpoint(report.state(), out / CHECKPOINT_FILE)
-        bar.update(1)
-        bar.set_postfix(stage=report.stage, val=f"{report.metrics['val_metric']:.3f}",
-                        loss=f"{report.metrics['loss']:.3f}")
-
-    tb = TensorBoardLogger(out / "tb")
-    try:
-        run = train_split(prepared, label_scheme, train_rows, val_rows, cfg, tb=tb, on_epoch_end=on_epoch_end,
-                          resume=state, show_progress=show_progress)
-    finally:
-        bar.close()
-    metrics = validation_metrics(run, prepared, label_scheme, cfg, train_rows, val_rows, tb)
-    metrics.update({"dataset": dataset_id, "variant": variant_name(cfg), "protocol": protocol})
-    training = {k: metrics[k] for k in ("dataset", "variant", "protocol", "val_accuracy", "val_macro_f1",
-                                        "majority_val_accuracy", "clip_majority_val_accuracy", "n_train",
-                                        "n_val", "best_epoch")}
-    training["config_name"] = config_name
-    save_checkpoint(model_file_state(run, cfg, label_scheme, names, prepared, train_rows, labels, training=training),
-                    out / MODEL_FILE)
-    write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
-    write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
-    write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
-    say(f"validation accuracy {metrics['val_accuracy']:.3f} (macro-F1 {metrics['val_macro_f1']:.3f}) [{held_out}], "
-        f"majority {metrics['majority_val_accuracy']:.3f}, clip-majority {metrics['clip_majority_val_accuracy']:.3f}; "
-        f"best epoch {run.result.best_epoch}")
-    say(f"wrote {out / MODEL_FILE} (mercl info {out / MODEL_FILE}); tensorboard --logdir {out / 'tb'}")
-    return run
-
-
-def validation_metrics(run: SplitRun, prepared: PreparedDataset, label_scheme: str, cfg: TrainConfig,
-                       train_rows: np.ndarray, val_rows: np.ndarray, tb: TensorBoardLogger) -> dict[str, Any]:
-    """metrics.json of a trained split: the validation scores beside the majority and clip-majority
-    baselines (fit on the training rows); the final confusion matrix goes to ``tb``, which closes."""
-    names = list(scheme_class_names(label_scheme))
-    labels = prepared.labels(label_scheme)
-    pred = predict_batches(run.model, run.batches(prepared, val_rows, label_scheme, cfg), run.device)
-    scores = classification_metrics(pred["label"], pred["pred"], len(names))
-    baselines = fold_baselines(labels, prepared.stimulus_ids, train_rows, val_rows, len(names))
-    step = int(run.result.history[-1]["global_epoch"]) if run.result.history else 0
-    tb.confusion(scores.confusion, names, step, tag="confusion/val_final")
-    tb.close()
-    metrics = {
-        "label": label_scheme, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1,
-        "val_per_class_f1": scores.per_class_f1, "val_confusion": scores.confusion.tolist(),
-    }
-    for method, (_, sc) in baselines.items():
-        key = method.replace("-", "_")
-        metrics.update({f"{key}_val_accuracy": sc.accuracy, f"{key}_val_macro_f1": sc.macro_f1})
-    metrics.update({"n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
-                    "best_epoch": run.result.best_epoch, "seconds": run.seconds})
-    return metrics

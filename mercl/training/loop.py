@@ -41,9 +41,10 @@ from torch import nn
 from mercl.config import to_dict
 from mercl.distributed import step_rows
 from mercl.losses import audio_valid, mercl_loss
+from mercl.modalities import MODALITIES
 from mercl.training.checkpoint import (
-    backbones_digest,
     check_backbones,
+    frozen_backbones_digest,
     load_trained_state,
     rng_state,
     set_rng_state,
@@ -55,7 +56,6 @@ from mercl.training.frozen_encodings import FrozenEncodings
 from mercl.training.knn import knn_predict
 from mercl.training.metrics import classification_metrics
 
-MODALITIES = ("video", "audio", "eeg")
 STAGES = ("pretrain", "finetune")
 STATE_FORMAT = "mercl-train-state/1"
 
@@ -591,7 +591,7 @@ class TwoStageTrainer:
         self.encoder_ids = {id(p) for p in model.encoder_parameters()}
         self.head_ids = {id(p) for p in model.head_parameters()}
         self.base_trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        self.backbones = backbones_digest(model)
+        self.backbones = frozen_backbones_digest(model)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": -math.inf, "loss": math.inf, "epoch": None, "state": None}
         self.pre_best: dict[str, Any] = {"metric": -math.inf, "epoch": None, "state": None}
@@ -786,7 +786,7 @@ def train_two_stage(
     val_batches() -> iterable of inner-validation batches.
     on_epoch_end(report) after every epoch of both stages (``report.state()`` -> checkpoint).
     resume: a checkpoint dict from ``report.state()`` (or :func:`~mercl.training.checkpoint.load_checkpoint`).
-    tb: a :class:`~mercl.training.tensorboard.TensorBoardLogger` (rank 0 only under DDP) or None.
+    tb: a :class:`~mercl.training.tb_logger.TensorBoardLogger` (rank 0 only under DDP) or None.
     """
     trainer = TwoStageTrainer(model, train_batches, val_batches, cfg, on_epoch_end=on_epoch_end, tb=tb,
                               class_names=class_names)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+TRIVIAL_BASELINES = ("majority", "clip-majority")  # printed beside every model score
+
 
 @dataclass
 class ClassificationMetrics:
@@ -86,7 +88,7 @@ def clip_majority_predictions(train_labels, train_stimuli, test_stimuli, n_class
     This is pure clip memory: no signal of the test row is used. Under folds that hold clips
     out it equals the majority baseline by construction.
     """
-    from mercl.data.splits import has_clip
+    from mercl.data.protocols import has_clip
 
     train_labels = np.asarray(train_labels, dtype=np.int64)
     train_stimuli = np.asarray(train_stimuli).astype(str)

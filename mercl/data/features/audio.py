@@ -42,8 +42,7 @@ import scipy.signal
 
 from mercl.config import FieldProblem, at_least
 from mercl.errors import InputFileError
-
-ENERGY_FLOOR_DB = -120.0
+from mercl.modalities import SILENT_DB
 
 # Named settings a user selects with ``audio.preset``; the preset fills the fields the
 # config leaves out, and a field set to another value is an error (the name must not lie).
@@ -270,5 +269,5 @@ def audio_segment_features(
     rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
     with np.errstate(divide="ignore"):
         energy = 20 * np.log10(rms)
-    energy_db = np.maximum(energy, ENERGY_FLOOR_DB).astype(np.float32)
+    energy_db = np.maximum(energy, SILENT_DB).astype(np.float32)
     return log_mel_seq, energy_db

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_training import build_demo_dataset, tiny
+from builders import build_demo_dataset, tiny
 
 from mercl.cli import main as mercl_main
 from mercl.data.reader import load_dataset

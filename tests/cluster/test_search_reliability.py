@@ -28,17 +28,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from builders import make_tiny_dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
-
-from test_search import make_tiny_dataset  # noqa: E402
-
-from tuning.results import searcher_studies  # noqa: E402
+from tuning.results import searcher_studies
 
 # On 2 shared cores a trial takes 1-3 minutes (start-up dominates): beyond pyproject's 600 s default.
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "tuning" / "configs" / "test.yaml"
 
 

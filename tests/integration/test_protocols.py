@@ -9,15 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_sources import sine_eeg, write_deap, write_recording, write_seed_labels, write_seed_session
 
-from mercl.data.sources import SourceOptions, discover
-from mercl.data.splits import (
+from mercl.data.protocols import (
     CLIP_SHARED_WARNING,
     clips_per_class,
     default_protocol,
     make_folds,
     shared_stimuli,
+)
+from mercl.data.sources import SourceOptions, discover
+from mercl.data.synth_sources import (
+    sine_eeg,
+    write_deap,
+    write_recording,
+    write_seed_labels,
+    write_seed_session,
 )
 from mercl.errors import MerclError
 from mercl.training.metrics import clip_majority_baseline, majority_baseline
@@ -138,7 +144,7 @@ def test_trial_folds_on_shared_clips_are_marked_and_clip_memory_beats_majority(d
     clip_label = {c: int(c) % 2 for c in np.unique(stim)}
     labels = np.array([clip_label[c] if rng.random() < 0.9 else 1 - clip_label[c] for c in stim])
     labels = np.repeat(labels[::SEGMENTS], SEGMENTS)  # one label per trial
-    for mode in ("trial", "loso"):
+    for mode in ("trial", "subject"):
         cv = make_folds(mode, subjects, trials, labels, 3, seed=0, stimuli=stim)
         assert cv.clip_shared and cv.warning == CLIP_SHARED_WARNING
         clip_acc, major_acc = [], []
@@ -207,7 +213,7 @@ def test_default_protocol_and_the_demo_study_design():
 
 @pytest.mark.parametrize("mode", ["stimulus", "subject-stimulus", "trial"])
 def test_a_final_models_validation_split_holds_out_like_the_protocol(mode, manifest):
-    from mercl.data.splits import holdout_split
+    from mercl.data.protocols import holdout_split
 
     d = manifest
     train, val = holdout_split(mode, d["subject"], d["trial"], d["label"], 0.34, 0, d["stimulus"])

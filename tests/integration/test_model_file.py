@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_training import build_demo_dataset
+from builders import build_demo_dataset
 
 from mercl import __version__
 from mercl.cli import main as mercl_main
 from mercl.config import config_hash, to_dict
 from mercl.data.reader import load_dataset
+from mercl.inference.model_file import SCHEMA_VERSION, load_trained_model, read_model_file
 from mercl.models.cached_backbone import backbone_digest
 from mercl.training.checkpoint import load_checkpoint
 from mercl.training.config import load_train_config
-from mercl.training.model_file import SCHEMA_VERSION, load_trained_model, read_model_file
 
 QUICK = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=2"]
 
@@ -173,7 +173,7 @@ def test_unreadable_or_foreign_files_are_one_line_errors(tmp_path, capsys):
 
 def test_loaded_model_reproduces_the_validation_predictions(dataset, run_dir):
     """model.pt + its normalisation reproduce the validation accuracy `mercl train` reported."""
-    from mercl.data.splits import inner_split
+    from mercl.data.protocols import inner_split
     from mercl.training.crossval import SplitRun
     from mercl.training.feature_cache import ensure_feature_cache
     from mercl.training.loop import predict_batches

@@ -13,18 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
-
 import numpy as np
 import optuna
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from builders import make_tiny_dataset
 
-from mercl.data.prepare import load_prepare_config, prepare
 from mercl.data.reader import SegmentDataset, collate, load_dataset
-from mercl.data.synth import SynthConfig, synthesize
 from mercl.errors import ConfigError
 from tuning import search
 from tuning.config import load_search_config, parse_set
@@ -38,16 +35,8 @@ from tuning.space import (
     trial_overrides,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "tuning" / "configs" / "test.yaml"
-
-
-def make_tiny_dataset(root: Path, subjects: int = 4, stimuli: int = 4, duration: float = 12.0) -> Path:
-    """A real prepared dataset: `mercl synth` (mp4 + EDF + ratings) then `mercl prepare` (32 px, 1 fps)."""
-    raw = root / "raw"
-    synthesize(raw, SynthConfig(subjects=subjects, stimuli=stimuli, duration=duration, video_size=32, fps=4))
-    config = load_prepare_config(None, {"video.size": 32, "video.fps": 1.0})
-    return prepare(raw, "manifest", root / "shards", config=config, workers=1, progress=False).dataset_dir
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +219,7 @@ def test_outer_fold_held_out_and_rows_match_mercls_reader(dataset):
     data = prepare_search_data(cfg.data, base)
     rows = data.rows
     # the outer test fold never reaches the search: it is exactly mercl's fold 0 of the same seed
-    from mercl.data.splits import make_folds
+    from mercl.data.protocols import make_folds
 
     prepared = load_dataset(dataset)
     labels = prepared.labels("valence2")
@@ -263,14 +252,14 @@ def test_outer_fold_held_out_and_rows_match_mercls_reader(dataset):
 
 
 def test_protocol_default_is_the_datasets_and_the_inner_split_follows_the_protocol(dataset, tmp_path):
-    """``default`` resolves as mercl evaluate resolves it; under ``stimulus`` no clip, under
+    """``auto`` resolves as mercl evaluate resolves it; under ``stimulus`` no clip, under
     ``subject-stimulus`` no subject and no clip, is on two sides of any searched fold."""
-    from mercl.data.splits import default_protocol
+    from mercl.data.protocols import default_protocol
 
     prepared = load_dataset(dataset)
     expected, _ = default_protocol(prepared.subjects, prepared.stimulus_ids, prepared.labels("valence2"), 2)
     plan = search.plan_search(str(TEST_CONFIG), {"data.dataset": str(dataset), "storage": str(tmp_path),
-                                                  "data.protocol": "default", "data.folds": 2})
+                                                  "data.protocol": "auto", "data.folds": 2})
     assert plan.cfg.data.protocol == expected == "stimulus" and "stimulus" in plan.protocol_note
     assert not any(tmp_path.iterdir())
 
@@ -313,7 +302,7 @@ def test_heavy_tasks_ask_for_what_a_trial_worker_asks_for():
 
 def test_ranks_ask_for_the_custom_resources_of_the_config():
     """resources.custom_per_worker reaches every rank's resources_per_worker, beside its CPUs and GPUs."""
-    from tuning.trial import TrialSetup, rank_resources
+    from tuning.trial_driver import TrialSetup, rank_resources
 
     def ranks(**resources):
         return rank_resources(TrialSetup(base_config={}, base_shape=None, worker=None, datasets={}, runs_path="",
@@ -450,7 +439,7 @@ def test_tensorboard_hparams_are_plain_values_with_a_readable_schedule(tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from tuning.tensorboard import HParamsWriter
+    from tuning.hparams_view import HParamsWriter
 
     specs = parse_space({"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "tcn_blocks": [2, 4], "tcn_growth": [2]})
     writer = HParamsWriter(tmp_path, specs, BaseModelShape(32, 4, [1, 2]), "val_metric", "max")

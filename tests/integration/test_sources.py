@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import scipy.io
 import yaml
-from helpers_sources import (
+
+from mercl.data.sources import SourceOptions, discover
+from mercl.data.synth_sources import (
     DEAP_CHANNELS,
     SEED_CHANNELS,
     deap_content,
@@ -22,8 +24,6 @@ from helpers_sources import (
     write_seed_labels,
     write_seed_session,
 )
-
-from mercl.data.sources import SourceOptions, discover
 from mercl.errors import InputFileError
 
 SEED_LABELS = [1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1]

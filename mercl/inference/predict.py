@@ -1,6 +1,6 @@
 """``mercl predict``: a trained model on new recordings, prepared with the model's own preprocessing.
 
-:func:`predict_recordings` reads ``model.pt`` (:mod:`mercl.training.model_file`, no code runs from
+:func:`predict_recordings` reads ``model.pt`` (:mod:`mercl.inference.model_file`, no code runs from
 it), checks that the recordings fit the model (EEG channels by name; the sampling rate, which is
 resampled to the model's rate when the recording's Nyquist frequency covers the model's EEG
 bands), prepares them with :func:`mercl.data.prepare.prepare` under ``OUT/prepared`` with the
@@ -35,7 +35,7 @@ import pandas as pd
 from mercl.atomic import write_atomic
 from mercl.config import from_dict
 from mercl.errors import ConfigError, InputFileError, MerclError
-from mercl.training.model_file import ModelFile
+from mercl.inference.model_file import ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -381,9 +381,9 @@ def predict_recordings(
     console: Callable[[str], None] | None = print,
 ) -> PredictResult:
     """Prepare ``raw`` (read as ``source``) with the model's preprocessing, predict, write OUT (see module doc)."""
+    from mercl.inference.model_file import load_trained_model, read_model_file
     from mercl.training.feature_cache import ensure_feature_cache
     from mercl.training.loop import resolve_device
-    from mercl.training.model_file import load_trained_model, read_model_file
 
     say = console or (lambda _msg: None)
     out = Path(out)

@@ -27,25 +27,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray
+from builders import build_demo_dataset, make_tiny_dataset
 from ray_autoscaling import private_address_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tuning/ is a folder, not an installed package
-
-from test_search import make_tiny_dataset  # noqa: E402
-from test_training import build_demo_dataset  # noqa: E402
-
-from mercl.cli import main as mercl_main  # noqa: E402
+from mercl.cli import main as mercl_main
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +114,7 @@ def test_ranks_feature_cache_outer_folds_and_final_model_run_on_worker_nodes(hea
     assert trial["status"] == STATUS_COMPLETED and trial["restarts"] == 0
     assert trial["epochs_run"] == trial["epochs_planned"] == 3
     # its two ranks, one on each worker node, as Ray Train recorded them; tuning/worker.py named
-    # its PID files after the Tune trial, tuning/trial.py the Ray Train run after the trial's id
+    # its PID files after the Tune trial, tuning/trial_driver.py the Ray Train run after the trial's id
     pid_files = sorted((tmp_path / "pids").glob("*-rank*.pid"))
     (trial_name,) = {f.name.rsplit("-rank", 1)[0] for f in pid_files}
     (run_id,) = [run_id for run_id, run in runs.items() if trial_name.endswith(run.name)]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_prepare import make_manifest_raw, small_config
+from builders import make_manifest_raw, small_config
 from torch.utils.data import DataLoader, default_collate
 
 from mercl.data import shards

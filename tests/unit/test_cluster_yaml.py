@@ -39,9 +39,7 @@ from ray.autoscaler._private.resource_demand_scheduler import _default_utilizati
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tuning/ is a folder of the repository, not an installed package
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 LAUNCHER_YAMLS = ["aws.yaml", "gcp.yaml"]
 SEARCH_ENTRY = "tuning/search.py"
@@ -105,7 +103,7 @@ def test_head_runs_no_trials(launcher_yaml):
 
 def test_trial_drivers_run_on_the_head_and_only_there(launcher_yaml):
     """The head offers ``trial_driver`` for every concurrent trial's Tune driver; no GPU node does."""
-    from tuning.trial import TRIAL_DRIVER_RESOURCE, trial_driver_resources
+    from tuning.trial_driver import TRIAL_DRIVER_RESOURCE, trial_driver_resources
 
     config = validate_launcher_yaml(launcher_yaml)
     head = config["available_node_types"][config["head_node_type"]]["resources"]

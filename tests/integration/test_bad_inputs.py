@@ -15,7 +15,9 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-from helpers_sources import (
+
+from mercl.cli import main as cli_main
+from mercl.data.synth_sources import (
     deap_content,
     write_mp4,
     write_pickle,
@@ -23,8 +25,6 @@ from helpers_sources import (
     write_seed_labels,
     write_seed_session,
 )
-
-from mercl.cli import main as cli_main
 
 SFREQ = 128.0
 CHANNELS = ["Fp1", "Fz", "Cz", "Pz"]

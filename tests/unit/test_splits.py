@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mercl.data.splits import LEAKY_WARNING, inner_split, make_folds, trial_groups
+from mercl.data.protocols import LEAKY_WARNING, inner_split, make_folds, trial_groups
 from mercl.errors import MerclError
 
 
@@ -53,9 +53,9 @@ def test_trial_folds_are_stratified_when_possible():
         assert abs(labels[fold.test].mean() - overall) < 0.15
 
 
-def test_loso_holds_out_exactly_one_subject():
+def test_subject_protocol_holds_out_exactly_one_subject():
     subjects, trials, labels = _rows(n_subjects=3)
-    cv = make_folds("loso", subjects, trials, labels)
+    cv = make_folds("subject", subjects, trials, labels)
     assert len(cv) == 3
     _assert_partition(cv, len(subjects))
     held = []
@@ -78,14 +78,14 @@ def test_segment_mode_is_flagged_leaky():
     assert any(shared)
 
 
-@pytest.mark.parametrize("mode", ["trial", "loso", "segment"])
+@pytest.mark.parametrize("mode", ["trial", "subject", "segment"])
 def test_folds_are_deterministic_for_a_seed(mode):
     subjects, trials, labels = _rows()
     a = make_folds(mode, subjects, trials, labels, seed=7)
     b = make_folds(mode, subjects, trials, labels, seed=7)
     for fa, fb in zip(a, b, strict=True):
         assert np.array_equal(fa.train, fb.train) and np.array_equal(fa.test, fb.test)
-    if mode != "loso":
+    if mode != "subject":
         c = make_folds(mode, subjects, trials, labels, seed=8)
         assert any(not np.array_equal(fa.test, fc.test) for fa, fc in zip(a, c, strict=True))
 
@@ -118,10 +118,10 @@ def test_inner_split_is_grouped_and_partitions_the_training_rows():
 
 def test_bad_requests_are_one_line_errors():
     subjects, trials, labels = _rows(n_subjects=1, n_trials=3)
-    with pytest.raises(MerclError, match="unknown split mode 'kfold'"):
+    with pytest.raises(MerclError, match="unknown protocol 'kfold'"):
         make_folds("kfold", subjects, trials, labels)
     with pytest.raises(MerclError, match="at least 2 subjects"):
-        make_folds("loso", subjects, trials, labels)
+        make_folds("subject", subjects, trials, labels)
     with pytest.raises(MerclError, match="needs at least 4 trials, the data has 3"):
         make_folds("trial", subjects, trials, labels, n_folds=4)
     with pytest.raises(MerclError, match="at least 2 groups"):

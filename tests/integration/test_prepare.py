@@ -10,62 +10,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_sources import (
-    deap_content,
-    write_mp4,
-    write_pickle,
-    write_recording,
-    write_seed_labels,
-    write_seed_session,
-)
+from builders import CHANNELS, SFREQ, TRIAL_S, make_manifest_raw, small_config
 
 from mercl.cli import main as cli_main
 from mercl.data import shards
-from mercl.data.prepare import PrepareConfig, load_prepare_config, n_segments, prepare
+from mercl.data.prepare import n_segments, prepare
 from mercl.data.summary import summarize
+from mercl.data.synth_sources import (
+    deap_content,
+    write_mp4,
+    write_pickle,
+    write_seed_labels,
+    write_seed_session,
+)
 from mercl.errors import InputFileError, MerclError
 
-SFREQ = 128.0
-CHANNELS = ["Fp1", "Fz", "Cz", "Pz"]
-TRIAL_S = 12.0  # -> 5 segments of 4 s every 2 s
-
-
 # ---------------------------------------------------------------- test data (real-format files)
-
-
-def make_manifest_raw(root: Path, subjects=("s01", "s02"), short_clip: str | None = None) -> Path:
-    """Manifest dataset: per subject one EDF of 3 trials x 12 s, clips A (audio) and B (no audio),
-    stimulus C has no clip. Ratings vary per subject and trial."""
-    raw = root / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows = []
-    for k, subject in enumerate(subjects):
-        n = int(3 * TRIAL_S * SFREQ)
-        t = np.arange(n) / SFREQ
-        eeg = 20e-6 * np.sin(2 * np.pi * (6 + 3 * np.arange(4))[:, None] * t) + 5e-6 * rng.standard_normal(
-            (4, n)
-        )
-        write_recording(raw / f"{subject}.edf", eeg, SFREQ, CHANNELS)
-        for trial, stimulus in enumerate("ABC"):
-            rows.append(
-                {
-                    "subject": subject,
-                    "trial": trial,
-                    "stimulus": stimulus,
-                    "eeg": f"{subject}.edf",
-                    "onset": trial * TRIAL_S,
-                    "duration": TRIAL_S,
-                    "valence": 2.0 + 3 * trial + k,
-                    "arousal": 8.0 - 2 * trial,
-                    "dominance": 5.0,
-                    "liking": 5.0,
-                }
-            )
-    pd.DataFrame(rows).to_csv(raw / "manifest.csv", index=False)
-    write_mp4(raw / "stimuli" / "A.mp4", 6.0 if short_clip == "A" else TRIAL_S, audio=True)
-    write_mp4(raw / "stimuli" / "B.mp4", TRIAL_S, audio=False)
-    return raw
 
 
 def write_short_deap(path: Path, seconds: float, nan_trial: int | None = None, seed: int = 0) -> Path:
@@ -74,10 +34,6 @@ def write_short_deap(path: Path, seconds: float, nan_trial: int | None = None, s
     if nan_trial is not None:
         data[nan_trial, 3, 500] = np.nan
     return write_pickle(path, {**deap_content(seed), "data": data}, protocol=4)
-
-
-def small_config(**overrides) -> PrepareConfig:
-    return load_prepare_config(None, {"video.size": 32, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ autoscaler (:class:`ray_autoscaling.LocalAutoscalingCluster`) with a head like c
 (``CPU: 0`` and the ``trial_driver`` resource) and worker node types carrying a ``fake_gpu``
 resource whose ranks take a whole ``gpu_1x`` node (as ranks asking for all 4 CPUs of
 ``gpu.1x`` do). A trial driver asking for 0.01 CPU could only run on such a node, and its
-rank would then never fit there; with ``tuning.trial.trial_driver_resources`` the drivers run
+rank would then never fit there; with ``tuning.trial_driver.trial_driver_resources`` the drivers run
 on the head, and each reports its node. Each trial is a Ray Train
 ``TorchTrainer`` with 2 DDP workers (the Ray 2.60 Train V2 pattern: a Tune function trainable
 builds the trainer with ``TuneReportCallback``) that ask for ``fake_gpu``, which the head
@@ -42,11 +42,9 @@ from ray_autoscaling import (
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tuning/ is a folder of the repository, not an installed package
-    sys.path.insert(0, str(ROOT))
+from tuning.trial_driver import TRIAL_DRIVER_RESOURCE, trial_driver_resources
 
-from tuning.trial import TRIAL_DRIVER_RESOURCE, trial_driver_resources  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # Ray workers cannot import this test module (tests/ is not on their path): ship the
 # trial and training-loop functions by value.

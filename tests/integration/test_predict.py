@@ -21,7 +21,7 @@ import torch
 
 from mercl.cli import main as mercl_main
 from mercl.data.summary import find_dataset_dir
-from mercl.training.model_file import MODEL_FILE, read_model_file
+from mercl.inference.model_file import MODEL_FILE, read_model_file
 
 TRAIN_SUBJECTS = [f"s0{k}" for k in range(1, 7)]
 TEST_SUBJECTS = ["s07", "s08"]
@@ -80,10 +80,10 @@ def _no_outputs(out: Path) -> None:
 
 def test_round_trip_beats_majority_and_equals_the_evaluate_code_path(trained, tmp_path, capsys):
     from mercl.data.reader import load_dataset
+    from mercl.inference.model_file import load_trained_model
     from mercl.training.crossval import SplitRun
     from mercl.training.feature_cache import ensure_feature_cache
     from mercl.training.loop import predict_batches
-    from mercl.training.model_file import load_trained_model
 
     study, model = trained
     test_csv = write_manifest(study, "test2.csv", TEST_SUBJECTS)

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_training import build_demo_dataset, tiny
+from builders import build_demo_dataset, tiny
 
 from mercl.data.reader import SegmentDataset, collate, load_dataset
 from mercl.data.shards import read_shapes

@@ -199,7 +199,7 @@ def test_model_with_cached_backbone_stand_ins_trains_like_the_full_model():
     gradients on cached features, the same backbone digest; raw frames are refused."""
     from mercl.errors import MerclError
     from mercl.models.cached_backbone import CachedBackbone
-    from mercl.training.checkpoint import backbones_digest, trained_state
+    from mercl.training.checkpoint import frozen_backbones_digest, trained_state
 
     torch.manual_seed(5)
     full = build_model(tiny_config(), SHAPES)
@@ -212,7 +212,7 @@ def test_model_with_cached_backbone_stand_ins_trains_like_the_full_model():
     assert list(state) == list(light_state)
     for key in state:
         torch.testing.assert_close(light_state[key], state[key], rtol=0, atol=0)
-    assert backbones_digest(light) == backbones_digest(full)
+    assert frozen_backbones_digest(light) == frozen_backbones_digest(full)
 
     batch = make_batch(3)
     full.eval()
@@ -248,18 +248,18 @@ import tuning.worker
 from mercl.models.cached_backbone import CachedBackbone
 from mercl.models.config import AudioEncoderConfig, DataShapes, ModelConfig, VideoEncoderConfig
 from mercl.models.mercl_model import build_model
-from mercl.training.checkpoint import backbones_digest
+from mercl.training.checkpoint import frozen_backbones_digest
 from mercl.training.loop import train_two_stage
 cfg = ModelConfig(video=VideoEncoderConfig(backbone="test_vit", img_size=32), width=16, heads=2)
 shapes = DataShapes(eeg=(5, 6, 5), audio=(150, 20), video=(3, 3, 40, 40), n_classes=3)
 stand_ins = {"video": CachedBackbone("video", cfg.video, 64, "d1"),
              "audio": CachedBackbone("audio", cfg.audio, cfg.audio.embed_dim, "d2")}
 model = build_model(cfg, shapes, cached=stand_ins)
-backbones_digest(model)  # every run computes it
+frozen_backbones_digest(model)  # every run computes it
 loaded = sorted(m for m in ("timm", "torchvision", "sklearn", "scipy") if m in sys.modules)
 assert not loaded, loaded
 """
-    root = pathlib.Path(__file__).resolve().parent.parent
+    root = pathlib.Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 

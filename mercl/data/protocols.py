@@ -1,6 +1,9 @@
-"""Cross-validation splits over segments: honest (grouped) by default, the paper's leaky one on request.
+"""Evaluation protocols, in one place: their names and help text, the default, the folds and inner splits.
 
-Modes (the CLI's protocol names in brackets where they differ):
+Every command (``mercl evaluate``, ``train``, ``experiment``) and the search (``tuning``) take
+their protocol names, the default's spelling (``auto``) and the fold makers from here.
+
+Protocols:
 
 * ``stimulus``: k-fold over stimulus clips; every segment of a clip, for every viewer, falls on
   one side. The question it answers: how well does the model do on content it never saw?
@@ -12,7 +15,7 @@ Modes (the CLI's protocol names in brackets where they differ):
 * ``trial``: k-fold over trials; all segments of one (subject, trial) fall on the same side, so
   overlapping neighbouring windows never straddle train and test. With clips shared across
   subjects every test clip is in training through other viewers ("clips shared with training").
-* ``loso`` [``subject``]: leave-one-subject-out; each fold holds out every segment of one subject.
+* ``subject``: leave-one-subject-out; each fold holds out every segment of one subject.
   Also "clips shared with training" when every subject watched the same clips.
 * ``segment``: the paper's k-fold over individual segments. Overlapping windows of one trial
   land on both sides, which inflates accuracy: the result carries ``leaky=True`` and
@@ -32,7 +35,21 @@ from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, Stratif
 
 from mercl.errors import MerclError
 
-SPLIT_MODES = ("trial", "loso", "segment", "stimulus", "subject-stimulus")
+PROTOCOLS = ("stimulus", "subject-stimulus", "trial", "subject", "segment")
+DEFAULT_PROTOCOL = "auto"  # the data's honest default (:func:`default_protocol`)
+PROTOCOL_TEXT = {
+    "stimulus": "stimulus-held-out {k}-fold (every viewer of a test clip on the test side)",
+    "subject-stimulus": "held-out subjects x held-out clips, {k} folds",
+    "trial": "trial-grouped {k}-fold",
+    "subject": "leave-one-subject-out",
+    "segment": "segment-level {k}-fold (LEAKY)",
+}
+PROTOCOL_HELP = (
+    "stimulus (whole clips held out: new content), subject-stimulus (new people on new clips), "
+    "trial (held-out trials; clips shared with training), subject (leave-one-subject-out), "
+    "segment (the paper's LEAKY segment k-fold); auto (the default): stimulus when every clip "
+    "was watched by two or more subjects, else trial"
+)
 STIMULUS_MODES = ("stimulus", "subject-stimulus")
 NO_STIMULUS = ("", "none", "nan")  # stimulus ids that mean "this trial had no clip" (e.g. UEA recordings)
 LEAKY_WARNING = (
@@ -47,12 +64,17 @@ CLIP_SHARED_WARNING = (
 )
 
 
+def _check_protocol(name: str) -> None:
+    if name not in PROTOCOLS:
+        raise MerclError(f"unknown protocol '{name}' (choose from {', '.join(PROTOCOLS)})")
+
+
 @dataclass(frozen=True)
 class Fold:
     """One outer fold: row indices (sorted int64) for training and testing.
 
     dropped: rows on neither side (``subject-stimulus``: they share a subject or a clip with the
-    test side); held_out_subject: the subject of a ``loso`` fold.
+    test side); held_out_subject: the subject of a ``subject`` fold.
     """
 
     index: int
@@ -67,7 +89,7 @@ class CrossValidation:
     """The folds of one split mode, plus what the inner split must group by.
 
     groups: (N,) int64 group id per row used for inner validation splits (a trial id in
-    ``trial``/``loso`` modes, a clip id in ``stimulus`` modes, the row itself in ``segment`` mode).
+    ``trial``/``subject`` modes, a clip id in ``stimulus`` modes, the row itself in ``segment`` mode).
     subject_ids: (N,) int64 subject id per row (used by the ``subject-stimulus`` inner split).
     clip_shared: the data's clips are shared across subjects and this mode does not hold them out.
     """
@@ -239,10 +261,9 @@ def make_folds(
     subjects, trials: (N,) per-row subject id and trial number; labels: (N,) class ids
     (used for stratification; None for unstratified); stimuli: (N,) per-row clip id (needed by
     the stimulus modes; elsewhere it only decides whether clips are shared with training).
-    ``n_folds`` is ignored by ``loso``.
+    ``n_folds`` is ignored by ``subject``.
     """
-    if mode not in SPLIT_MODES:
-        raise MerclError(f"unknown split mode '{mode}' (choose from {', '.join(SPLIT_MODES)})")
+    _check_protocol(mode)
     subjects = np.asarray(subjects).astype(str)
     n = len(subjects)
     if labels is not None:
@@ -257,8 +278,8 @@ def make_folds(
         stimuli = _require_stimuli(mode, subjects, stimuli)
         groups = _codes(stimuli)
         pairs, dropped = _stimulus_pairs(mode, groups, subject_ids, labels, n_folds, seed)
-    elif mode == "loso":
-        pairs, held = _loso_pairs(subjects)
+    elif mode == "subject":
+        pairs, held = _subject_pairs(subjects)
         dropped = [0] * len(pairs)
     elif mode == "trial":
         n_groups = len(np.unique(groups))
@@ -277,7 +298,7 @@ def make_folds(
     if mode in STIMULUS_MODES:
         _check_training_classes(mode, folds, labels, n_folds, stimuli)
     leaky = mode == "segment"
-    clip_shared = mode in ("trial", "loso") and stimuli is not None and shared_stimuli(subjects, stimuli)
+    clip_shared = mode in ("trial", "subject") and stimuli is not None and shared_stimuli(subjects, stimuli)
     warning = LEAKY_WARNING if leaky else CLIP_SHARED_WARNING if clip_shared else None
     return CrossValidation(mode, folds, groups, leaky=leaky, warning=warning, seed=seed,
                            subject_ids=subject_ids, clip_shared=clip_shared)
@@ -307,7 +328,7 @@ def _stimulus_pairs(mode: str, clips: np.ndarray, subject_ids: np.ndarray, label
     return pairs, dropped
 
 
-def _loso_pairs(subjects: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str | None]]:
+def _subject_pairs(subjects: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str | None]]:
     """Leave-one-subject-out (train, test) pairs and each fold's held-out subject."""
     names = np.unique(subjects)
     if len(names) < 2:
@@ -356,9 +377,8 @@ def holdout_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (train, validation) split of all N rows, held out the way ``mode`` holds out its test
     folds (``stimulus``: whole clips; ``subject-stimulus``: held-out subjects x held-out clips;
-    ``trial``/``loso``: whole trials; ``segment``: rows). For a final model's early stopping."""
-    if mode not in SPLIT_MODES:
-        raise MerclError(f"unknown split mode '{mode}' (choose from {', '.join(SPLIT_MODES)})")
+    ``trial``/``subject``: whole trials; ``segment``: rows). For a final model's early stopping."""
+    _check_protocol(mode)
     subjects = np.asarray(subjects).astype(str)
     rows = np.arange(len(subjects))
     if mode in STIMULUS_MODES:
@@ -436,3 +456,49 @@ def _aligned(train_indices, groups, labels, val_fraction):
         if len(labels) != len(train_indices):
             labels = labels[train_indices]
     return train_indices, groups, labels
+
+
+# ----------------------------------------------------------------------------- names as the commands use them
+
+
+def protocol_label(protocol: str, clip_shared: bool = False) -> str:
+    """The protocol as every output states it: ``segment`` carries ``(LEAKY)``; ``trial`` and
+    ``subject`` on data whose clips every subject watched carry ``(clips shared with training)``."""
+    if protocol == "segment":
+        return "segment (LEAKY)"
+    if clip_shared and protocol in ("trial", "subject"):
+        return f"{protocol} (clips shared with training)"
+    return protocol
+
+
+def parse_protocols(text: str, *, allow_both: bool = True) -> list[str]:
+    """``"segment,trial,stimulus"`` -> a list of protocol names; ``both`` = segment and trial
+    (the paper's leaky protocol beside the trial-grouped one); ``auto`` = the data's default."""
+    names: list[str] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        chosen = ["segment", "trial"] if part == "both" and allow_both else [part]
+        for name in chosen:
+            if name not in (*PROTOCOLS, DEFAULT_PROTOCOL):
+                raise MerclError(f"--protocol: unknown protocol '{name}' (choose from {', '.join(PROTOCOLS)}, "
+                                 f"{DEFAULT_PROTOCOL}{', both' if allow_both else ''}, or a comma list)")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def resolve_protocol(protocol: str | None, prepared, labels: np.ndarray | None, folds: int,
+                     seed: int) -> tuple[str, str | None]:
+    """``None``/``auto`` -> the data's default protocol (:func:`default_protocol`) and the one-line
+    note saying why; an explicit protocol -> itself and no note. ``prepared``: anything with
+    per-row ``subjects`` and ``stimulus_ids`` (a :class:`~mercl.data.reader.PreparedDataset`)."""
+    if protocol not in (None, DEFAULT_PROTOCOL):
+        _check_protocol(protocol)
+        return protocol, None
+    return default_protocol(prepared.subjects, prepared.stimulus_ids, labels, folds, seed)
+
+
+def protocol_folds(protocol: str, prepared, labels: np.ndarray | None, folds: int, seed: int) -> CrossValidation:
+    """The :class:`CrossValidation` of ``protocol`` on a prepared dataset (per-row ``subjects``,
+    ``trials``, ``stimulus_ids``)."""
+    return make_folds(protocol, prepared.subjects, prepared.trials, labels, folds, seed=seed,
+                      stimuli=prepared.stimulus_ids)
