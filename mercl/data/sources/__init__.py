@@ -15,7 +15,14 @@ from typing import Literal, Protocol
 from mercl.config import FieldProblem
 from mercl.data.trial import Trial
 
-SOURCE_NAMES = ("deap", "seed", "manifest", "uea")
+# --source name -> module of mercl.data.sources that reads it
+SOURCE_MODULES = {
+    "deap": "deap",
+    "seed": "seed",
+    "manifest": "manifest",
+    "uea": "uea",
+}
+SOURCE_NAMES = tuple(SOURCE_MODULES)
 
 
 @dataclass
@@ -57,16 +64,11 @@ def discover(source: str, raw: Path, options: SourceOptions | None = None) -> li
     """The load units of ``raw`` read as ``source`` (one of SOURCE_NAMES)."""
     from mercl.errors import MerclError
 
+    import importlib
+
     options = options or SourceOptions()
     raw = Path(raw)
-    if source == "deap":
-        from mercl.data.sources import deap as mod
-    elif source == "seed":
-        from mercl.data.sources import seed as mod
-    elif source == "manifest":
-        from mercl.data.sources import manifest as mod
-    elif source == "uea":
-        from mercl.data.sources import uea as mod
-    else:
+    if source not in SOURCE_MODULES:
         raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
+    mod = importlib.import_module(f"mercl.data.sources.{SOURCE_MODULES[source]}")
     return mod.discover(raw, options)
