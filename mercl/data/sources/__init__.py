@@ -62,9 +62,9 @@ class LoadUnit(Protocol):
 
 def discover(source: str, raw: Path, options: SourceOptions | None = None) -> list[LoadUnit]:
     """The load units of ``raw`` read as ``source`` (one of SOURCE_NAMES)."""
-    from mercl.errors import MerclError
-
     import importlib
+
+    from mercl.errors import MerclError
 
     options = options or SourceOptions()
     raw = Path(raw)
