@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 from tqdm import tqdm
 
+from mercl import atomic
 from mercl.config import FieldProblem, config_hash, from_dict, load_yaml, set_dotted, to_dict
 from mercl.data import shards
 from mercl.data.features.audio import (
@@ -413,16 +414,21 @@ def _remove_stale_temp_files(root: Path) -> None:
 
 
 class _Progress:
-    """``progress.json``: {relative shard path: sha256} of shards finished so far."""
+    """``progress.json``: {relative shard path: sha256} of shards finished so far.
+
+    Written as JSON lines, one ``{rel: sha256}`` object appended per finished shard (O(1)
+    per shard, not a rewrite of the whole map); read by merging the lines in order. A line
+    cut short by a crash is skipped (that shard is simply rebuilt); an older single-object
+    file reads the same way.
+    """
 
     def __init__(self, root: Path):
         self.path = root / "progress.json"
         self.done: dict[str, str] = {}
         if self.path.is_file():
-            try:
-                self.done = dict(json.loads(self.path.read_text()))
-            except (ValueError, TypeError):
-                self.done = {}
+            self.done = _read_progress_lines(self.path.read_text(errors="replace"))
+            # compact once per run (also drops a line cut short, so appends start clean)
+            atomic.write_text(self.path, "".join(json.dumps({k: v}) + "\n" for k, v in self.done.items()))
         manifest = root / "manifest.json"
         if manifest.is_file():
             try:
@@ -436,7 +442,26 @@ class _Progress:
 
     def record(self, rel: str, digest: str) -> None:
         self.done[rel] = digest
-        shards.write_json(self.done, self.path)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({rel: digest}) + "\n")
+
+
+def _read_progress_lines(text: str) -> dict[str, str]:
+    """Merge the ``{rel: sha256}`` objects of a progress file (JSON lines, or one JSON object)."""
+    try:
+        whole = json.loads(text)
+        return {str(k): str(v) for k, v in whole.items()} if isinstance(whole, dict) else {}
+    except ValueError:
+        pass
+    done: dict[str, str] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if isinstance(entry, dict):
+            done.update({str(k): str(v) for k, v in entry.items()})
+    return done
 
 
 def _run_jobs(
@@ -662,11 +687,13 @@ def _dataset_folder(out: Path, ds_id: str) -> Path:
 def _shard_names(names: Iterable[str], folder: str, what: str) -> dict[str, str]:
     """{name: ``folder/<safe name>.parquet``}; two names that map to one file are refused."""
     rels: dict[str, str] = {}
+    taken: set[str] = set()
     for name in names:
         rel = f"{folder}/{safe_name(name)}.parquet"
-        if rel in rels.values():
+        if rel in taken:
             raise MerclError(f"two {what} map to the same shard {rel}; rename one")
         rels[name] = rel
+        taken.add(rel)
     return rels
 
 
