@@ -31,8 +31,8 @@ demo: $(VENV)/.installed
 	DEMO_DIR=$(DEMO_DIR) bash tuning/run_demo.sh
 
 # The whole suite, the multi-minute Ray tests included (worker kill + resume, driver restart
-# + resume, the fake autoscaler, the search's placement over three nodes): 13-17 minutes on 2 cores (the VM drifts), ~11.5 on CI's machine.
-# `make test-fast` leaves out the tests marked `slow` (~3 minutes).
+# + resume, the fake autoscaler, the search's placement over three nodes); measured times in
+# docs/benchmarks.md. `make test-fast` leaves out the tests marked `slow`.
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest
 
