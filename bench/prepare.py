@@ -17,7 +17,15 @@ like the real release) into a temporary folder, then prints in one run:
   with one worker), and the extrapolation to all 32 DEAP subjects (37,120 segments)
   against the 60 s target and torcheeg's ~37 segments/s band-pass anchor.
 
-Usage: ``.venv/bin/python bench/prepare.py [--subjects 4] [--workers 2] [--repeat 1] [--keep DIR]``
+Then, memory (issue 21): peak RSS of ``mercl prepare RAW --source manifest`` (a fresh
+process, one worker, EEG only) for one 12 s row cut from a short (3 min) and from a long
+(1 hour) recording, both 32-channel 512 Hz EDF, at the file's rate and resampled to
+128 Hz, side by side with the difference and the ratio. Memory that follows the rows
+gives the same peak for both files; reading the whole recording costs ~8 bytes per
+sample (float64) of the long file more.
+
+Usage: ``.venv/bin/python bench/prepare.py [--subjects 4] [--workers 2] [--repeat 1] [--keep DIR]
+[--only throughput|memory]``
 """
 
 from __future__ import annotations
@@ -245,6 +253,90 @@ def profile_ours(raw: Path, out: Path) -> tuple[float, dict[str, float]]:
     return total, stages
 
 
+# ---------------------------------------------------------------- memory: one row, short vs long file
+
+MEM_CHANNELS, MEM_SFREQ, MEM_ROW = 32, 512.0, (60.0, 12.0)  # row: onset, duration (s)
+MEM_FILES = (("short", 180.0), ("long", 3600.0))  # name, recording length (s)
+MEM_RATES = (None, 128.0)  # the file's rate, then resampled
+
+
+def write_one_row_recording(folder: Path, seconds: float) -> Path:
+    """``folder/manifest.csv`` with one 12 s row of ``folder/rec.edf`` (32 ch, 512 Hz, ``seconds`` long)."""
+    from mercl.data.synth_sources import write_recording
+
+    if (folder / "rec.edf").is_file() and (folder / "manifest.csv").is_file():
+        return folder  # kept from an earlier run (--keep)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    eeg = rng.standard_normal((MEM_CHANNELS, int(seconds * MEM_SFREQ)), dtype=np.float32) * 20e-6
+    write_recording(folder / "rec.edf", eeg, MEM_SFREQ, [f"EEG{i:02d}" for i in range(MEM_CHANNELS)])
+    del eeg
+    onset, duration = MEM_ROW
+    (folder / "manifest.csv").write_text(
+        f"subject,trial,stimulus,eeg,onset,duration,valence\ns01,0,none,rec.edf,{onset},{duration},5\n"
+    )
+    return folder
+
+
+# The child reports its own high-water mark (VmHWM) as it exits. ``ru_maxrss`` of a child
+# is not enough: a child started by vfork/fork carries its parent's peak into its own.
+PEAK_RUNNER = (
+    "import sys\n"
+    "from mercl.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+    "print('VmHWM_KB', hwm.split()[1], file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def cli_peak_rss_mb(args: list[str]) -> float:
+    """Run ``mercl ARGS`` in a fresh process; its peak resident set size in MB."""
+    done = subprocess.run([sys.executable, "-c", PEAK_RUNNER, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"mercl {' '.join(args[:3])} ... failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    kib = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM_KB")]
+    return int(kib[-1]) / 1024
+
+
+def prepare_peak_rss_mb(raw: Path, out: Path, resample: float | None) -> float:
+    """Peak RSS (MB) of ``mercl prepare RAW --source manifest`` (one worker, inline) into ``out``."""
+    args = ["prepare", str(raw), "--source", "manifest", "-o", str(out), "--no-progress", "--workers", "1"]
+    if resample is not None:
+        args += ["--resample", f"{resample:g}"]
+    shutil.rmtree(out, ignore_errors=True)
+    return cli_peak_rss_mb(args)
+
+
+def memory_report(work: Path) -> dict[str, dict[str, float]]:
+    """Peak RSS (MB) per rate label and file name; prints the side-by-side table."""
+    raws = {}
+    for name, seconds in MEM_FILES:
+        t = time.perf_counter()
+        # in a child process: a child's ru_maxrss starts from its parent's RSS at the fork,
+        # so this process must never hold the recording itself
+        raws[name] = work / f"mem-{name}"
+        subprocess.run([sys.executable, __file__, "--write-recording", str(raws[name]), str(seconds)], check=True)
+        size = (raws[name] / "rec.edf").stat().st_size / 1e6
+        print(f"  wrote {name} recording ({seconds / 60:g} min, {size:.0f} MB EDF) in "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
+    peaks: dict[str, dict[str, float]] = {}
+    for rate in MEM_RATES:
+        label = "file rate (512 Hz)" if rate is None else f"resampled to {rate:g} Hz"
+        peaks[label] = {name: prepare_peak_rss_mb(raws[name], work / f"mem-out-{name}", rate) for name, _ in MEM_FILES}
+    onset, duration = MEM_ROW
+    print()
+    print(f"Peak RSS of mercl prepare --source manifest, one {duration:g} s row (onset {onset:g} s), "
+          f"{MEM_CHANNELS} ch @ {MEM_SFREQ:g} Hz EDF, 1 worker, EEG only:")
+    print(f"  {'':24s} {'3 min file':>11s} {'1 h file':>11s} {'long - short':>13s} {'long / short':>13s}")
+    for label, peak in peaks.items():
+        short, long = peak["short"], peak["long"]
+        print(f"  {label:24s} {short:8.0f} MB {long:8.0f} MB {long - short:+10.0f} MB {long / short:12.2f}x")
+    whole = MEM_CHANNELS * MEM_SFREQ * (MEM_FILES[1][1] - MEM_FILES[0][1]) * 8 / 1e6
+    print(f"  (reading whole files as float64 would add ~{whole:.0f} MB for the long one; the issue measured +232 MB)")
+    return peaks
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -254,12 +346,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of each (the fastest is kept)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
+    parser.add_argument("--only", choices=("throughput", "memory"), help="run one part (default: both)")
     parser.add_argument("--reference-run", type=Path, metavar="OUT", help=argparse.SUPPRESS)
-    parser.add_argument("files", nargs="*", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--write-recording", type=Path, metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference_run is not None:
-        return reference_main(args.reference_run, args.files, args.workers)
+        return reference_main(args.reference_run, [Path(f) for f in args.files], args.workers)
+    if args.write_recording is not None:
+        write_one_row_recording(args.write_recording, float(args.files[0]))
+        return 0
 
+    if args.only != "memory":
+        throughput_report(args)
+    if args.only != "throughput":
+        work = args.keep or Path(tempfile.mkdtemp(prefix="mercl-bench-mem-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            print(f"memory: one row from a short and a long recording, in {work} ...", flush=True)
+            memory_report(work)
+        finally:
+            if args.keep is None:
+                shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def throughput_report(args: argparse.Namespace) -> None:
+    """The DEAP throughput comparison (the first part of the module docstring)."""
     work = args.keep or Path(tempfile.mkdtemp(prefix="mercl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
@@ -327,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ours runs {segments / ours[0] / TORCHEEG_BANDPASS_SEG_PER_S:.0f}x that rate as measured, "
         f"{segments * w / ours[1] / TORCHEEG_BANDPASS_SEG_PER_S:.0f}x on idle cores (needed >= 10x)"
     )
-    return 0
+    print()
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ YAML is a list of rows or ``{rows: [...]}``. Columns:
   at least one of them.
 * ``lag``: EEG-to-clip lag in seconds (default ``SourceOptions.lag``).
 
-One load unit per distinct EEG file: the file is read once for all its rows. Headers
-are read at discovery, so a bad file, a missing channel, mismatched sampling rates or
+One load unit per distinct EEG file. Memory follows the rows, not the files: the file is
+opened lazily (``preload=False``) and only each row's window is read
+(``get_data(start=, stop=)``); with ``resample`` set, only that window plus
+``RESAMPLE_PAD_S`` on each side is resampled. A one-hour 512 Hz recording therefore costs
+what its rows cost (``bench/prepare.py`` measures it). A manifest of more than
+``MAX_ROWS`` rows or ``MAX_RECORDINGS`` EEG files is refused. Headers are read at discovery, so a bad file, a missing channel, mismatched sampling rates or
 a row reaching past the end of its recording stop ``prepare`` before any work starts.
 The stimulus clips default to ``stimuli/`` beside the manifest (:func:`default_stimuli_dir`).
 """
@@ -39,7 +43,8 @@ from mercl.data.sources._common import (
     check_finite,
     check_ratings,
     expect_file,
-    resample,
+    resample_span,
+    resampled_length,
     short_reason,
 )
 from mercl.data.trial import RATING_NAMES, Trial
@@ -48,6 +53,10 @@ from mercl.errors import InputFileError
 MANIFEST_NAMES = ("manifest.csv", "manifest.yaml", "manifest.yml")
 REQUIRED = ("subject", "trial", "stimulus", "eeg")
 INT32_MAX = 2**31 - 1
+# What one manifest may hold: each row is a trial (and a shard's worth of bookkeeping per
+# file); past these a typo or a generated table would make millions of units.
+MAX_ROWS = 1_000_000
+MAX_RECORDINGS = 100_000
 
 
 @dataclass
@@ -94,17 +103,22 @@ class ManifestRecording:
         return self.unit_name
 
     def load(self) -> list[Trial]:
+        """Each row's trial, reading only its window of the recording (see the module docstring)."""
         raw = open_recording(self.eeg_path)
         header = read_header(raw, self.eeg_path, self.options)
-        try:
-            eeg = raw.get_data(picks=header.picks)
-        except Exception as exc:
-            raise InputFileError(self.eeg_path, f"MNE cannot read its data ({short_reason(exc)})") from None
-        eeg, sfreq = resample(eeg.astype(np.float64, copy=False), header.sfreq, self.options.resample)
+
+        def read(start: int, stop: int) -> np.ndarray:
+            try:
+                return raw.get_data(picks=header.picks, start=start, stop=stop)
+            except Exception as exc:
+                raise InputFileError(self.eeg_path, f"MNE cannot read its data ({short_reason(exc)})") from None
+
+        new_sfreq = self.options.resample
+        n_times = resampled_length(header.n_times, header.sfreq, new_sfreq)
         trials = []
         for row in self.rows:
-            start, stop = sample_span(row, sfreq, eeg.shape[1], self.eeg_path)
-            data = np.ascontiguousarray(eeg[:, start:stop])
+            start, stop = sample_span(row, new_sfreq or header.sfreq, n_times, self.eeg_path)
+            data, sfreq = resample_span(read, header.n_times, header.sfreq, new_sfreq, start, stop)
             check_finite(
                 data, self.eeg_path, f"trial {row.trial} of subject {row.subject} (manifest row {row.row})"
             )
@@ -152,6 +166,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
             content = content["rows"]
         if not isinstance(content, list) or not all(isinstance(r, dict) for r in content):
             raise InputFileError(path, "a YAML manifest must be a list of rows (mappings) or {rows: [...]}")
+        if len(content) > MAX_ROWS:
+            raise InputFileError(path, f"{len(content):,} rows, more than {MAX_ROWS:,} (at most {MAX_ROWS:,} trials per manifest)")
         return [{str(k).strip(): v for k, v in r.items()} for r in content]
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -160,6 +176,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
                 raise InputFileError(path, "empty manifest (no header line)")
             rows = []
             for r in reader:
+                if len(rows) >= MAX_ROWS:
+                    raise InputFileError(path, f"more than {MAX_ROWS:,} rows (at most {MAX_ROWS:,} trials per manifest)")
                 if None in r:
                     raise InputFileError(path, f"row {len(rows) + 1}: more cells than header columns")
                 rows.append({k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items()})
@@ -328,6 +346,10 @@ def discover(raw: Path, options: SourceOptions) -> list[ManifestRecording]:
         eeg_path = eeg_path if eeg_path.is_absolute() else path.parent / eeg_path
         expect_file(eeg_path, f"an EEG recording, manifest {path.name} row {row.row}")
         groups.setdefault(eeg_path, []).append(row)
+        if len(groups) > MAX_RECORDINGS:
+            raise InputFileError(
+                path, f"row {row.row}: more than {MAX_RECORDINGS:,} EEG files (at most {MAX_RECORDINGS:,} recordings per manifest)"
+            )
     first: tuple[Path, float] | None = None
     for eeg_path, group in groups.items():
         header = read_header(open_recording(eeg_path), eeg_path, options)
