@@ -1,4 +1,10 @@
-"""Nested search: one search per outer fold, all in one Tune run.
+"""Which outer folds a search searches: one (the plain search) or every one (nested), in one Tune run.
+
+The search driver (:mod:`tuning.search`) asks :func:`searched_folds` for the object that
+decides everything that differs between the two: :class:`OneFold` (``data.test_fold`` held
+out, one Optuna study) and :class:`EveryFold` (nested). Each gives the trainable and what it is
+run with, the searcher, each fold's best trial, the configurations the outer folds are scored
+with and the words the console and summary use; no flag is threaded through the driver.
 
 ``data.nested: true`` searches every outer fold k on its own: fold k's trials train and
 validate on an inner split of fold k's training side and never see its test rows; each fold
@@ -25,6 +31,8 @@ progress table); and one trial table, TensorBoard folder and progress table show
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -105,3 +113,87 @@ def run_fold_trial(config: dict[str, Any], setup: dict[int, Any]) -> None:
 def fold_trial_name(trial) -> str:
     """``fold1_run_trial_<id>``: the fold first (progress table, folders, pid files)."""
     return f"fold{trial.config.get(FOLD_KEY)}_run_trial_{trial.trial_id}"
+
+
+# ----------------------------------------------------------------------------- plain or nested
+
+
+@dataclass(frozen=True)
+class OneFold:
+    """The plain search: one searcher over ``data.test_fold``'s training side."""
+
+    test_fold: int
+    nested = False
+
+    def trainable(self) -> Callable[..., None]:
+        from tuning.trial_driver import run_trial
+
+        return run_trial
+
+    def trial_setup(self, setups: dict[int, Any]) -> Any:
+        return setups[self.test_fold]
+
+    def searcher(self, make_searcher: Callable[[], Searcher], num_samples: int, folds: list[int], metric: str,
+                 mode: str) -> tuple[Searcher, int, Callable | None]:
+        """(searcher, Tune's num_samples, trial name creator or None)."""
+        return make_searcher(), num_samples, None
+
+    def folds_text(self, n_searched: int) -> str:
+        return ""
+
+    def fold_bests(self, table, folds, best_trial: Callable) -> dict[int, Any]:
+        return {}
+
+    def outer_configs(self, best_config: dict, fold_configs: dict[int, dict], n_folds: int) -> dict[int, dict]:
+        """{fold: TrainConfig dict} the outer folds are scored with: the best config on every fold."""
+        return {fold: best_config for fold in range(n_folds)}
+
+    def scores_outer(self, fold_bests: dict) -> bool:
+        return True
+
+    def best_text(self, trial_id: str) -> str:
+        return f"trial {trial_id}"
+
+
+@dataclass(frozen=True)
+class EveryFold:
+    """The nested search: one searcher per outer fold (:class:`FoldSearcher`), each fold's trials
+    run with that fold's data (:func:`run_fold_trial`)."""
+
+    nested = True
+
+    def trainable(self) -> Callable[..., None]:
+        return run_fold_trial
+
+    def trial_setup(self, setups: dict[int, Any]) -> Any:
+        return setups
+
+    def searcher(self, make_searcher: Callable[[], Searcher], num_samples: int, folds: list[int], metric: str,
+                 mode: str) -> tuple[Searcher, int, Callable | None]:
+        """One Optuna study per fold (same seed), ``num_samples`` trials each, one concurrency limit for all."""
+        searcher = FoldSearcher({fold: make_searcher() for fold in folds}, per_fold=num_samples,
+                                metric=metric, mode=mode)
+        return searcher, num_samples * len(folds), fold_trial_name
+
+    def folds_text(self, n_searched: int) -> str:
+        return f"{n_searched} outer folds x "
+
+    def fold_bests(self, table, folds, best_trial: Callable) -> dict[int, Any]:
+        """{fold: the best row among that fold's trials}."""
+        found = {fold: best_trial(table[table[FOLD_KEY] == fold]) for fold in folds} if len(table) else {}
+        return {fold: row for fold, row in found.items() if row is not None}
+
+    def outer_configs(self, best_config: dict, fold_configs: dict[int, dict], n_folds: int) -> dict[int, dict]:
+        """Each fold scored with its own search's best config."""
+        return dict(fold_configs)
+
+    def scores_outer(self, fold_bests: dict) -> bool:
+        return bool(fold_bests)
+
+    def best_text(self, trial_id: str) -> str:
+        return f"trial {trial_id}, the best inner-validation score of all folds' searches"
+
+
+def searched_folds(nested: bool, test_fold: int) -> OneFold | EveryFold:
+    """The search's folds object from its config (``data.nested``, ``data.test_fold``)."""
+    return EveryFold() if nested else OneFold(test_fold)

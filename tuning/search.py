@@ -57,6 +57,13 @@ class SearchPlan:
         return self.cfg.data.nested
 
     @property
+    def folds(self):
+        """What differs between a plain and a nested search (:mod:`tuning.nested`)."""
+        from tuning.nested import searched_folds
+
+        return searched_folds(self.cfg.data.nested, self.cfg.data.test_fold)
+
+    @property
     def planned_epochs(self) -> int:
         """Epochs of both stages a trial runs at most (ASHA's ``max_t``)."""
 
@@ -246,7 +253,7 @@ def check_resources(plan: SearchPlan, say) -> None:
             "needs one whole free CPU; lower resources.cpus_per_worker or max_concurrent_trials")
 
 
-def build_tuner(plan: SearchPlan, setup, restore: bool):
+def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool):
     """A new Tuner, or the restored one of ``<storage>/<name>`` (same searcher, scheduler, callbacks)."""
     import ray.tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -257,18 +264,12 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
     from tuning.hparams_view import hparams_callback
     from tuning.results import asha_state_path, asha_stopped, upload_outputs
     from tuning.space import SpaceSampler
-
-    if plan.nested:  # setup: {fold: TrialSetup}; each trial runs with its fold's data (tuning/nested.py)
-        from tuning.nested import run_fold_trial as run_trial
-    else:
-        from tuning.trial_driver import run_trial
-
-    cfg = plan.cfg
     from tuning.trial_driver import (
         trial_driver_resources,  # on the head's trial_driver resource where it has one
     )
 
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, setup=setup),
+    cfg, folds = plan.cfg, plan.folds
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(folds.trainable(), setup=setup),
                                         trial_driver_resources(cfg.resources.trainable_cpus, ray.cluster_resources()))
     if restore:
         return ray.tune.Tuner.restore(plan.location, trainable=trainable,
@@ -282,16 +283,8 @@ def build_tuner(plan: SearchPlan, setup, restore: bool):
         return OptunaSearch(space=SpaceSampler(plan.specs, plan.base_shape), metric=cfg.metric, mode=cfg.mode,
                             sampler=sampler, points_to_evaluate=plan.points_to_evaluate)
 
-    num_samples, name_trial = cfg.num_samples, None
-    if plan.nested:  # one Optuna study per outer fold (same seed), one concurrency limit for all
-        from tuning.nested import FoldSearcher, fold_trial_name
-
-        folds = list(setup)
-        searcher = FoldSearcher({fold: optuna_search() for fold in folds}, per_fold=cfg.num_samples,
-                                metric=cfg.metric, mode=cfg.mode)
-        num_samples, name_trial = cfg.num_samples * len(folds), fold_trial_name
-    else:
-        searcher = optuna_search()
+    searcher, num_samples, name_trial = folds.searcher(optuna_search, cfg.num_samples, searched, cfg.metric,
+                                                       cfg.mode)
     searcher = ConcurrencyLimiter(searcher, max_concurrent=cfg.resources.max_concurrent_trials)
     scheduler = None
     if cfg.scheduler.asha:
@@ -409,7 +402,7 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         )
         for fold, split in data.folds.items()
     }
-    setup = setups if plan.nested else setups[cfg.data.test_fold]
+    setup = plan.folds.trial_setup(setups)
     restore = resuming and ray.tune.Tuner.can_restore(plan.location)
     if restore:
         say(f"resuming search {cfg.name} from {plan.location}: {describe_restored_searcher(plan.location)}")
@@ -417,9 +410,8 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         plan.exp_dir.mkdir(parents=True, exist_ok=True)
         write_text(plan.exp_dir / "search_config.yaml", dump_config(cfg))
         upload_outputs(plan.exp_dir, plan.location)
-    tuner = build_tuner(plan, setup, restore)
-    folds_text = f"{len(data.folds)} outer folds x " if plan.nested else ""
-    say(f"search {cfg.name}: {folds_text}{cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
+    tuner = build_tuner(plan, setup, list(data.folds), restore)
+    say(f"search {cfg.name}: {plan.folds.folds_text(len(data.folds))}{cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
         f"({'GPU, nccl' if cfg.resources.use_gpu else 'CPU, gloo'}), protocol {data.protocol}, "
         f"results in {plan.exp_dir}")
     fit_started = time.time()
@@ -493,7 +485,7 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     configs = {(r.metrics or {}).get("trial_id"): dict(r.config) for r in results}
     best, best_train, fold_bests = _write_best_configs(plan, table, configs, data.folds)
     hparam_names = [c for c in table.columns if c in plan.specs or c in ("dilations", "fold")]
-    run_outer = cfg.crossval.enabled and best is not None and (bool(fold_bests) or not plan.nested)
+    run_outer = cfg.crossval.enabled and best is not None and plan.folds.scores_outer(fold_bests)
     run_final = cfg.final_model and best_train is not None
     source = _dataset_source(plan, data) if run_outer or run_final else None
     crossval = None
@@ -532,12 +524,7 @@ def _write_best_configs(plan: SearchPlan, table, configs: dict, folds) -> tuple[
 
     cfg = plan.cfg
     best = best_trial(table, cfg.metric, cfg.mode) if len(table) else None
-    fold_bests: dict[int, Any] = {}
-    if plan.nested and len(table):
-        for fold in folds:
-            found = best_trial(table[table["fold"] == fold], cfg.metric, cfg.mode)
-            if found is not None:
-                fold_bests[fold] = found
+    fold_bests = plan.folds.fold_bests(table, folds, lambda rows: best_trial(rows, cfg.metric, cfg.mode))
     best_train = None
     if best is not None:
         best_train = trial_train_config(configs[best["trial_id"]], _setup_like(plan))
@@ -594,14 +581,14 @@ def outer_scores(plan: SearchPlan, data, source, best_train: dict, fold_bests: d
     from tuning.trial_driver import trial_train_config
 
     cfg, exp_dir = plan.cfg, plan.exp_dir
+    own_bests = {fold: trial_train_config(configs[row["trial_id"]], _setup_like(plan))
+                 for fold, row in fold_bests.items()}
+    fold_configs = plan.folds.outer_configs(best_train, own_bests, data.n_folds)
     if plan.nested:
-        fold_configs = {fold: trial_train_config(configs[row["trial_id"]], _setup_like(plan))
-                        for fold, row in fold_bests.items()}
         say(f"outer scores of the nested search: each fold's best config on its own test rows "
             f"({data.protocol}, {len(fold_configs)} folds as Ray tasks)")
         name = "the per-fold best configs (fold<k>/best_config.yaml)"
     else:
-        fold_configs = {fold: best_train for fold in range(data.n_folds)}
         say(f"outer cross-validation of the best config ({data.protocol}, {data.n_folds} folds as Ray tasks)")
         name = str(exp_dir / "best_config.yaml")
     outputs = run_outer_folds(source, data.label, fold_configs, data.protocol, data.n_folds, cfg.resources,
@@ -619,8 +606,7 @@ def final_model(plan: SearchPlan, data, source, best, best_train: dict, say, pla
     from tuning.remote import final_model_task, remote
 
     exp_dir = plan.exp_dir
-    which = (f"trial {best['trial_id']}, the best inner-validation score of all folds' searches" if plan.nested
-             else f"trial {best['trial_id']}")
+    which = plan.folds.best_text(best["trial_id"])
     say(f"final model: the best config ({which}) on all {len(data.rows)} rows, as a Ray task")
     task = remote(final_model_task, plan.cfg.resources)
     files, node = ray.get(task.remote(source, data.label, best_train, data.protocol))

@@ -530,3 +530,44 @@ def test_a_trial_resumed_at_its_last_checkpoint_reports_its_final_epoch_again(da
     assert again[0][0] == {**first[-1][0], "restarts": 1}
     middle = run(resume=states[0], restarts=1, rank=1)  # mid-run, rank 1: two epochs, no checkpoints
     assert [(m["global_epoch"], m["restarts"], folder) for m, folder in middle] == [(2, 1, None), (3, 1, None)]
+
+
+def test_plain_and_nested_searches_differ_only_through_their_folds_object():
+    """OneFold / EveryFold (tuning.nested) decide the trainable, the setup, the searcher, the best rows
+    and the outer configs; the driver asks them instead of branching on a flag."""
+    from ray.tune.search import Searcher
+
+    from tuning.nested import (
+        EveryFold,
+        FoldSearcher,
+        OneFold,
+        fold_trial_name,
+        run_fold_trial,
+        searched_folds,
+    )
+    from tuning.trial_driver import run_trial
+
+    plain, nested = searched_folds(False, 1), searched_folds(True, 1)
+    assert isinstance(plain, OneFold) and isinstance(nested, EveryFold)
+    setups = {0: "setup0", 1: "setup1"}
+    assert plain.trainable() is run_trial and plain.trial_setup(setups) == "setup1"
+    assert nested.trainable() is run_fold_trial and nested.trial_setup(setups) == setups
+
+    class Stub(Searcher):
+        def suggest(self, trial_id):
+            return {}
+
+    searcher, n, name = plain.searcher(Stub, 4, [1], "val_metric", "max")
+    assert isinstance(searcher, Stub) and n == 4 and name is None
+    searcher, n, name = nested.searcher(Stub, 4, [0, 1], "val_metric", "max")
+    assert isinstance(searcher, FoldSearcher) and sorted(searcher.searchers) == [0, 1] and n == 8
+    assert name is fold_trial_name
+
+    table = pd.DataFrame({"fold": [0, 0, 1], "trial_id": ["a", "b", "c"], "score": [0.5, 0.7, 0.6]})
+    best = lambda rows: rows.loc[rows["score"].idxmax()] if len(rows) else None  # noqa: E731
+    assert plain.fold_bests(table, [1], best) == {}
+    bests = nested.fold_bests(table, [0, 1], best)
+    assert {f: r["trial_id"] for f, r in bests.items()} == {0: "b", 1: "c"}
+    assert plain.outer_configs({"best": 1}, {}, 3) == {0: {"best": 1}, 1: {"best": 1}, 2: {"best": 1}}
+    assert nested.outer_configs({"best": 1}, {0: {"own": 0}}, 3) == {0: {"own": 0}}
+    assert plain.scores_outer({}) and not nested.scores_outer({}) and nested.scores_outer(bests)
