@@ -21,6 +21,7 @@ trial's resource requests go through the autoscaler's own node-type choice
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
 import subprocess
@@ -160,17 +161,68 @@ def kuberay_containers(spec: dict) -> list[dict]:
     return [c for g in groups for c in g["template"]["spec"]["containers"]]
 
 
-def test_storage_is_object_storage_every_node_can_write():
+S3_ACTIONS_ON_OBJECTS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                         "s3:ListMultipartUploadParts"}
+GCP_STORAGE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
+GCP_COMPUTE_SCOPE = "https://www.googleapis.com/auth/compute"
+
+
+def search_bucket() -> str:
+    """The bucket of the cluster search's Tune storage (s3://BUCKET/...)."""
+    return cluster_search_config().storage.split("://", 1)[1].split("/", 1)[0]
+
+
+def aws_policy(name: str) -> list[dict]:
+    return json.loads((CLUSTER / "iam" / name).read_text())["Statement"]
+
+
+def aws_bucket_problems(statements: list[dict], bucket: str) -> list[str]:
+    """S3 rights beyond ``bucket``: wildcard actions, or an s3 action on another resource."""
+    problems = []
+    for statement in statements:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        for action in actions:
+            if action in ("*", "s3:*") or action.startswith("s3:") and action.endswith("*"):
+                problems.append(f"{statement.get('Sid')}: wildcard action {action}")
+            elif action.startswith("s3:") and set(resources) - {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}:
+                problems.append(f"{statement.get('Sid')}: {action} on {resources}")
+    return problems
+
+
+def test_every_node_may_write_the_search_bucket_and_no_other():
+    """Every node writes Tune storage (Ray Train workers upload checkpoints), so every node has
+    rights on the search's bucket; none has S3 full access (AWS) or the cloud-platform scope (GCP)."""
+    bucket = search_bucket()
     aws = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
-    for name, node_type in gpu_node_types(aws).items():
-        assert node_type["node_config"]["IamInstanceProfile"] == {"Name": "ray-autoscaler-v1"}, name
+    profiles = {name: t["node_config"]["IamInstanceProfile"] for name, t in aws["available_node_types"].items()}
+    assert profiles.pop(aws["head_node_type"]) == {"Name": "mercl-search-head"}
+    assert set(map(str, profiles.values())) == {str({"Name": "mercl-search-worker"})}
+    worker, head = aws_policy("aws-worker-policy.json"), aws_policy("aws-head-policy.json")
+    assert aws_bucket_problems(worker, bucket) == [] and aws_bucket_problems(head, bucket) == []
+    worker_actions = {a for s in worker for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert S3_ACTIONS_ON_OBJECTS <= worker_actions and all(a.startswith("s3:") for a in worker_actions)
+    (pass_role,) = [s for s in head if s["Action"] == "iam:PassRole"]
+    assert pass_role["Resource"] == "arn:aws:iam::*:role/mercl-search-worker"
+    other = {a for s in head if s is not pass_role for a in s["Action"] if not a.startswith("s3:")}
+    assert other and all(a.startswith("ec2:") and "*" not in a for a in other)
+    assert "ray-autoscaler-v1" not in json.dumps(aws["available_node_types"])
+    # an S3-full-access statement is caught
+    assert aws_bucket_problems([{"Sid": "all", "Action": "s3:*", "Resource": "*"}], bucket) == ["all: wildcard action s3:*"]
+    assert aws_bucket_problems([{"Sid": "x", "Action": ["s3:GetObject"], "Resource": "*"}], bucket)
+
     gcp = yaml.safe_load((CLUSTER / "gcp.yaml").read_text())
     project = gcp["provider"]["project_id"]
-    for name, node_type in gpu_node_types(gcp).items():
+    for name, node_type in gcp["available_node_types"].items():
         (account,) = node_type["node_config"]["serviceAccounts"]
-        assert account["email"] == f"ray-autoscaler-sa-v1@{project}.iam.gserviceaccount.com", name
-        assert "https://www.googleapis.com/auth/cloud-platform" in account["scopes"]
-    assert "--storage gs://" in (CLUSTER / "gcp.yaml").read_text()
+        role = "head" if name == gcp["head_node_type"] else "worker"
+        assert account["email"] == f"mercl-search-{role}@{project}.iam.gserviceaccount.com", name
+        expected = {GCP_STORAGE_SCOPE, GCP_COMPUTE_SCOPE} if role == "head" else {GCP_STORAGE_SCOPE}
+        assert set(account["scopes"]) == expected, name
+    assert "cloud-platform" not in json.dumps(gcp) and "ray-autoscaler-sa-v1" not in json.dumps(gcp)
+    assert f"--storage gs://{bucket}/" in (CLUSTER / "gcp.yaml").read_text()
+    # the KubeRay files fetch from and write to the same bucket
+    assert f"s3://{bucket}/" in load_manifest("kuberay-rayjob.yaml")["spec"]["entrypoint"]
 
 
 # ---------------------------------------------------------------- broken launcher YAMLs
@@ -227,10 +279,20 @@ def test_unknown_head_type_fails_rays_validator(tmp_path):
 # ---------------------------------------------------------------------------- KubeRay
 
 
+def load_documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def ray_resource(docs: list[dict]) -> dict:
+    """The one RayCluster/RayJob of a KubeRay manifest (beside it: its NetworkPolicy)."""
+    (resource,) = [d for d in docs if d["apiVersion"] == "ray.io/v1"]
+    return resource
+
+
 def load_manifest(name: str) -> dict:
-    docs = [d for d in yaml.safe_load_all((CLUSTER / name).read_text()) if d]
-    assert len(docs) == 1, f"{name}: expected one resource, got {len(docs)}"
-    return docs[0]
+    docs = load_documents(CLUSTER / name)
+    assert sorted(d["kind"] for d in docs if d["apiVersion"] != "ray.io/v1") == ["NetworkPolicy"], name
+    return ray_resource(docs)
 
 
 def kuberay_autoscaling_config(cluster_spec: dict, name: str) -> dict:
@@ -385,3 +447,225 @@ def test_one_trial_packs_on_one_four_gpu_node(cluster):
     # ... and the cluster is no bigger than that: one more trial would wait
     _, unmet = nodes_to_add(config, one * (res.max_concurrent_trials + 1))
     assert unmet
+
+
+# ------------------------------------------------- who may reach the cluster: token auth
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+HEAD_PORTS = {8265, 6379, 10001}  # dashboard / job submission, GCS, Ray client
+KUBERAY_DEFAULT_DASHBOARD_HOST = "0.0.0.0"  # KubeRay passes this when rayStartParams has none
+RAY_DEFAULT_DASHBOARD_HOST = "127.0.0.1"  # `ray start`'s default
+
+
+def launcher_node_setup(config: dict, name: str) -> tuple[list[str], list[str]]:
+    """What sets the environment of node type ``name``'s ``ray start``: its Docker run options
+    (shared, head/worker, the type's own) and its start commands."""
+    is_head = name == config["head_node_type"]
+    docker, own = config.get("docker", {}), config["available_node_types"][name].get("docker", {})
+    which = "head_run_options" if is_head else "worker_run_options"
+    options = docker.get("run_options", []) + docker.get(which, []) + own.get("run_options", []) + own.get(which, [])
+    commands = config["head_start_ray_commands" if is_head else "worker_start_ray_commands"]
+    return options, commands
+
+
+def sets_token_mode(options: list[str], commands: list[str]) -> bool:
+    in_container = any(re.fullmatch(r"(--env|-e)[ =]RAY_AUTH_MODE=token", o.strip()) for o in options)
+    return in_container or any(re.search(r"(^|[\s;])(export\s+)?RAY_AUTH_MODE=token\b", c) for c in commands)
+
+
+def launcher_dashboard_host(config: dict) -> str:
+    hosts = re.findall(r"--dashboard-host[= ](\S+)", " ".join(config["head_start_ray_commands"]))
+    return hosts[-1].strip("'\"") if hosts else RAY_DEFAULT_DASHBOARD_HOST
+
+
+def launcher_auth_problems(config: dict) -> list[str]:
+    """Who can reach a cluster-launcher cluster: the dashboard (job submission = running code with
+    the nodes' cloud rights) must ask for Ray's token, or listen on loopback only."""
+    nodes = list(config["available_node_types"])
+    without = [n for n in nodes if not sets_token_mode(*launcher_node_setup(config, n))]
+    host = launcher_dashboard_host(config)
+    problems = []
+    if without and host not in LOOPBACK:
+        problems.append(
+            f"dashboard (job submission API) on {host} without token auth on {', '.join(without)}: "
+            "set RAY_AUTH_MODE=token on every node, or bind the dashboard to 127.0.0.1"
+        )
+    if without and len(without) < len(nodes):
+        problems.append(f"token auth on some nodes only (not on {', '.join(without)}): every node needs it")
+    setup = json.dumps([config.get("docker", {}), config["head_start_ray_commands"], config["worker_start_ray_commands"]])
+    has_token = any(remote.rstrip("/").endswith(".ray/auth_token") for remote in config.get("file_mounts", {}))
+    if len(without) < len(nodes) and not has_token and "RAY_AUTH_TOKEN" not in setup:
+        problems.append("RAY_AUTH_MODE=token but no token on the nodes: file_mounts ~/.ray/auth_token")
+    return problems
+
+
+def kuberay_groups(spec: dict) -> dict[str, dict]:
+    return {"head": spec["headGroupSpec"], **{g["groupName"]: g for g in spec["workerGroupSpecs"]}}
+
+
+def container_has_token_auth(container: dict) -> bool:
+    env = {e["name"]: e for e in container.get("env", [])}
+    token_given = "valueFrom" in env.get("RAY_AUTH_TOKEN", {}) or "RAY_AUTH_TOKEN_PATH" in env
+    return env.get("RAY_AUTH_MODE", {}).get("value") == "token" and token_given
+
+
+def kuberay_auth_problems(spec: dict) -> list[str]:
+    """The same for a RayCluster spec: token auth through ``authOptions`` (the operator makes the
+    token and gives it to every pod) or by hand on every Ray container (env from a Secret)."""
+    host = spec["headGroupSpec"].get("rayStartParams", {}).get("dashboard-host", KUBERAY_DEFAULT_DASHBOARD_HOST)
+    operator_token = spec.get("authOptions", {}).get("mode") == "token"
+    without = [
+        name for name, group in kuberay_groups(spec).items()
+        if not (operator_token or container_has_token_auth(group["template"]["spec"]["containers"][0]))
+    ]
+    if without and host not in LOOPBACK:
+        return [f"dashboard (job submission API) on {host} without token auth on {', '.join(without)}: "
+                "set authOptions: {mode: token}, or bind the dashboard to 127.0.0.1"]
+    return []
+
+
+def peer_problems(peer: dict) -> list[str]:
+    if "ipBlock" in peer:
+        return [f"admits addresses {peer['ipBlock']}"]
+    if "namespaceSelector" in peer and "podSelector" not in peer:
+        return ["admits every pod of whole namespaces"]
+    return []
+
+
+def network_policy_problems(docs: list[dict]) -> list[str]:
+    """The NetworkPolicy beside a KubeRay resource must select every Ray pod, admit other pods
+    only on the head's ports, and admit nothing from outside the Kubernetes cluster."""
+    resource = ray_resource(docs)
+    spec = resource["spec"].get("rayClusterSpec", resource["spec"])
+    policies = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy" and "Ingress" in d["spec"].get("policyTypes", [])]
+    problems = []
+    for name, group in kuberay_groups(spec).items():
+        labels = group["template"].get("metadata", {}).get("labels", {})
+        if not any(p["podSelector"].get("matchLabels", {}).items() <= labels.items() for p in policies):
+            problems.append(f"{name}: pods selected by no ingress NetworkPolicy")
+    for policy in policies:
+        own = {"podSelector": policy["podSelector"]}
+        for rule in policy.get("ingress", []):
+            peers = rule.get("from", [])
+            if not peers:
+                problems.append("an ingress rule without `from` admits every source")
+            problems += [p for peer in peers for p in peer_problems(peer)]
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if not ports and any(peer != own for peer in peers):
+                problems.append("all ports open to pods outside the Ray cluster")
+            elif ports - HEAD_PORTS and any(peer != own for peer in peers):
+                problems.append(f"ports {sorted(ports - HEAD_PORTS)} open to pods outside the Ray cluster")
+    return problems
+
+
+def cluster_file_problems(path: Path) -> list[str]:
+    """Every check of one cluster file: Ray's validator (raises), worker counts, who may reach it."""
+    docs = load_documents(path)
+    if "available_node_types" in docs[0]:
+        config = validate_launcher_yaml(path)
+        return worker_count_problems(config) + launcher_auth_problems(config)
+    resource = ray_resource(docs)
+    spec = resource["spec"].get("rayClusterSpec", resource["spec"])
+    config = kuberay_autoscaling_config(spec, resource["metadata"]["name"])
+    return worker_count_problems(config) + kuberay_auth_problems(spec) + network_policy_problems(docs)
+
+
+CLUSTER_FILES = [*LAUNCHER_YAMLS, "kuberay-raycluster.yaml", "kuberay-rayjob.yaml"]
+
+
+def mutated_copy(tmp_path: Path, name: str, *, drop: str, replace: tuple[str, str] = ("", "")) -> Path:
+    """cluster/``name`` without the (non-comment) lines matching ``drop``, one text replaced."""
+    lines = (CLUSTER / name).read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.lstrip().startswith("#") or not re.search(drop, line)]
+    assert len(kept) < len(lines), f"{name}: nothing matches {drop!r}"
+    text = "".join(kept)
+    old, new = replace
+    assert old in text
+    path = tmp_path / name
+    path.write_text(text.replace(old, new))
+    return path
+
+
+AUTH_LINES = r"RAY_AUTH_MODE|\.ray/auth_token|authOptions"
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_shipped_cluster_files_admit_only_the_token_holder(name):
+    assert cluster_file_problems(CLUSTER / name) == []
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_dashboard_on_the_network_without_auth_is_refused(tmp_path, name):
+    """The state of the files before issue 21: no token auth, dashboard on 0.0.0.0. Ray's own
+    validator lets it through; the auth check refuses it, naming the host and the nodes."""
+    to_network = ("dashboard-host=127.0.0.1", "dashboard-host=0.0.0.0") if name in LAUNCHER_YAMLS else ("", "")
+    path = mutated_copy(tmp_path, name, drop=AUTH_LINES, replace=to_network)
+    settings = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not any("RAY_AUTH_MODE" in line for line in settings)
+    (problem,) = cluster_file_problems(path)  # passed Ray's validator on the way
+    assert problem.startswith("dashboard (job submission API) on 0.0.0.0 without token auth on ")
+    assert "head" in problem and "gpu" in problem
+
+
+def test_dashboard_on_loopback_without_auth_is_accepted(tmp_path):
+    """The fallback where token auth is not possible: a dashboard only `ray dashboard`'s SSH
+    tunnel reaches. The check is about exposure, not about a keyword."""
+    assert cluster_file_problems(mutated_copy(tmp_path, "aws.yaml", drop=AUTH_LINES)) == []
+    path = mutated_copy(tmp_path, "kuberay-raycluster.yaml", drop=AUTH_LINES,
+                        replace=('dashboard-host: "0.0.0.0"', 'dashboard-host: "127.0.0.1"'))
+    assert cluster_file_problems(path) == []
+
+
+def test_token_mode_without_a_token_or_on_some_nodes_only_is_refused(tmp_path):
+    path = mutated_copy(tmp_path, "gcp.yaml", drop=r"~/\.ray/auth_token:")
+    assert cluster_file_problems(path) == ["RAY_AUTH_MODE=token but no token on the nodes: file_mounts ~/.ray/auth_token"]
+    config = validate_launcher_yaml(CLUSTER / "aws.yaml")
+    config["docker"]["run_options"].remove("--env RAY_AUTH_MODE=token")
+    config["docker"]["head_run_options"] = ["--env RAY_AUTH_MODE=token"]
+    assert launcher_auth_problems(config) == ["token auth on some nodes only (not on gpu.1x, gpu.4x): every node needs it"]
+    config["head_start_ray_commands"][-1] += " --dashboard-host=0.0.0.0"
+    assert launcher_auth_problems(config)[0].startswith("dashboard (job submission API) on 0.0.0.0 without token auth on gpu.1x")
+
+
+def test_kuberay_token_by_hand_from_a_secret_counts_as_auth():
+    spec = copy.deepcopy(load_manifest("kuberay-raycluster.yaml")["spec"])
+    del spec["authOptions"]
+    assert kuberay_auth_problems(spec)  # RAY_AUTH_MODE alone: no token given
+    secret = {"secretKeyRef": {"name": "mercl-ray-token", "key": "auth_token"}}
+    for group in kuberay_groups(spec).values():
+        group["template"]["spec"]["containers"][0]["env"].append({"name": "RAY_AUTH_TOKEN", "valueFrom": secret})
+    assert kuberay_auth_problems(spec) == []
+
+
+def test_every_kuberay_container_fails_closed_without_the_operators_token():
+    """An operator older than KubeRay 1.5.1 drops authOptions; RAY_AUTH_MODE=token in every Ray
+    container then makes `ray start` refuse (no token) instead of starting unauthenticated."""
+    for name in ("kuberay-raycluster.yaml", "kuberay-rayjob.yaml"):
+        resource = load_manifest(name)
+        spec = resource["spec"].get("rayClusterSpec", resource["spec"])
+        assert spec["authOptions"] == {"mode": "token"}
+        for container in kuberay_containers(spec):
+            assert {"name": "RAY_AUTH_MODE", "value": "token"} in container["env"], (name, container["name"])
+
+
+def test_launcher_dashboards_listen_on_loopback_only(launcher_yaml):
+    """Token auth and, on top, no network exposure: `ray dashboard` tunnels to the head's 127.0.0.1.
+    (Ray Train's State API user, the PlacementGroupCleaner, runs on the head.)"""
+    assert launcher_dashboard_host(validate_launcher_yaml(launcher_yaml)) == "127.0.0.1"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda p: p.clear(), "head: pods selected by no ingress NetworkPolicy"),
+    (lambda p: p["spec"]["ingress"][1].pop("from"), "an ingress rule without `from` admits every source"),
+    (lambda p: p["spec"]["ingress"][1].pop("ports"), "all ports open to pods outside the Ray cluster"),
+    (lambda p: p["spec"]["ingress"][2]["from"][0].pop("podSelector"), "admits every pod of whole namespaces"),
+    (lambda p: p["spec"]["ingress"].append({"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 8265}]}),
+     "admits addresses {'cidr': '0.0.0.0/0'}"),
+])
+def test_kuberay_network_policy_problems_are_found(edit, expected):
+    docs = load_documents(CLUSTER / "kuberay-raycluster.yaml")
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    edit(policy)
+    if not policy:
+        docs.remove(policy)
+    assert expected in network_policy_problems(docs)
