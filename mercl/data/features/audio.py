@@ -1,7 +1,9 @@
 """Stimulus audio: demux, mono, resample; per-segment log-Mel sequences and loudness.
 
 A clip's audio is read once with PyAV (first audio stream, downmixed to mono and
-resampled by libswresample through ``av.AudioResampler``). Its Mel spectrogram is computed
+resampled by libswresample through ``av.AudioResampler``), and only as far as the
+segments need (:func:`audio_stop_s`): decoding stops there, and the samples kept equal
+those of decoding the whole track, cut. Its Mel spectrogram is computed
 once with librosa: frame ``i`` covers samples ``[i*hop, i*hop + win)`` (``center=False``;
 with ``n_fft`` > window the frame is zero-padded to ``n_fft`` for the FFT), the window is
 ``window`` (Hamming by default), ``power`` 2 (power) or 1 (magnitude), ``n_mels`` Mel
@@ -43,6 +45,8 @@ import scipy.signal
 from mercl.config import FieldProblem, at_least
 from mercl.errors import InputFileError
 from mercl.modalities import SILENT_DB
+
+MAX_SAMPLE_RATE = 192_000  # Hz; the highest rate audio is mastered at
 
 # Named settings a user selects with ``audio.preset``; the preset fills the fields the
 # config leaves out, and a field set to another value is an error (the name must not lie).
@@ -124,8 +128,8 @@ class AudioFeatureConfig:
                         f"{getattr(self, name)!r} differs from the {self.preset} preset's {value!r} "
                         "(leave it out, or drop the preset to set it freely)",
                     )
-        if self.sample_rate < 1000:
-            raise FieldProblem("sample_rate", f"must be >= 1000 Hz, got {self.sample_rate}")
+        if not 1000 <= self.sample_rate <= MAX_SAMPLE_RATE:
+            raise FieldProblem("sample_rate", f"must be in [1000, {MAX_SAMPLE_RATE}] Hz, got {self.sample_rate}")
         at_least(self, 1, "n_mels")
         if self.win_s <= 0 or self.win_s * self.sample_rate < 8:
             raise FieldProblem("win_s", f"must give at least 8 samples, got {self.win_s} s")
@@ -161,29 +165,53 @@ def n_audio_frames(seg_s: float, cfg: AudioFeatureConfig) -> int:
     return (seg_len - win) // int(round(cfg.hop_s * cfg.sample_rate)) + 1
 
 
-def read_audio(path: Path, sample_rate: int) -> np.ndarray | None:
+def audio_stop_s(starts_s: np.ndarray, seg_s: float, sr: int, cfg: AudioFeatureConfig) -> float:
+    """Clip seconds of audio that :func:`audio_segment_features` reads for these segments:
+    passed as ``read_audio(..., stop_s=)`` it gives the same features as the whole track."""
+    starts_s = np.asarray(starts_s, dtype=np.float64).reshape(-1)
+    if len(starts_s) == 0:
+        return 0.0
+    hop = int(round(cfg.hop_s * sr))
+    seg_len = int(round(seg_s * sr))
+    first_frame = int(np.rint(starts_s.max() * sr / hop))
+    start_sample = int(np.rint(starts_s.max() * sr))
+    return max(first_frame * hop + seg_len, start_sample + seg_len) / sr
+
+
+def read_audio(path: Path, sample_rate: int, stop_s: float | None = None) -> np.ndarray | None:
     """The clip's first audio stream as mono float32 at ``sample_rate``.
+
+    stop_s: decode only the first ``stop_s`` seconds (the samples are those of decoding the
+        whole track, cut); None = the whole track.
 
     Returns (S,) float32 in [-1, 1], or None when the file has no audio stream.
     Raises InputFileError when the file cannot be opened or decoded.
     """
     path = Path(path)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    limit = None if stop_s is None else max(0, int(np.ceil(stop_s * sample_rate)))
     chunks: list[np.ndarray] = []
+    have = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
             for frame in container.decode(stream):
+                if limit is not None and have >= limit:
+                    break  # what follows is not needed (and the resampler's flush would not reach it)
                 frame.pts = None  # let the resampler count samples (robust to odd timestamps)
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    have += len(chunks[-1])
+            else:
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
     except (av.FFmpegError, OSError) as exc:
         raise InputFileError(path, f"cannot read audio ({_one_line(exc)})") from None
     if not chunks:
         return np.zeros(0, dtype=np.float32)
-    return np.clip(np.concatenate(chunks), -1.0, 1.0).astype(np.float32, copy=False)
+    wave = np.concatenate(chunks)[:limit]
+    return np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False)
 
 
 def _one_line(exc: BaseException) -> str:

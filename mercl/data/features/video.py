@@ -1,25 +1,35 @@
 """Stimulus video: probe a clip, sample frames at a fixed rate, resize for the ViT.
 
 Frames are decoded sequentially with PyAV (FFmpeg threads on); for each sample time
-``t_i = i / fps`` (``t_i`` < the video's duration) the decoded frame whose timestamp
-is nearest is kept. Only kept frames are converted to RGB and resized (PIL, bicubic,
-antialiased) to ``size x size`` as they are decoded, so at most one full-resolution
-frame is alive at a time; decoding stops after the last sample time.
+``t_i = i / fps`` (``t_i`` < the video's duration, and < ``stop_s`` when given) the
+decoded frame whose timestamp is nearest is kept. Only kept frames are converted, straight
+from the decoder's YUV to ``size x size`` RGB by FFmpeg's scaler (bicubic, accurate
+rounding, full chroma: within a few levels of converting to full-size RGB and resizing with
+PIL, at ~1/15 of the time), so no full-resolution RGB image is ever made and at most two
+decoded frames are alive; decoding stops after the last sample time.
+
+Limits (one-line refusals): ``size`` <= MAX_SIZE, ``fps`` <= MAX_FPS, and a clip whose
+frames are wider or taller than MAX_FRAME_SIDE or hold more than MAX_FRAME_PIXELS pixels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
 
 from mercl.config import FieldProblem
 from mercl.errors import InputFileError
 
 _EPS = 1e-6
+MAX_SIZE = 1024  # frame side after resizing (the ViT takes 224)
+MAX_FPS = 120.0  # frames sampled per clip second
+MAX_FRAME_SIDE = 16384  # a decoded frame's width or height (8K video is 7680 x 4320)
+MAX_FRAME_PIXELS = 8192 * 8192
+SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
 
 
 @dataclass
@@ -36,8 +46,12 @@ class VideoFeatureConfig:
     def validate(self) -> None:
         if self.fps <= 0:
             raise FieldProblem("fps", f"must be > 0, got {self.fps}")
+        if self.fps > MAX_FPS:
+            raise FieldProblem("fps", f"must be <= {MAX_FPS:g} frames/s, got {self.fps}")
         if self.size < 8:
             raise FieldProblem("size", f"must be >= 8 pixels, got {self.size}")
+        if self.size > MAX_SIZE:
+            raise FieldProblem("size", f"must be <= {MAX_SIZE} pixels, got {self.size}")
 
 
 @dataclass
@@ -61,6 +75,16 @@ def _stream_duration(stream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     return None
+
+
+def check_frame_size(path: Path, width: int, height: int) -> None:
+    """Refuse a video stream whose frames are absurdly large (see the module's limits)."""
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+        raise InputFileError(
+            path,
+            f"video frames of {width} x {height} pixels are too large (at most {MAX_FRAME_SIDE} per side "
+            f"and {MAX_FRAME_PIXELS:,} pixels)",
+        )
 
 
 def probe_clip(path: Path) -> ClipInfo:
@@ -88,6 +112,8 @@ def probe_clip(path: Path) -> ClipInfo:
             if not durations:
                 raise InputFileError(path, "has no known duration")
             rate = (video.average_rate or video.guessed_rate) if video is not None else None
+            if video is not None:
+                check_frame_size(path, video.codec_context.width, video.codec_context.height)
             return ClipInfo(
                 path=path,
                 duration=max(durations),
@@ -101,14 +127,44 @@ def probe_clip(path: Path) -> ClipInfo:
         raise InputFileError(path, f"cannot read clip ({_one_line(exc)})") from None
 
 
-def _resize(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """(3, size, size) uint8 RGB of a decoded frame."""
-    image = frame.to_image().resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+class _Scaler:
+    """Decoded frames -> (3, size, size) uint8 RGB by FFmpeg's scaler (a filter graph rebuilt
+    when the frames' size or pixel format changes)."""
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
+        self.key: tuple | None = None
+        self.graph = self.source = self.sink = None
+
+    def _build(self, frame: av.VideoFrame) -> None:
+        check_frame_size(self.path, frame.width, frame.height)
+        graph = av.filter.Graph()
+        source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                  time_base=frame.time_base or Fraction(1, 1000))
+        scale = graph.add("scale", f"{self.size}:{self.size}:flags={SCALE_FLAGS}")
+        rgb = graph.add("format", "rgb24")
+        sink = graph.add("buffersink")
+        source.link_to(scale)
+        scale.link_to(rgb)
+        rgb.link_to(sink)
+        graph.configure()
+        self.graph, self.source, self.sink = graph, source, sink
+        self.key = (frame.width, frame.height, frame.format.name)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.key != (frame.width, frame.height, frame.format.name):
+            self._build(frame)
+        self.source.push(frame)
+        return self.sink.pull().to_ndarray().transpose(2, 0, 1)
 
 
-def read_video_frames(path: Path, cfg: VideoFeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def read_video_frames(
+    path: Path, cfg: VideoFeatureConfig, stop_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Frames sampled every ``1 / cfg.fps`` seconds, resized.
+
+    stop_s: sample only times before this (the end of the last segment); decoding stops
+        there. None = the whole clip.
 
     Returns:
         frames: (F, 3, size, size) uint8 RGB, the decoded frame nearest each sample time.
@@ -124,11 +180,18 @@ def read_video_frames(path: Path, cfg: VideoFeatureConfig) -> tuple[np.ndarray, 
             if not container.streams.video:
                 raise InputFileError(path, "holds no video stream")
             stream = container.streams.video[0]
+            check_frame_size(path, stream.codec_context.width, stream.codec_context.height)
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             duration = _stream_duration(stream) or (container.duration or 0) / av.time_base
             t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             n_targets = int(np.ceil(duration * cfg.fps - _EPS)) if duration > 0 else None
+            if stop_s is not None:
+                wanted = max(0, int(np.ceil(stop_s * cfg.fps - _EPS)))
+                n_targets = wanted if n_targets is None else min(n_targets, wanted)
+            if n_targets == 0:
+                return empty
+            resize = _Scaler(path, cfg.size)
             prev, prev_t, prev_img = None, None, None
             index = 0
             for count, frame in enumerate(container.decode(stream)):
@@ -137,10 +200,10 @@ def read_video_frames(path: Path, cfg: VideoFeatureConfig) -> tuple[np.ndarray, 
                 while (n_targets is None or len(kept) < n_targets) and index / cfg.fps <= t + _EPS:
                     target = index / cfg.fps
                     if prev is not None and target - prev_t < t - target:
-                        prev_img = prev_img if prev_img is not None else _resize(prev, cfg.size)
+                        prev_img = prev_img if prev_img is not None else resize(prev)
                         kept.append(prev_img)
                     else:
-                        img = img if img is not None else _resize(frame, cfg.size)
+                        img = img if img is not None else resize(frame)
                         kept.append(img)
                     index += 1
                 if n_targets is not None and len(kept) >= n_targets:
@@ -152,7 +215,7 @@ def read_video_frames(path: Path, cfg: VideoFeatureConfig) -> tuple[np.ndarray, 
                 while (
                     n_targets is None or len(kept) < n_targets
                 ) and index / cfg.fps < prev_t + 1 / rate - _EPS:
-                    last_img = last_img if last_img is not None else _resize(prev, cfg.size)
+                    last_img = last_img if last_img is not None else resize(prev)
                     kept.append(last_img)
                     index += 1
     except (av.FFmpegError, OSError) as exc:

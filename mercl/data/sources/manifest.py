@@ -336,20 +336,26 @@ def _unit_names(groups: dict[Path, list[ManifestRow]]) -> dict[Path, str]:
     return names
 
 
+def _resolve(written: str, manifest: Path) -> Path:
+    """An ``eeg`` cell as a path (a relative one against the manifest's folder)."""
+    eeg_path = Path(written).expanduser()
+    return eeg_path if eeg_path.is_absolute() else manifest.parent / eeg_path
+
+
 def discover(raw: Path, options: SourceOptions) -> list[ManifestRecording]:
     """One unit per distinct EEG file of the manifest, checked against the file headers."""
     path = find_manifest(Path(raw))
     rows = parse_rows(read_table(path), path, options.lag)
+    resolved = [(row, _resolve(written, path)) for row, written in rows]
+    n_files = len({eeg_path for _, eeg_path in resolved})
+    if n_files > MAX_RECORDINGS:
+        raise InputFileError(
+            path, f"{n_files:,} EEG files, more than {MAX_RECORDINGS:,} (at most {MAX_RECORDINGS:,} recordings per manifest)"
+        )
     groups: dict[Path, list[ManifestRow]] = {}
-    for row, written in rows:
-        eeg_path = Path(written).expanduser()
-        eeg_path = eeg_path if eeg_path.is_absolute() else path.parent / eeg_path
+    for row, eeg_path in resolved:
         expect_file(eeg_path, f"an EEG recording, manifest {path.name} row {row.row}")
         groups.setdefault(eeg_path, []).append(row)
-        if len(groups) > MAX_RECORDINGS:
-            raise InputFileError(
-                path, f"row {row.row}: more than {MAX_RECORDINGS:,} EEG files (at most {MAX_RECORDINGS:,} recordings per manifest)"
-            )
     first: tuple[Path, float] | None = None
     for eeg_path, group in groups.items():
         header = read_header(open_recording(eeg_path), eeg_path, options)
