@@ -49,6 +49,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--lag", type=float, metavar="S", help="EEG-to-clip lag in seconds when the source has none"
     )
+    parser.add_argument(
+        "--trial-times", metavar="CSV", help="seed-v: trial windows, columns session,trial,start_s,end_s "
+        "(trials numbered from 1 within a session; default: the released table)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -57,9 +61,17 @@ def run(args: argparse.Namespace) -> int:
     from mercl.data.prepare import load_prepare_config, prepare
     from mercl.data.summary import format_summary
     from mercl.errors import MerclError
+    from mercl.output_lock import output_lock
 
     if args.workers is not None and args.workers < 1:
         raise MerclError(f"--workers must be >= 1, got {args.workers}")
+    trial_times = None
+    if args.trial_times is not None:
+        if args.source != "seed-v":
+            raise MerclError(f"--trial-times applies to --source seed-v, not {args.source}")
+        from mercl.data.sources.seed_v import read_trial_times
+
+        trial_times = read_trial_times(args.trial_times)
     overrides = {
         "segment_s": args.segment,
         "overlap": args.overlap,
@@ -69,17 +81,21 @@ def run(args: argparse.Namespace) -> int:
         "source.channels": args.channels,
         "source.baseline": args.baseline,
         "source.lag": args.lag,
+        "source.trial_times": trial_times,
     }
     cfg = load_prepare_config(args.config, overrides)
-    result = prepare(
-        args.raw,
-        args.source,
-        args.out,
-        stimuli=args.stimuli,
-        config=cfg,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
+    with output_lock(args.out, "prepare"):
+        result = prepare(
+            args.raw,
+            args.source,
+            args.out,
+            stimuli=args.stimuli,
+            config=cfg,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
     print(format_summary(result.manifest, result.dataset_dir))
+    for line in result.changes:
+        print(line)
     print(f"built {len(result.built)} shards, reused {len(result.skipped)}")
     return 0

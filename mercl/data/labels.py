@@ -7,6 +7,12 @@ Schemes (defaults follow the MERCL paper and common DEAP practice; ratings are 1
 * ``quadrant4``: HVHA 0, LVHA 1, LVLA 2, HVLA 3 (high = valence/arousal > 5)
 * ``seed3``: SEED's label -1/0/1 (negative/neutral/positive) -> 0/1/2
 * ``class2``: a two-class ``label`` already 0/1 (e.g. the UEA EEG recordings), kept as is
+* ``seed4`` (SEED-IV): neutral, sad, fear, happy; ``seed5`` (SEED-V): disgust, fear, sad,
+  neutral, happy; ``faced9`` (FACED): anger, disgust, fear, sadness, neutral, amusement,
+  inspiration, joy, tenderness; ``faced3`` (FACED): negative, neutral, positive. These
+  releases number their classes from 0 alike, so their sources store ``label`` as
+  ``RELEASE_LABEL_BASE[scheme] + class`` (SEED-IV 40-43, SEED-V 50-54, FACED 90-98):
+  one release's labels never read as another's scheme.
 """
 
 from __future__ import annotations
@@ -38,7 +44,13 @@ _CLASS_NAMES = {
     "quadrant4": ("HVHA", "LVHA", "LVLA", "HVLA"),
     "seed3": ("negative", "neutral", "positive"),
     "class2": ("class 0", "class 1"),
+    "seed4": ("neutral", "sad", "fear", "happy"),
+    "seed5": ("disgust", "fear", "sad", "neutral", "happy"),
+    "faced9": ("anger", "disgust", "fear", "sadness", "neutral", "amusement", "inspiration", "joy", "tenderness"),
+    "faced3": ("negative", "neutral", "positive"),
 }
+RELEASE_LABEL_BASE = {"seed4": 40, "seed5": 50, "faced9": 90, "faced3": 90}  # faced3 reads faced9's codes
+_FACED3_OF_FACED9 = np.array([0, 0, 0, 0, 1, 2, 2, 2, 2])  # anger..sadness negative, neutral, the rest positive
 SCHEMES: tuple[str, ...] = tuple(_CLASS_NAMES)
 
 
@@ -48,7 +60,7 @@ def required_columns(scheme: str) -> tuple[str, ...]:
         return (_RATING_SCHEMES[scheme],)
     if scheme == "quadrant4":
         return ("valence", "arousal")
-    if scheme in ("seed3", "class2"):
+    if scheme in ("seed3", "class2", *RELEASE_LABEL_BASE):
         return ("label",)
     raise MerclError(f"unknown label scheme '{scheme}' (known: {', '.join(SCHEMES)})")
 
@@ -130,6 +142,8 @@ def assign_labels(
         # HVHA 0, LVHA 1, LVLA 2, HVLA 3
         return np.select([hv & ha, ~hv & ha, ~hv & ~ha], [0, 1, 2], default=3).astype(np.int64)
     label = _column(table, "label", scheme)
+    if scheme in RELEASE_LABEL_BASE:
+        return _release_classes(label, scheme)
     if scheme == "class2":
         bad = ~np.isin(label, (0, 1))
         if bad.any():
@@ -140,6 +154,23 @@ def assign_labels(
     if bad.any():
         raise MerclError(f"label scheme 'seed3': 'label' must be -1, 0 or 1, got {label[bad][0]:g}")
     return (label + 1).astype(np.int64)
+
+
+def release_label(scheme: str, class_id: int) -> int:
+    """The ``label`` a release's source stores for ``class_id`` of ``scheme`` (seed4, seed5, faced9)."""
+    return RELEASE_LABEL_BASE[scheme] + int(class_id)
+
+
+def _release_classes(label: np.ndarray, scheme: str) -> np.ndarray:
+    """Class ids from ``label`` codes written by :func:`release_label`."""
+    base = RELEASE_LABEL_BASE[scheme]
+    n_codes = len(_CLASS_NAMES["faced9" if scheme == "faced3" else scheme])
+    bad = ~np.isin(label, base + np.arange(n_codes))
+    if bad.any():
+        raise MerclError(f"label scheme '{scheme}': 'label' must be {base}-{base + n_codes - 1} "
+                         f"(the release's classes as its source codes them), got {label[bad][0]:g}")
+    classes = (label - base).astype(np.int64)
+    return _FACED3_OF_FACED9[classes] if scheme == "faced3" else classes
 
 
 def class_counts(table: pd.DataFrame | pa.Table | Mapping, scheme: str) -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import pickle
+import struct
 from pathlib import Path
 
 import mne
@@ -151,3 +152,212 @@ __all__ = [
     "write_seed_labels",
     "write_seed_session",
 ]
+
+
+# ---------------------------------------------------------------- SEED-IV, SEED-V (Neuroscan CNT), FACED
+
+
+def write_seed_iv_session(path: Path, trials: dict, prefix: str = "cz") -> Path:
+    """A SEED-IV session ``.mat``: ``{N: (62, S) microvolts}`` as variables ``<prefix>_eeg<N>``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {f"{prefix}_eeg{n}": np.asarray(eeg) for n, eeg in trials.items()})
+    return path
+
+
+def write_faced(path: Path, data: np.ndarray) -> Path:
+    """A FACED ``subNNN.pkl``: one pickled (28, 32, 7500) microvolt array (any object for damage tests)."""
+    return write_pickle(path, data, protocol=4)
+
+
+def planted_trial(class_id: int, n_channels: int, n_samples: int, sfreq: float, seed, n_groups: int,
+                  amplitude: float = 40.0) -> np.ndarray:
+    """(n_channels, n_samples) noise (10 units) plus a 10 Hz sine of ``amplitude`` on the channel group
+    ``class_id`` of ``n_groups`` equal groups: EEG band power names the class, whatever the clip."""
+    rng = np.random.default_rng(seed)
+    eeg = rng.normal(0.0, 10.0, size=(n_channels, n_samples))
+    t = np.arange(n_samples) / sfreq
+    group = np.array_split(np.arange(n_channels), n_groups)[class_id]
+    eeg[group] += amplitude * np.sin(2 * np.pi * 10.0 * t + rng.uniform(0, 2 * np.pi))
+    return eeg
+
+
+CNT_SETUP_BYTES = 900  # Neuroscan SETUP header (MNE's _DATA_OFFSET)
+CNT_CHANNEL_BYTES = 75  # one ELECTLOC record per channel (MNE's _CH_SIZE)
+
+
+def write_cnt(path: Path, n_samples: int, ch_names: list[str], sfreq: int = 1000, *, n_bytes: int = 4,
+              resolution_uv: float = 0.1, segments=(), events=()) -> Path:
+    """A Neuroscan continuous ``.cnt`` laid out as :func:`mne.io.read_raw_cnt` reads it (MNE cannot
+    write CNT): a 900-byte SETUP header, one 75-byte ELECTLOC record per channel, samples
+    multiplexed (sample-major, ``channel_offset`` 1) as little-endian int16 or int32 counts of
+    ``resolution_uv`` microvolts (MNE scales by ``cal * sensitivity / 204.8`` uV: sensitivity
+    204.8, cal = the resolution), then the event table (TEEG type 2 + 19-byte EVENT2 records).
+
+    ``segments``: ``[(first sample, (C, S) microvolts), ...]`` written where they start; the rest of
+    the data is a hole (zeros on read), so an hour-long recording costs only what is written.
+    ``events``: ``[(sample, stim code), ...]``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_ch = len(ch_names)
+    dtype = {2: "<i2", 4: "<i4"}[n_bytes]
+    data_start = CNT_SETUP_BYTES + CNT_CHANNEL_BYTES * n_ch
+    event_pos = data_start + n_samples * n_ch * n_bytes
+    setup = bytearray(CNT_SETUP_BYTES)
+    setup[0:12] = b"Version 3.0\0"
+    setup[225:233] = b"05/07/18"  # session date mm/dd/yy
+    setup[235:243] = b"10:00:00"
+    setup[370:372] = np.uint16(n_ch).tobytes()
+    setup[376:378] = np.uint16(sfreq).tobytes()
+    setup[864:868] = np.int32(n_samples).tobytes()
+    setup[886:890] = np.int32(event_pos).tobytes()
+    setup[890:894] = np.float32(n_samples / sfreq).tobytes()  # continuous seconds
+    setup[894:898] = np.int32(0).tobytes()  # channel offset 0 -> one sample of every channel at a time
+    angles = np.linspace(0, 2 * np.pi, n_ch, endpoint=False)
+    with open(path, "wb") as f:
+        f.write(bytes(setup))
+        for i, name in enumerate(ch_names):
+            record = bytearray(CNT_CHANNEL_BYTES)
+            record[0 : len(name)] = name.encode("ascii")
+            record[19:27] = np.array([np.cos(angles[i]), np.sin(angles[i])], "<f4").tobytes()  # x, y
+            record[59:63] = np.float32(204.8).tobytes()  # sensitivity
+            record[71:75] = np.float32(resolution_uv).tobytes()  # calibration
+            f.write(bytes(record))
+        for first, block in segments:
+            counts = np.round(np.asarray(block, np.float64) / resolution_uv)
+            f.seek(data_start + int(first) * n_ch * n_bytes)
+            f.write(counts.T.astype(dtype).tobytes())  # (S, C): sample-major
+        f.seek(event_pos)
+        records = b"".join(
+            struct.pack("<HBclhhfccc", code, 0, b"\0", data_start + (s + 1) * n_ch * n_bytes, 0, 0, 0.0,
+                        b"\0", b"\0", b"\0") for s, code in events
+        )  # fmt: skip
+        f.write(struct.pack("<Bll", 2, len(records), 0) + records)
+    return path
+
+
+SEED_V_FILE_CHANNELS = SEED_CHANNELS[:32] + ["M1"] + SEED_CHANNELS[32:41] + ["M2"] + SEED_CHANNELS[41:] + ["VEO", "HEO"]
+
+
+def faced_planted(subject: int, n_samples: int = 7500) -> np.ndarray:
+    """A FACED subject (28, 32, n_samples) float32 microvolts: clip k's category lights its own
+    group of the 30 EEG channels at 10 Hz (A2, A1 stay noise)."""
+    from mercl.data.sources.faced import CLIP_EMOTION
+
+    data = np.empty((28, 32, n_samples), np.float32)
+    for clip, emotion in enumerate(CLIP_EMOTION):
+        data[clip, :30] = planted_trial(emotion, 30, n_samples, 250.0, [subject, clip], 9)
+        data[clip, 30:] = np.random.default_rng([subject, clip, 1]).normal(0, 10.0, (2, n_samples))
+    return data
+
+
+# ---------------------------------------------------------------- DREAMER, AMIGOS (.mat v5), MAHNOB-HCI (BDF)
+
+
+def class_eeg(class_id: int, n_channels: int, n_samples: int, sfreq: float, seed, n_classes: int = 2) -> np.ndarray:
+    """(n_channels, n_samples) microvolts: noise (sd 10) plus a 10 Hz sine (amplitude 40) on the
+    ``class_id``-th of ``n_classes`` channel groups, so band power names the class on any clip."""
+    rng = np.random.default_rng(seed)
+    eeg = rng.normal(0.0, 10.0, (n_channels, n_samples))
+    group = np.array_split(np.arange(n_channels), n_classes)[class_id]
+    eeg[group] += 40.0 * np.sin(2 * np.pi * 10.0 * np.arange(n_samples) / sfreq + rng.uniform(0, 2 * np.pi))
+    return eeg
+
+
+def mat_cells(items, shape=None) -> np.ndarray:
+    """A MATLAB cell array (object array, ``shape`` default (n, 1)) as ``savemat`` writes one."""
+    cell = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        cell[i] = np.zeros((0, 0)) if item is None else item
+    return cell.reshape(shape or (len(items), 1))
+
+
+def dreamer_subject(stimuli: list, baselines: list, scores: dict[str, list]) -> dict:
+    """One entry of ``DREAMER.Data``: ``stimuli``/``baselines`` (samples, 14) microvolts per clip,
+    ``scores`` ``{"valence": [18 numbers 1-5], "arousal": ..., "dominance": ...}``."""
+    fields = {"valence": "ScoreValence", "arousal": "ScoreArousal", "dominance": "ScoreDominance"}
+    ecg = [np.zeros((4, 2))] * len(stimuli)
+    return {"Age": 25, "Gender": "female", "EEG": {"baseline": mat_cells(baselines), "stimuli": mat_cells(stimuli)},
+            "ECG": {"baseline": mat_cells(ecg), "stimuli": mat_cells(ecg)},
+            **{fields[r]: np.asarray(v, np.float64).reshape(-1, 1) for r, v in scores.items()}}  # fmt: skip
+
+
+def write_dreamer(path: Path, subjects: list[dict], rate: float = 128.0, electrodes=None, **changes) -> Path:
+    """``DREAMER.mat``: the 1x1 struct ``DREAMER`` with ``Data`` a 1xN cell of subject structs
+    (:func:`dreamer_subject`) in the release's field order; ``changes`` replace/add struct fields."""
+    from mercl.data.sources.dreamer import DREAMER_CHANNELS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = DREAMER_CHANNELS if electrodes is None else electrodes
+    dreamer = {"Data": mat_cells(subjects, (1, len(subjects))), "EEG_SamplingRate": rate, "ECG_SamplingRate": 256,
+               "EEG_Electrodes": mat_cells([np.array([n]) for n in names]), "ECG_Electrodes": mat_cells(["CH1", "CH2"]),
+               "noOfSubjects": len(subjects), "noOfVideoSequences": 18, "Disclaimer": "test", "Provider": "mercl",
+               "Version": "1.0.2", "Acknowledgement": "none", **changes}  # fmt: skip
+    scipy.io.savemat(str(path), {"DREAMER": dreamer})
+    return path
+
+
+def write_amigos(path: Path, video_ids: list, joined: list, ratings: list, **changes) -> Path:
+    """``Data_Preprocessed_PXX.mat``: 1x20 cells ``VideoIDs`` (text), ``joined_data`` ((samples,
+    17) microvolts) and ``labels_selfassessment`` (12 numbers); None is an empty cell."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = (1, len(video_ids))
+    content = {"VideoIDs": mat_cells(video_ids, row), "joined_data": mat_cells(joined, row),
+               "labels_ext_annotation": mat_cells([np.ones((3, 3))] * len(video_ids), row),
+               "labels_selfassessment": mat_cells([None if r is None else np.asarray(r, float).reshape(1, -1)
+                                                   for r in ratings], row), **changes}  # fmt: skip
+    scipy.io.savemat(str(path), content)
+    return path
+
+
+MAHNOB_BDF_CHANNELS = DEAP_CHANNELS + [f"EXG{i}" for i in range(1, 9)] + [
+    "GSR1", "GSR2", "Erg1", "Erg2", "Resp", "Temp", "Status"]  # fmt: skip
+
+
+def write_biosemi_bdf(path: Path, signals: np.ndarray, ch_names: list[str], sfreq: int = 256) -> Path:
+    """A BioSemi BDF as its ActiView writes it (pyedflib): every channel in microvolts on the 24-bit
+    range (+-262144 uV) except ``Status``, whose digital values are the trigger codes
+    (physical = digital). ``signals``: (C, S) with S a whole number of seconds."""
+    import pyedflib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = dict(digital_min=-8388608, digital_max=8388607, sample_frequency=sfreq, prefilter="", transducer="")
+    headers = [dict(full, label=name, dimension="Boolean", physical_min=-8388608, physical_max=8388607)
+               if name == "Status" else dict(full, label=name, dimension="uV", physical_min=-262144,
+                                             physical_max=262143) for name in ch_names]  # fmt: skip
+    writer = pyedflib.EdfWriter(str(path), len(ch_names), file_type=pyedflib.FILETYPE_BDF)
+    try:
+        writer.setSignalHeaders(headers)
+        writer.writeSamples([np.ascontiguousarray(row, dtype=np.float64) for row in signals])
+    finally:
+        writer.close()
+    return path
+
+
+def write_mahnob_session(sessions: Path, session_id: int, subject: str, media: str, felt, eeg: np.ndarray,
+                         marks: tuple[float, ...], sfreq: int = 256, ch_names=None, pulse_s: float = 0.04,
+                         trial_name: str | None = None) -> Path:
+    """``Sessions/<id>/session.xml`` + ``Part_<subject>_S_Trial<k>_emotion.bdf`` (47 channels).
+
+    ``felt``: (valence, arousal) or None (an unrated session, ``isStim="0"``); ``eeg`` (32, S)
+    microvolts, S whole seconds; ``marks``: Status pulse onsets in seconds (code 268,
+    ``pulse_s`` long; a negative ``pulse_s`` holds one pulse from the first mark to the second)."""
+    folder = sessions / str(session_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    rated = "" if felt is None else f'feltVlnc="{felt[0]}" feltArsl="{felt[1]}" feltCtrl="5" feltPred="5" feltEmo="4" '
+    (folder / "session.xml").write_text(
+        f'<?xml version="1.0" encoding="utf-8"?>\n<session {rated}isStim="{int(felt is not None)}" '
+        f'mediaFile="{media}" cutNr="{session_id % 130}" cutLenSec="60" sessionId="{session_id}">\n'
+        f'  <subject id="{subject}" />\n  <track type="Physiological" id="1" />\n</session>\n')  # fmt: skip
+    names = MAHNOB_BDF_CHANNELS if ch_names is None else ch_names
+    signals = np.random.default_rng(session_id).normal(0.0, 5.0, (len(names), eeg.shape[1]))
+    signals[: len(eeg)] = eeg
+    status = np.zeros(eeg.shape[1])
+    if pulse_s < 0:
+        status[int(marks[0] * sfreq) : int(marks[1] * sfreq)] = 268
+    else:
+        for mark in marks:
+            status[int(mark * sfreq) : int((mark + pulse_s) * sfreq)] = 268
+    signals[names.index("Status") if "Status" in names else -1] = status
+    name = trial_name or f"Part_{subject}_S_Trial{session_id % 130 // 2}_emotion.bdf"
+    write_biosemi_bdf(folder / name, signals, names, sfreq)
+    return folder

@@ -21,6 +21,12 @@ SOURCE_MODULES = {
     "seed": "seed",
     "manifest": "manifest",
     "uea": "uea",
+    "dreamer": "dreamer",
+    "amigos": "amigos",
+    "mahnob": "mahnob",
+    "seed-iv": "seed_iv",
+    "seed-v": "seed_v",
+    "faced": "faced",
 }
 SOURCE_NAMES = tuple(SOURCE_MODULES)
 
@@ -36,6 +42,8 @@ class SourceOptions:
         (a manifest whose recordings disagree on the rate must set it).
     lag: default EEG-to-clip lag in seconds where the source gives none.
     min_channels: fewer EEG channels than this is an error.
+    trial_times: SEED-V's trial windows, rows ``[session, trial, start_s, end_s]``
+        (``prepare --trial-times CSV``); None uses the released table.
     """
 
     baseline: Literal["remove", "correct"] = "remove"
@@ -43,6 +51,7 @@ class SourceOptions:
     resample: float | None = None
     lag: float = 0.0
     min_channels: int = 1
+    trial_times: list[list[float]] | None = None
 
     def validate(self) -> None:
         if self.resample is not None and self.resample <= 0:
