@@ -107,6 +107,13 @@ def recording_facts(source: str, unit: Any) -> RecordingFacts | None:
         info = uea.read_auxiliary(unit.path, name)
         channels = info.get("channels") or uea.KNOWN_CHANNELS.get(name)
         return RecordingFacts(unit.path, float(info["sfreq"]), list(channels) if channels else None)
+    import importlib
+
+    from mercl.data.sources import SOURCE_MODULES
+
+    module = importlib.import_module(f"mercl.data.sources.{SOURCE_MODULES[source]}")
+    if hasattr(module, "recording_facts"):  # the releases read as they ship: (file, rate, EEG channels)
+        return RecordingFacts(*module.recording_facts(unit))
     return None
 
 
@@ -142,10 +149,23 @@ def check_recordings(source: str, raw: Path, cfg, mf: ModelFile, say: Callable[[
 
     options = copy.deepcopy(cfg.source)
     options.channels = None  # discovery must not stop at the first missing channel: we name them all
+    first = None
     for unit in discover(source, raw, options):
         facts = recording_facts(source, unit)
         if facts is not None:
             check_recording(facts, mf, say)
+            first = first or facts
+    if first is not None and first.ch_names is not None:
+        say(picked_channels_text(first, list(mf["preprocessing"]["ch_names"])))
+
+
+def picked_channels_text(facts: RecordingFacts, needed: list[str]) -> str:
+    """One line: the recording's channels used for the model's, picked by name (any case), in its order."""
+    from mercl.data.sources._common import channel_indices
+
+    used = [facts.ch_names[i] for i in channel_indices(facts.ch_names, needed, facts.path)]
+    return (f"EEG channels used: {', '.join(used)} (the model's {len(needed)}, picked by name from the "
+            f"{len(facts.ch_names)} of {facts.path.name})")
 
 
 # ----------------------------------------------------------------------------- missing clips
