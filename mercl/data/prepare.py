@@ -44,6 +44,7 @@ from mercl.data.features.audio import (
     AudioFeatureConfig,
     apply_audio_preset,
     audio_segment_features,
+    audio_stop_s,
     n_audio_frames,
     read_audio,
 )
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CLIP_EXTENSIONS = ("mp4", "mkv", "avi", "mov", "webm")
 _EPS = 1e-6
+MAX_OVERLAP = 0.99  # segments overlapping more than this are refused (issue 21: bounded segment counts)
 
 
 @dataclass
@@ -92,6 +94,9 @@ class PrepareConfig:
             raise FieldProblem("segment_s", f"must be > 0 s, got {self.segment_s}")
         if not 0.0 <= self.overlap < 1.0:
             raise FieldProblem("overlap", f"must be in [0, 1), got {self.overlap}")
+        if self.overlap > MAX_OVERLAP:  # each second of EEG would make > 100 / segment_s segments
+            raise FieldProblem("overlap", f"must be <= {MAX_OVERLAP:g} (a hop of at least 1/100 of the "
+                                          f"segment), got {self.overlap} (a hop of {self.hop_s:.3g} s)")
         if self.eeg.subwindow_s > self.segment_s:
             raise FieldProblem(
                 "eeg.subwindow_s", f"{self.eeg.subwindow_s} s is longer than the segment ({self.segment_s} s)"
@@ -309,7 +314,8 @@ def _stimulus_table(job: StimulusJob, cfg: PrepareConfig) -> pa.Table:
     n = job.n_segments
     shapes = cfg.shapes(0)
     starts = segment_starts(n, cfg.hop_s)
-    wave = read_audio(job.clip, cfg.audio.sample_rate) if info.has_audio else None
+    stop_s = audio_stop_s(starts, cfg.segment_s, cfg.audio.sample_rate, cfg.audio) if n else None  # what they read
+    wave = read_audio(job.clip, cfg.audio.sample_rate, stop_s) if info.has_audio else None
     if wave is not None:
         if not np.isfinite(wave).all():
             bad = int(wave.size - np.count_nonzero(np.isfinite(wave)))
@@ -323,7 +329,7 @@ def _stimulus_table(job: StimulusJob, cfg: PrepareConfig) -> pa.Table:
     has_video = False
     video = np.zeros((n, *shapes["video"]), np.uint8)
     if info.has_video:
-        frames, times = read_video_frames(job.clip, cfg.video)
+        frames, times = read_video_frames(job.clip, cfg.video, stop_s=starts[-1] + cfg.segment_s if n else None)
         if len(frames):
             has_video = True
             video = video_segment_frames(frames, times, starts, cfg.segment_s, cfg.video)
