@@ -7,6 +7,7 @@ exits, so the test process's size does not enter it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from fractions import Fraction
@@ -17,11 +18,13 @@ import mne
 import numpy as np
 import pytest
 import scipy.signal
+from builders import make_manifest_raw, small_config
 from PIL import Image
 
 from mercl.cli import main as mercl_main
 from mercl.data.features.audio import AudioFeatureConfig, audio_segment_features, audio_stop_s, read_audio
 from mercl.data.features.video import VideoFeatureConfig, probe_clip, read_video_frames
+from mercl.data.prepare import prepare
 from mercl.data.sources import SourceOptions
 from mercl.data.sources.manifest import MAX_RECORDINGS, MAX_ROWS, discover
 from mercl.data.synth import write_clip
@@ -242,3 +245,25 @@ def test_manifests_of_too_many_rows_or_files_are_one_line_refusals(tmp_path):
     with pytest.raises(InputFileError, match=f"more than {MAX_RECORDINGS:,}") as info:
         discover(files, SourceOptions())  # refused before looking up any of the (missing) files
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- bookkeeping: one line per shard
+
+
+def test_progress_is_appended_one_line_per_shard_and_a_cut_line_rebuilds_that_shard(tmp_path):
+    raw = make_manifest_raw(tmp_path, subjects=("s01", "s02"))
+    first = prepare(raw, "manifest", tmp_path / "out", config=small_config(), workers=1, progress=False)
+    progress = first.dataset_dir / "progress.json"
+    lines = progress.read_text().splitlines()
+    assert len(lines) == len(first.built) == 4  # s01, s02, A, B: one appended line each
+    entries = [json.loads(line) for line in lines]
+    assert all(len(entry) == 1 for entry in entries)
+    assert {rel for entry in entries for rel in entry} == set(first.manifest["files"])
+
+    # a run killed while appending: the last line is cut short and no manifest was written
+    progress.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    (first.dataset_dir / "manifest.json").unlink()
+    again = prepare(raw, "manifest", tmp_path / "out", config=small_config(), workers=1, progress=False)
+    assert again.built == [next(iter(entries[-1]))] and len(again.skipped) == 3
+    assert again.manifest["files"] == first.manifest["files"]
+    assert [json.loads(line) for line in progress.read_text().splitlines()] == entries
