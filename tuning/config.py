@@ -86,10 +86,16 @@ class DataSection:
 class ResourcesSection:
     """What one trial asks of the cluster.
 
-    Each trial is a Ray Train run of ``num_workers`` DDP workers (gloo on CPU, NCCL when
-    ``gpus_per_worker`` > 0) started from a Tune function trainable that itself holds
-    ``trainable_cpus``. The defaults suit a small machine: Ray Data's read tasks need one
-    whole free CPU, so a trial must never reserve every core (2 cores: 0.01 + 2 x 0.45
+    ``runner`` decides how a trial trains. ``train``: a Ray Train run of ``num_workers`` DDP
+    workers (gloo on CPU, NCCL when ``gpus_per_worker`` > 0) started from a Tune function
+    trainable that itself holds ``trainable_cpus`` (its worker processes are new for every
+    trial). ``inprocess`` (one worker only): the Tune trainable is the trial's one rank, asks
+    for the rank's resources and runs the same training loop itself; Tune reuses its actor for
+    the next trial (``reuse_actors``), so a trial pays no process start, imports or process
+    group, and the data stay in the actor (:mod:`tuning.warm`). ``auto`` (default):
+    ``inprocess`` when ``num_workers == 1``, else ``train``.
+    The defaults suit a small machine: Ray Data's read tasks need one
+    whole free CPU, so the running trials must never reserve every core (2 cores: 0.01 + 2 x 0.45
     leaves one free; reserving 1 + 2 x 1 deadlocks).
     ``num_cpus``: logical CPUs of the local cluster search.py starts when none is running
     (None: the machine's cores); ignored when attaching to a cluster.
@@ -100,6 +106,7 @@ class ResourcesSection:
     """
 
     num_workers: int = 2
+    runner: Literal["auto", "train", "inprocess"] = "auto"
     cpus_per_worker: float = 0.45
     gpus_per_worker: float = 0.0
     trainable_cpus: float = 0.01
@@ -110,6 +117,9 @@ class ResourcesSection:
 
     def validate(self) -> None:
         at_least(self, 1, "num_workers")
+        if self.runner == "inprocess" and self.num_workers != 1:
+            raise FieldProblem("runner", f"'inprocess' trains one rank per trial, got num_workers {self.num_workers} "
+                                         "(use 'train' or 'auto' for DDP trials)")
         at_least(self, 0, "cpus_per_worker")
         at_least(self, 0, "gpus_per_worker")
         at_least(self, 0, "trainable_cpus")
@@ -128,7 +138,16 @@ class ResourcesSection:
                                                   f"workers (NCCL runs one rank per GPU), got {self.gpus_per_worker:g}")
 
     @property
+    def resolved_runner(self) -> str:
+        """``train`` or ``inprocess`` (``auto``: inprocess for one worker)."""
+        if self.runner == "auto":
+            return "inprocess" if self.num_workers == 1 else "train"
+        return self.runner
+
+    @property
     def trial_cpus(self) -> float:
+        if self.resolved_runner == "inprocess":
+            return self.cpus_per_worker
         return self.trainable_cpus + self.num_workers * self.cpus_per_worker
 
     @property

@@ -34,7 +34,7 @@ mercl prepare "$DEMO/raw" --source manifest -o "$DEMO/shards" --video-size 64 --
 
 step "3/4 Ray cluster"
 DASHBOARD=${RAY_DASHBOARD:-127.0.0.1:8265}
-RAY_TMP=/tmp/mercl-demo-ray
+RAY_TMP=${DEMO_RAY_TMP:-/tmp/mercl-demo-ray}  # a private temp dir: cleanup stops only this head
 started_head=0
 if ray job list --address "http://$DASHBOARD" >/dev/null 2>&1; then
     echo "using the running Ray cluster at http://$DASHBOARD"
@@ -67,9 +67,20 @@ cleanup() {
 trap cleanup EXIT
 
 step "4/4 ray job submit tuning/search.py (the search prints a live trial table)"
-ray job submit --address "http://$DASHBOARD" --working-dir . -- \
-    python tuning/search.py --config "$CONFIG" \
-    --dataset "$ROOT/$DEMO/shards" --storage "$ROOT/$DEMO/search"
+# a fresh head's job agent can take a few seconds more than its dashboard to come up ("No
+# available agent to submit job"): submit again then, and only then
+for attempt in 1 2 3 4 5 6; do
+    if ray job submit --address "http://$DASHBOARD" --working-dir . -- \
+        python tuning/search.py --config "$CONFIG" \
+        --dataset "$ROOT/$DEMO/shards" --storage "$ROOT/$DEMO/search" 2>&1 | tee "$DEMO/submit.log"; then
+        break
+    fi
+    if [ "$attempt" = 6 ] || ! grep -q "No available agent to submit job" "$DEMO/submit.log"; then
+        exit 1
+    fi
+    echo "the Ray job agent is not up yet; submitting again in 5 s"
+    sleep 5
+done
 
 name=$(python -c "import yaml,sys; print(yaml.safe_load(open('$CONFIG'))['name'])")
 RESULTS=$DEMO/search/$name

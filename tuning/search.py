@@ -50,6 +50,7 @@ class SearchPlan:
     exp_dir: Path  # local: our outputs (a mirror uploaded to ``location`` for cloud storage)
     location: str  # where Tune and Ray Train keep the experiment (local path or URI)
     points_to_evaluate: list[dict[str, Any]] | None = None  # configurations to try first (bench/search.py)
+    timings_dir: str | None = None  # trials append their start-up phases to <dir>/timings.jsonl (bench/search.py)
     protocol_note: str = ""  # why data.protocol 'auto' became what it is
 
     @property
@@ -253,7 +254,7 @@ def check_resources(plan: SearchPlan, say) -> None:
             "needs one whole free CPU; lower resources.cpus_per_worker or max_concurrent_trials")
 
 
-def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool):
+def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool, say=print):
     """A new Tuner, or the restored one of ``<storage>/<name>`` (same searcher, scheduler, callbacks)."""
     import ray.tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -261,16 +262,17 @@ def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool):
     from ray.tune.search.optuna import OptunaSearch
 
     from tuning.asha import recording_asha
+    from tuning.console import StopLine
     from tuning.hparams_view import hparams_callback
     from tuning.results import asha_state_path, asha_stopped, upload_outputs
     from tuning.space import SpaceSampler
     from tuning.trial_driver import (
-        trial_driver_resources,  # on the head's trial_driver resource where it has one
+        trainable_resources,  # a rank's (inprocess), or the head's trial_driver resource where it has one
     )
 
     cfg, folds = plan.cfg, plan.folds
     trainable = ray.tune.with_resources(ray.tune.with_parameters(folds.trainable(), setup=setup),
-                                        trial_driver_resources(cfg.resources.trainable_cpus, ray.cluster_resources()))
+                                        trainable_resources(cfg.resources, ray.cluster_resources()))
     if restore:
         return ray.tune.Tuner.restore(plan.location, trainable=trainable,
                                       resume_unfinished=True, resume_errored=True)
@@ -294,6 +296,7 @@ def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool):
             reduction_factor=cfg.scheduler.reduction_factor, brackets=cfg.scheduler.brackets)
     exp_dir = plan.exp_dir
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(),
+                 StopLine(lambda trial_id: asha_stopped(exp_dir).get(trial_id), cfg.metric, say),
                  hparams_callback(exp_dir / "tensorboard", plan.specs, plan.base_shape, cfg.metric, cfg.mode,
                                   stopped_lookup=lambda trial_id: trial_id in asha_stopped(exp_dir),
                                   after_trial=lambda: upload_outputs(exp_dir, plan.location))]
@@ -304,16 +307,22 @@ def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool):
             parameter_columns=[n for n in plan.specs if n != "heads"] + (["heads"] if "heads" in plan.specs else []),
             max_report_frequency=20, sort_by_metric=True, metric=cfg.metric, mode=cfg.mode,
             max_column_length=12)
+    # inprocess: Tune's actor is the rank: Tune reuses it for the next trial, keeps the checkpoints
+    # the trial reports and restarts a trial whose actor died from its newest one. train: Ray Train
+    # does both inside each trial, Tune must not retry on top of it.
+    warm = cfg.resources.resolved_runner == "inprocess"
     return ray.tune.Tuner(
         trainable,
         tune_config=ray.tune.TuneConfig(num_samples=num_samples, search_alg=searcher, scheduler=scheduler,
                                         metric=None if scheduler else cfg.metric,
-                                        mode=None if scheduler else cfg.mode, trial_name_creator=name_trial),
+                                        mode=None if scheduler else cfg.mode, trial_name_creator=name_trial,
+                                        reuse_actors=warm),
         run_config=ray.tune.RunConfig(
             name=cfg.name, storage_path=plan.location.rsplit("/", 1)[0], callbacks=callbacks,
             progress_reporter=reporter,
             verbose=1 if cfg.progress == "table" else 0,
-            failure_config=ray.tune.FailureConfig(max_failures=0)),
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=cfg.fault.keep_checkpoints) if warm else None,
+            failure_config=ray.tune.FailureConfig(max_failures=cfg.fault.max_failures if warm else 0)),
     )
 
 
@@ -382,13 +391,14 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     rows_per_worker = max(f.counts["train_rows"] + f.counts["val_rows"] for f in data.folds.values())
     in_memory = rows_per_worker * core_row_bytes(data) / 2**20 <= cfg.data.in_memory_max_mb
     stimuli_ref = ray.put(data.stimuli)
+    data_key = f"{cfg.name}/{stimuli_ref.hex()}"  # this run's data: what warm actors cache (tuning.warm)
     setups = {
         fold: TrialSetup(
             base_config=to_dict(plan.base_cfg),
             base_shape=plan.base_shape,
             worker=WorkerSetup(shapes=data.shapes, class_names=data.class_names, norm=split.norm,
                                stimuli_ref=stimuli_ref, in_memory=in_memory, pid_dir=cfg.pid_dir,
-                               cached_backbones=data.cached_backbones),
+                               cached_backbones=data.cached_backbones, timings_dir=plan.timings_dir),
             datasets=datasets[fold],
             runs_path=f"{plan.location}/train_runs",
             num_workers=cfg.resources.num_workers,
@@ -399,6 +409,9 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
             keep_checkpoints=cfg.fault.keep_checkpoints,
             checkpoint_every=cfg.fault.checkpoint_every,
             custom_per_worker=dict(cfg.resources.custom_per_worker),
+            runner=cfg.resources.resolved_runner,
+            data_key=data_key,
+            fold=fold,
         )
         for fold, split in data.folds.items()
     }
@@ -410,10 +423,9 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         plan.exp_dir.mkdir(parents=True, exist_ok=True)
         write_text(plan.exp_dir / "search_config.yaml", dump_config(cfg))
         upload_outputs(plan.exp_dir, plan.location)
-    tuner = build_tuner(plan, setup, list(data.folds), restore)
-    say(f"search {cfg.name}: {plan.folds.folds_text(len(data.folds))}{cfg.num_samples} trials x {cfg.resources.num_workers} DDP workers "
-        f"({'GPU, nccl' if cfg.resources.use_gpu else 'CPU, gloo'}), protocol {data.protocol}, "
-        f"results in {plan.exp_dir}")
+    tuner = build_tuner(plan, setup, list(data.folds), restore, say)
+    say(f"search {cfg.name}: {plan.folds.folds_text(len(data.folds))}{cfg.num_samples} trials x "
+        f"{trial_shape_text(cfg.resources)}, protocol {data.protocol}, results in {plan.exp_dir}")
     fit_started = time.time()
     results = tuner.fit()
     tuning_seconds = time.time() - fit_started
@@ -421,6 +433,15 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
     upload_outputs(plan.exp_dir, plan.location)
     say(f"search took {time.time() - started:.0f} s")
     return SearchOutcome(status, table, results, tuning_seconds, time.time() - started)
+
+
+def trial_shape_text(res) -> str:
+    """How each trial trains, in words (the search's start line)."""
+    device = "GPU" if res.use_gpu else "CPU"
+    if res.resolved_runner == "inprocess":
+        return f"1 worker in its warm Tune actor ({device}), {res.max_concurrent_trials} at a time"
+    return (f"{res.num_workers} DDP workers ({'GPU, nccl' if res.use_gpu else 'CPU, gloo'}), "
+            f"{res.max_concurrent_trials} at a time")
 
 
 class Placement:

@@ -29,6 +29,17 @@ from tuning.worker import WorkerSetup, train_loop_per_worker
 TRIAL_DRIVER_RESOURCE = "trial_driver"
 
 
+def trainable_resources(resources, cluster: Mapping[str, float]) -> dict[str, float]:
+    """What each trial's Tune trainable asks of the cluster (``resources``: the config's
+    :class:`tuning.config.ResourcesSection`): a rank's resources when the trainable is the trial's
+    only rank (``runner: inprocess``), so training lands where a Ray Train rank would; else the
+    trial driver's (:func:`trial_driver_resources`)."""
+    if resources.resolved_runner == "inprocess":
+        return {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker,
+                **dict(resources.custom_per_worker)}
+    return trial_driver_resources(resources.trainable_cpus, cluster)
+
+
 def trial_driver_resources(trainable_cpus: float, cluster: Mapping[str, float]) -> dict[str, float]:
     """What each trial's Tune driver (this module's :func:`run_trial`) asks of the cluster.
 
@@ -62,6 +73,9 @@ class TrialSetup:
     keep_checkpoints: int
     checkpoint_every: int = 1
     custom_per_worker: dict[str, float] = field(default_factory=dict)  # Ray custom resources per rank
+    runner: str = "train"  # "train": a Ray Train run per trial; "inprocess": the trainable is the one rank
+    data_key: str = ""  # names this search's data: a warm actor's cache key (tuning.warm)
+    fold: int = 0  # the searched outer fold these datasets belong to
 
 
 def trial_train_config(params: dict[str, Any], setup: TrialSetup) -> dict[str, Any]:
@@ -80,7 +94,8 @@ def rank_resources(setup: TrialSetup) -> dict[str, float]:
     return resources
 
 
-def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, trial_name: str):
+def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, trial_name: str,
+                  trial_started: float | None = None):
     """The TorchTrainer of one trial (not started)."""
     import ray.train
     import ray.train.torch
@@ -96,6 +111,7 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
             "trial_name": trial_name,
             "checkpoint_every": setup.checkpoint_every,
             "use_gpu": use_gpu,
+            "trial_started": trial_started,
         },
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -119,9 +135,18 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Tune function trainable: one trial = one Ray Train run (resumed if it has checkpoints)."""
+    """Tune function trainable: one trial = one Ray Train run (resumed if it has checkpoints), or
+    with ``setup.runner == "inprocess"`` the trial's one rank trained right here (:mod:`tuning.warm`)."""
+    import time
+
     import ray.tune
 
+    started = time.time()
+    if setup.runner == "inprocess":
+        from tuning.warm import run_inprocess_trial
+
+        run_inprocess_trial(dict(config), setup)
+        return
     context = ray.tune.get_context()
-    trainer = build_trainer(dict(config), setup, context.get_trial_id(), context.get_trial_name())
+    trainer = build_trainer(dict(config), setup, context.get_trial_id(), context.get_trial_name(), started)
     trainer.fit()

@@ -26,11 +26,13 @@ on the CPU or failing deep inside NCCL.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +55,22 @@ class WorkerSetup:
     in_memory: bool
     pid_dir: str | None = None
     cached_backbones: dict[str, Any] | None = None  # {modality: mercl.models.CachedBackbone}
+    timings_dir: str | None = None  # start-up phases of every trial -> <dir>/timings.jsonl (bench/search.py)
+
+
+def read_rows(shard) -> dict[str, torch.Tensor]:
+    """All rows of a Ray Dataset (or shard) as CPU tensors, sorted by their dataset ``index``.
+
+    Ray Data's blocks can arrive in any order (parallel reads): rows sorted by their dataset
+    index make each epoch's seeded batches the same in every run and restart.
+    """
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in shard.iter_torch_batches(batch_size=4096, device="cpu"):
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value)
+    core = {key: torch.cat(values) for key, values in parts.items()}
+    order = torch.argsort(core["index"])
+    return {key: value[order] for key, value in core.items()}
 
 
 class ShardFeed:
@@ -61,23 +79,16 @@ class ShardFeed:
     Batches stay on the CPU (the training loop moves them to the worker's device).
     """
 
-    def __init__(self, shard, setup: WorkerSetup, stimuli, *, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, shard, setup: WorkerSetup, stimuli, *, seed: int, rank: int = 0, world: int = 1,
+                 rows: dict[str, torch.Tensor] | None = None):
         self.shard = shard
         self.setup = setup
         self.stimuli = stimuli
         self.seed = seed
         self.rank, self.world = rank, world  # in memory: this rank's share of each epoch's permutation
         self.core: dict[str, torch.Tensor] | None = None
-        if setup.in_memory:
-            parts: dict[str, list[torch.Tensor]] = {}
-            for batch in shard.iter_torch_batches(batch_size=4096, device="cpu"):
-                for key, value in batch.items():
-                    parts.setdefault(key, []).append(value)
-            core = {key: torch.cat(values) for key, values in parts.items()}
-            # Ray Data's blocks can arrive in any order (parallel reads): rows sorted by their
-            # dataset index make each epoch's seeded batches the same in every run and restart
-            order = torch.argsort(core["index"])
-            self.core = {key: value[order] for key, value in core.items()}
+        if setup.in_memory:  # ``rows``: what read_rows(shard) gave before (a warm actor's cache)
+            self.core = rows if rows is not None else read_rows(shard)
 
     def __len__(self) -> int:
         return len(self.core["label"]) if self.core is not None else -1
@@ -186,11 +197,8 @@ def write_pid_file(pid_dir: str | None, trial_name: str, rank: int) -> None:
     os.replace(tmp, path)
 
 
-def load_resume_state() -> dict | None:
-    """The training state of the newest checkpoint of this run (after a restart), or None."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
+def load_resume_state(checkpoint) -> dict | None:
+    """The training state in a run's checkpoint (``ray.train`` / ``ray.tune.get_checkpoint()``), or None."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
@@ -273,34 +281,68 @@ def ray_train_report(metrics: dict[str, Any], folder: str | None = None) -> None
                      delete_local_checkpoint_after_upload=True)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry.
+_PROCESS_TRIALS: list[float] = []  # start times of the trials this process ran (timings only)
 
-    config: ``{"setup": WorkerSetup, "train_config": dict (a TrainConfig), "trial_name": str,
-    "checkpoint_every": int, "use_gpu": bool}``.
+
+class Timings:
+    """Seconds of each start-up phase of one trial, appended as a JSON line to
+    ``<timings_dir>/timings.jsonl`` (bench/search.py reads them; nothing when no folder)."""
+
+    def __init__(self, folder: str | None, trial: str, runner: str, started: float):
+        self.folder, self.row = folder, {"trial": trial, "runner": runner, "pid": os.getpid()}
+        self.last = started
+
+    def process_start(self, started: float) -> None:
+        """``actor_start``: the process's start to ``started`` for its first trial, 0 for later ones."""
+        import psutil
+
+        _PROCESS_TRIALS.append(started)
+        first = len(_PROCESS_TRIALS) == 1
+        self.row["actor_start"] = round(started - psutil.Process().create_time(), 4) if first else 0.0
+        self.row["trial_in_process"] = len(_PROCESS_TRIALS)
+        self.row["process_group"] = 0.0  # one rank: none
+
+    def mark(self, phase: str) -> None:
+        now = time.time()
+        self.row[phase] = round(now - self.last, 4)
+        self.last = now
+
+    def save(self) -> None:
+        if not self.folder:
+            return
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.folder) / "timings.jsonl", "a") as out:
+            out.write(json.dumps(self.row) + "\n")
+
+
+def first_report_timer(report, timings: Timings):
+    """``report`` that marks ``first_epoch`` and saves the timings at the first call."""
+    done = False
+
+    def timed(metrics, folder=None):
+        nonlocal done
+        if not done:
+            done = True
+            timings.mark("first_epoch")
+            timings.save()
+        report(metrics, folder)
+
+    return timed
+
+
+def run_training(setup: WorkerSetup, cfg, report, *, train_feed: ShardFeed, val_feed: ShardFeed, rank: int = 0,
+                 world: int = 1, checkpoint_every: int = 1, resume: dict | None = None, mark=None) -> None:
+    """One rank's share of one trial: mercl's two-stage loop, reporting every epoch through ``report``.
+
+    Both runners call this: a Ray Train worker (:func:`train_loop_per_worker`, ``report`` =
+    :func:`ray_train_report`) and the in-process trial of a warm Tune actor
+    (:mod:`tuning.warm`, ``report`` = ``ray.tune.report``). cfg: a TrainConfig with its
+    ``device`` set; ``resume``: the state of the run's newest checkpoint (None: from scratch).
+    Seeds, model and optimizer are made here, so every call starts from the same state.
+    ``mark(phase)``: called with ``"model"`` once the model is built (start-up timings).
     """
-    import ray
-    import ray.train
-    import ray.train.torch
-
     from mercl.models.mercl_model import build_model
-    from mercl.training.config import train_config_from_dict
     from mercl.training.loop import seed_everything, train_two_stage
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    quiet_ray_train_reports()
-    require_cuda(bool(config.get("use_gpu", False)))  # before anything slow: fail in seconds, not after data
-    setup: WorkerSetup = config["setup"]
-    cfg = train_config_from_dict(config["train_config"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    write_pid_file(setup.pid_dir, config.get("trial_name", "trial"), rank)
-
-    cfg.device = str(ray.train.torch.get_device())
-    stimuli = ray.get(setup.stimuli_ref)
-    train_feed = ShardFeed(ray.train.get_dataset_shard("train"), setup, stimuli, seed=cfg.seed,
-                           rank=rank if setup.in_memory else 0, world=world if setup.in_memory else 1)
-    val_feed = ShardFeed(ray.train.get_dataset_shard("val"), setup, stimuli, seed=cfg.seed)
 
     def per_worker(batch_size: int) -> int:
         return max(2, batch_size // world)
@@ -312,12 +354,55 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     def val_batches():
         return val_feed.batches(0, cfg.finetune.batch_size, shuffle=False)
 
-    resume = load_resume_state()
     seed_everything(cfg.seed, cfg.deterministic)
     model = build_model(cfg.model, setup.shapes, cached=setup.cached_backbones)
+    if mark is not None:
+        mark("model")
     restarts = int(resume.get("restarts", 0)) + 1 if resume is not None else 0
-    reporter = TuneReporter(ray_train_report, rank, int(config.get("checkpoint_every", 1)),
+    reporter = TuneReporter(report, rank, checkpoint_every,
                             {"pretrain": cfg.pretrain.epochs, "finetune": cfg.finetune.epochs}, restarts)
     train_two_stage(model, train_batches, val_batches, cfg, on_epoch_end=reporter.on_epoch_end, resume=resume,
                     class_names=setup.class_names)
     reporter.finish(resume)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry.
+
+    config: ``{"setup": WorkerSetup, "train_config": dict (a TrainConfig), "trial_name": str,
+    "checkpoint_every": int, "use_gpu": bool}``.
+    """
+    entered = time.time()
+    import psutil
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from mercl.training.config import train_config_from_dict
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_ray_train_reports()
+    require_cuda(bool(config.get("use_gpu", False)))  # before anything slow: fail in seconds, not after data
+    setup: WorkerSetup = config["setup"]
+    cfg = train_config_from_dict(config["train_config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    write_pid_file(setup.pid_dir, config.get("trial_name", "trial"), rank)
+    # start-up phases (rank 0): the worker process started after the trial did (controller, worker
+    # group), Ray Train set up the process group before calling this loop, then imports, data, model
+    created = psutil.Process().create_time()
+    timings = Timings(setup.timings_dir if rank == 0 else None, config.get("trial_name", "trial"), "train", entered)
+    timings.row.update(actor_start=round(created - config.get("trial_started", created), 4),
+                       process_group=round(entered - created, 4))
+    timings.mark("imports")
+
+    cfg.device = str(ray.train.torch.get_device())
+    stimuli = ray.get(setup.stimuli_ref)
+    train_feed = ShardFeed(ray.train.get_dataset_shard("train"), setup, stimuli, seed=cfg.seed,
+                           rank=rank if setup.in_memory else 0, world=world if setup.in_memory else 1)
+    val_feed = ShardFeed(ray.train.get_dataset_shard("val"), setup, stimuli, seed=cfg.seed)
+    resume = load_resume_state(ray.train.get_checkpoint())
+    timings.mark("data")
+    run_training(setup, cfg, first_report_timer(ray_train_report, timings), train_feed=train_feed, val_feed=val_feed,
+                 rank=rank, world=world, checkpoint_every=int(config.get("checkpoint_every", 1)), resume=resume,
+                 mark=timings.mark)

@@ -1,0 +1,99 @@
+"""Warm single-worker trials (``resources.runner: inprocess``): the Tune actor is the trial's one
+rank and Tune reuses it for the next trial.
+
+One small local Ray instance serves the module (2 logical CPUs, no dashboard: nothing here
+starts Ray Train). The searches are real: the ``tiny`` two-stage MERCL loop on a tiny
+``mercl synth`` study, run through :func:`tuning.search.execute_search` as the CLI runs it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from builders import make_tiny_dataset
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_CONFIG = ROOT / "tuning" / "configs" / "test.yaml"
+A = {"l1": 0.5, "alpha": 0.6, "lr": 0.004, "width": 16, "heads": 2, "tcn_blocks": 1}
+B = {"l1": 1.5, "alpha": 0.8, "lr": 0.002, "width": 32, "heads": 4, "tcn_blocks": 2}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        pytest.skip("another Ray session is active in this process")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("warm-data"))
+
+
+def warm_search(dataset: Path, tmp_path: Path, name: str, points: list[dict], say=None, **overrides):
+    """A search of ``points`` (in this order) with one in-process worker per trial, one at a time."""
+    from tuning.search import execute_search, plan_search
+
+    plan = plan_search(str(TEST_CONFIG), {
+        "data.dataset": str(dataset), "storage": str(tmp_path), "name": name, "num_samples": len(points),
+        "resources.runner": "inprocess", "resources.num_workers": 1, "scheduler.asha": False,
+        "pid_dir": str(tmp_path / f"{name}-pids"), **overrides})
+    plan.points_to_evaluate = [dict(p) for p in points]
+    plan.timings_dir = str(tmp_path / f"{name}-timings")
+    messages: list[str] = []
+    outcome = execute_search(plan, say=say or messages.append)
+    assert outcome.status == 0, messages
+    return plan.exp_dir, outcome
+
+
+def trial_results(exp: Path) -> dict[str, list[dict]]:
+    """{trial_id: the rows of its result.json}."""
+    out = {}
+    for path in glob.glob(str(exp / "*run_trial_*" / "result.json")):
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def curve(rows: list[dict]) -> list[tuple]:
+    keys = ("global_epoch", "stage", "val_metric", "loss", "val_loss", "restarts")
+    return [tuple(row.get(k) for k in keys) for row in rows if "global_epoch" in row]
+
+
+def by_config(exp: Path, outcome) -> dict[float, list[dict]]:
+    """{lr of the trial's config: its result rows}."""
+    results = trial_results(exp)
+    return {float(r.config["lr"]): results[r.metrics["trial_id"]] for r in outcome.results}
+
+
+def test_two_trials_on_one_warm_actor_match_each_run_alone(cluster, dataset, tmp_path):
+    """A then B on the same actor (same PID, B's data from the actor's cache): B's every epoch is
+    bit-identical to B run alone in a fresh actor; B's first report comes within seconds."""
+    exp, outcome = warm_search(dataset, tmp_path, "ab", [A, B])
+    alone_exp, alone = warm_search(dataset, tmp_path, "b", [B])
+
+    pids = {int(p.read_text()) for p in (tmp_path / "ab-pids").glob("*-rank0.pid")}
+    assert len(pids) == 1  # both trials ran in one actor process
+    (alone_pid,) = {int(p.read_text()) for p in (tmp_path / "b-pids").glob("*-rank0.pid")}
+    assert alone_pid not in pids
+
+    warm, cold = by_config(exp, outcome), by_config(alone_exp, alone)
+    assert curve(warm[B["lr"]]) == curve(cold[B["lr"]])  # same floats, every epoch of both stages
+    assert [r["global_epoch"] for r in warm[B["lr"]] if "global_epoch" in r] == [1, 2, 3, 4, 5]
+    table = pd.read_csv(exp / "trials.csv")
+    assert (table["status"] == "completed").all() and (table["epochs_run"] == 5).all()
+
+    timings = [json.loads(line) for line in (tmp_path / "ab-timings" / "timings.jsonl").read_text().splitlines()]
+    second = [t for t in timings if t["trial_in_process"] == 2]
+    assert len(second) == 1 and second[0]["actor_start"] == 0 and second[0]["process_group"] == 0
+    # the first report: Tune's time from the trial's (re)start to its first result
+    assert warm[B["lr"]][0]["time_this_iter_s"] < 5.0, warm[B["lr"]][0]

@@ -1,0 +1,27 @@
+"""What the search prints while it runs, besides Tune's progress table.
+
+:class:`StopLine`: a trial that ASHA stopped is one console line (the trial, its epoch, its
+metric), the normal end of most trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ray.tune import Callback
+
+
+class StopLine(Callback):
+    """Prints ``trial <id> stopped by ASHA at epoch <e>: <metric> <value>`` when a trial ASHA
+    stopped ends (``stopped(trial_id)``: the epoch ASHA stopped it at, or None)."""
+
+    def __init__(self, stopped: Callable[[str], int | None], metric: str, say: Callable[[str], None] = print):
+        self.stopped, self.metric, self.say = stopped, metric, say
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        epoch = self.stopped(trial.trial_id)
+        if epoch is None:
+            return
+        value = (trial.last_result or {}).get(self.metric)
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        self.say(f"trial {trial.trial_id} stopped by ASHA at epoch {epoch}: {self.metric} {shown}")
