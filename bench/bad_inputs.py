@@ -15,7 +15,7 @@ workers, in a forked child so a crash is an outcome too), each case in its own f
 * ``crash``: the process died (a library segfaulted on the damaged file);
 * ``timeout``: no end within ``--timeout`` seconds.
 
-Usage: ``.venv/bin/python bench/bad_inputs.py [--only deap,seed,manifest,uea] [--keep DIR]``.
+Usage: ``.venv/bin/python bench/bad_inputs.py [--only deap,seed,manifest,uea,seed-iv,seed-v,faced] [--keep DIR]``.
 Prints the counts per source and outcome, then every case that is not as it should be.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -44,10 +45,13 @@ import pandas as pd
 
 from mercl.cli import main as mercl_main
 from mercl.data.synth_sources import (
+    SEED_V_FILE_CHANNELS,
     deap_content,
+    write_cnt,
     write_mp4,
     write_pickle,
     write_recording,
+    write_seed_iv_session,
     write_seed_labels,
     write_seed_session,
 )
@@ -568,6 +572,486 @@ def uea_cases() -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------- SEED-IV, SEED-V, FACED (issue 20)
+
+
+def build_seed_iv(folder: Path, trials: dict | None = None) -> Path:
+    raw = folder / "seed-iv"
+    trials = {n: np.random.default_rng(n).normal(0, 10, (62, 1000)) for n in range(1, 25)} if trials is None else trials
+    write_seed_iv_session(raw / "eeg_raw_data" / "1" / "1_20160518.mat", trials, "cz")
+    return raw
+
+
+def seed_iv_cases() -> list[Case]:
+    target = "eeg_raw_data/1/1_20160518.mat"
+    cases = file_cases("seed-iv", build_seed_iv, target, [], 128)
+    good = {n: np.random.default_rng(n).normal(0, 10, (62, 1000)) for n in range(1, 25)}
+
+    def variables(fn):
+        def make(folder):
+            raw = build_seed_iv(folder)
+            import scipy.io
+
+            scipy.io.savemat(str(raw / target), fn({f"cz_eeg{n}": v for n, v in good.items()}))
+            return raw, []
+
+        return make
+
+    def trial3(value):
+        return variables(lambda v: {**v, "cz_eeg3": value})
+
+    big, nan = good[3].copy(), good[3].copy()
+    big[5, 100], nan[5, 100] = 1e300, np.nan
+    cases += [
+        Case("seed-iv", "1e300 sample", trial3(big)),
+        Case("seed-iv", "NaN sample", trial3(nan)),
+        Case("seed-iv", "61 channels", trial3(good[3][:61])),
+        Case("seed-iv", "transposed trial", trial3(good[3].T)),
+        Case("seed-iv", "1-D trial", trial3(good[3][0])),
+        Case("seed-iv", "3-D trial", trial3(good[3][None])),
+        Case("seed-iv", "complex trial", trial3(good[3].astype(complex))),
+        Case("seed-iv", "string trial", trial3("hello")),
+        Case("seed-iv", "cell array trial", trial3(np.array([good[3], 1], dtype=object))),
+        Case("seed-iv", "struct trial", trial3({"a": 1})),
+        Case("seed-iv", "int16 trial", trial3(good[3].astype(np.int16)), False),
+        Case("seed-iv", "empty trial (skipped as too short)", trial3(np.zeros((62, 0))), False),
+        Case("seed-iv", "eeg25 too", variables(lambda v: {**v, "cz_eeg25": good[3]})),
+        Case("seed-iv", "eeg0 too", variables(lambda v: {**v, "cz_eeg0": good[3]})),
+        Case("seed-iv", "eeg24 missing", variables(lambda v: {k: x for k, x in v.items() if k != "cz_eeg24"})),
+        Case("seed-iv", "eeg3 twice (two prefixes)", variables(lambda v: {**v, "ab_eeg3": good[3]})),
+        Case("seed-iv", "no trial variables", variables(lambda v: {"x": np.zeros(3)})),
+        Case("seed-iv", "keys without prefix (eeg<N>)", variables(lambda v: {k[3:]: x for k, x in v.items()}), False),
+    ]
+
+    def layout(fn, extra=()):
+        def make(folder):
+            raw = build_seed_iv(folder)
+            return fn(raw) or raw, list(extra)
+
+        return make
+
+    cases += [
+        Case("seed-iv", "session folder 4", layout(lambda r: (r / "eeg_raw_data" / "4").mkdir() and None)),
+        Case("seed-iv", "session 2 is a file", layout(lambda r: (r / "eeg_raw_data" / "2").write_text("x") and None)),
+        Case("seed-iv", "subject twice in a session", layout(lambda r: shutil.copy(
+            r / target, r / "eeg_raw_data" / "1" / "1_20160519.mat") and None)),
+        Case("seed-iv", "RAW is the .mat file", layout(lambda r: r / target)),
+        Case("seed-iv", "RAW empty folder", layout(lambda r: (r / "empty").mkdir() or r / "empty")),
+        Case("seed-iv", "--baseline correct", layout(lambda r: None, ["--baseline", "correct"])),
+        Case("seed-iv", "--channels absent", layout(lambda r: None, ["--channels", "Fp1,XX9"])),
+        Case("seed-iv", "--channels fp1,cz", layout(lambda r: None, ["--channels", "fp1,cz"]), False),
+    ]  # fmt: skip
+    return cases
+
+
+SEED_V_TIMES = "session,trial,start_s,end_s\n" + "".join(f"1,{n},{5 * (n - 1)},{5 * n}\n" for n in range(1, 16))
+
+
+def build_seed_v(folder: Path, sfreq: int = 1000, channels=None, n_bytes: int = 2, times: str = SEED_V_TIMES) -> Path:
+    """EEG_raw/1_1_20180507.cnt: 15 trials of 5 s back to back (75 s, 66 channels) + trial times CSV."""
+    raw = folder / "seed-v"
+    channels = SEED_V_FILE_CHANNELS if channels is None else channels
+    eeg = np.random.default_rng(0).normal(0, 20, (len(channels), 75 * sfreq))
+    write_cnt(raw / "EEG_raw" / "1_1_20180507.cnt", 75 * sfreq, channels, sfreq, n_bytes=n_bytes,
+              segments=[(0, eeg)], events=[(5 * sfreq * n, 1) for n in range(15)])
+    (folder / "times.csv").write_text(times)
+    return raw
+
+
+def seed_v_cases() -> list[Case]:
+    target = "EEG_raw/1_1_20180507.cnt"
+
+    def times_arg(folder):
+        return ["--trial-times", str(folder / "times.csv")]
+
+    def build(folder, **kw):
+        return build_seed_v(folder, **kw), times_arg(folder)
+
+    cases = []
+    for case in file_cases("seed-v", build_seed_v, target, [], 900 + 75 * 66):
+        cases.append(Case(case.source, case.name, lambda f, b=case.build: (b(f)[0], times_arg(f)), case.must_refuse))
+
+    def patched(offset_of, value, dtype):
+        """Overwrite a header field (``offset_of(n_channels)`` bytes into the file)."""
+        def make(folder):
+            raw, extra = build(folder)
+            path = raw / target
+            data = bytearray(path.read_bytes())
+            at = offset_of(66)
+            data[at : at + np.dtype(dtype).itemsize] = np.array(value, dtype).tobytes()
+            path.write_bytes(bytes(data))
+            return raw, extra
+
+        return make
+
+    def cal(ch):  # ELECTLOC record of channel ch: calibration at +71
+        return lambda n: 900 + 75 * ch + 71
+
+    def with_times(text):
+        return lambda f: (build_seed_v(f, times=text), times_arg(f))
+
+    header = "session,trial,start_s,end_s\n"
+    cases += [
+        Case("seed-v", "500 Hz", lambda f: build(f, sfreq=500)),
+        Case("seed-v", "60 EEG channels", lambda f: build(f, channels=SEED_V_FILE_CHANNELS[2:])),
+        Case("seed-v", "no M1 M2 VEO HEO (62 channels)",
+             lambda f: build(f, channels=[c for c in SEED_V_FILE_CHANNELS if c not in ("M1", "M2", "VEO", "HEO")]),
+             False),
+        Case("seed-v", "int32 samples", lambda f: build(f, n_bytes=4), False),
+        Case("seed-v", "rate field 0", patched(lambda n: 376, 0, "<u2")),
+        Case("seed-v", "channel count field 0", patched(lambda n: 370, 0, "<u2")),
+        Case("seed-v", "channel count field 65535", patched(lambda n: 370, 65535, "<u2")),
+        Case("seed-v", "sample count field -1", patched(lambda n: 864, -1, "<i4"), False),
+        Case("seed-v", "sample count field 2**31-1", patched(lambda n: 864, 2**31 - 1, "<i4")),
+        Case("seed-v", "event table offset past the end", patched(lambda n: 886, 2**31 - 1, "<i4")),
+        Case("seed-v", "event table offset 0", patched(lambda n: 886, 0, "<i4")),
+        Case("seed-v", "calibration NaN in one channel", patched(cal(5), np.nan, "<f4")),
+        Case("seed-v", "calibration Inf in one channel", patched(cal(5), np.inf, "<f4")),
+        Case("seed-v", "calibration 1e30 in one channel", patched(cal(5), 1e30, "<f4")),
+        Case("seed-v", "calibration NaN in VEO only", patched(cal(64), np.nan, "<f4"), False),
+        Case("seed-v", "no --trial-times (released table overruns 75 s)", lambda f: (build_seed_v(f), [])),
+        Case("seed-v", "trial times empty file", with_times("")),
+        Case("seed-v", "trial times header only", with_times(header)),
+        Case("seed-v", "trial times wrong header", with_times("a,b,c,d\n1,1,0,5\n")),
+        Case("seed-v", "trial times text cell", with_times(header + "1,1,zero,5\n")),
+        Case("seed-v", "trial times NaN", with_times(header + "1,1,nan,5\n")),
+        Case("seed-v", "trial times inf", with_times(header + "1,1,0,inf\n")),
+        Case("seed-v", "trial times trial 16", with_times(header + "1,16,0,5\n")),
+        Case("seed-v", "trial times trial 1.5", with_times(header + "1,1.5,0,5\n")),
+        Case("seed-v", "trial times session 0", with_times(header + "0,1,0,5\n")),
+        Case("seed-v", "trial times end before start", with_times(header + "1,1,5,4\n")),
+        Case("seed-v", "trial times negative start", with_times(header + "1,1,-1,4\n")),
+        Case("seed-v", "trial times duplicate", with_times(header + "1,1,0,5\n1,1,5,10\n")),
+        Case("seed-v", "trial times five columns", with_times(header + "1,1,0,5,7\n")),
+        Case("seed-v", "trial times only session 2", with_times(header + "2,1,0,5\n")),
+        Case("seed-v", "trial times past the end", with_times(header + "1,1,70,80\n")),
+        Case("seed-v", "trial times binary", lambda f: (build_seed_v(f, times="\x00\xff\xfe" * 20), times_arg(f))),
+        Case("seed-v", "trial times one trial", with_times(header + "1,3,0,5\n"), False),
+        Case("seed-v", "trial times is a directory", lambda f: (build_seed_v(f), ["--trial-times", str(f / "seed-v")])),
+        Case("seed-v", "trial times missing", lambda f: (build_seed_v(f), ["--trial-times", str(f / "nope.csv")])),
+        Case("seed-v", "session 4 file", lambda f: (lambda r: (shutil.copy(r / target, r / "EEG_raw" / "1_4_20180508.cnt"),
+                                                              (r, times_arg(f)))[1])(build_seed_v(f))),
+        Case("seed-v", "--baseline correct", lambda f: (build_seed_v(f), [*times_arg(f), "--baseline", "correct"])),
+    ]  # fmt: skip
+    return cases
+
+
+@functools.lru_cache(maxsize=1)
+def _faced_good() -> np.ndarray:
+    return np.random.default_rng(0).normal(0, 10, (28, 32, 7500)).astype(np.float32)
+
+
+def build_faced(folder: Path, data=..., protocol: int = 4) -> Path:
+    """Processed_data/sub000.pkl holding ``data`` (by default a valid (28, 32, 7500) array)."""
+    raw = folder / "faced"
+    write_pickle(raw / "Processed_data" / "sub000.pkl", _faced_good() if data is ... else data, protocol)
+    return raw
+
+
+def faced_cases() -> list[Case]:
+    cases = file_cases("faced", build_faced, "Processed_data/sub000.pkl", [], 128)
+    d = _faced_good()
+
+    def content(obj, protocol=4):
+        return lambda folder: (build_faced(folder, obj, protocol), [])
+
+    def changed(index, value):
+        data = d.copy()
+        data[index] = value
+        return content(data)
+
+    cases += [
+        Case("faced", "NaN sample", changed((3, 2, 600), np.nan)),
+        Case("faced", "Inf sample", changed((3, 2, 600), np.inf)),
+        Case("faced", "1e30 sample (float32 power overflows)", changed((3, 2, 600), 1e30)),
+        Case("faced", "NaN in A1 only (dropped)", changed((3, 31, 600), np.nan), False),
+        Case("faced", "transposed (28, 7500, 32)", content(d.transpose(0, 2, 1).copy())),
+        Case("faced", "6000 samples (200 Hz)", content(d[:, :, :6000].copy())),
+        Case("faced", "30 channels", content(d[:, :30].copy())),
+        Case("faced", "27 clips", content(d[:27].copy())),
+        Case("faced", "2-D", content(d[0].copy())),
+        Case("faced", "4-D", content(d[None])),
+        Case("faced", "float64", content(d.astype(np.float64)), False),
+        Case("faced", "float16", content(d.astype(np.float16)), False),
+        Case("faced", "int16", content(d.astype(np.int16)), False),
+        Case("faced", "complex", content(d.astype(np.complex64))),
+        Case("faced", "bool", content(d > 0)),
+        Case("faced", "object", content(d.astype(object))),
+        Case("faced", "strings", content(np.full((28, 32, 5), "x"))),
+        Case("faced", "nested lists", content(d[:, :, :10].tolist())),
+        Case("faced", "dict with the array", content({"data": d})),
+        Case("faced", "None", content(None)),
+        Case("faced", "pickle with a function", content([print])),
+        Case("faced", "pickle protocol 2", content(d, 2), False),
+        Case("faced", "--baseline correct", lambda f: (build_faced(f), ["--baseline", "correct"])),
+        Case("faced", "RAW empty folder", lambda f: ((f / "faced").mkdir(), (f / "faced", []))[1]),
+        Case("faced", "RAW is a file named x.pkl",
+             lambda f: (lambda r: (shutil.copy(r / "Processed_data" / "sub000.pkl", r / "x.pkl"), (r / "x.pkl", []))[1])(
+                 build_faced(f))),
+        Case("faced", "--channels A1 (a dropped reference)", lambda f: (build_faced(f), ["--channels", "Fp1,A1"])),
+    ]  # fmt: skip
+    return cases
+
+
+# ---------------------------------------------------------------- DREAMER, AMIGOS, MAHNOB-HCI (issue 20)
+
+
+def resave(path: Path, content: dict | None = None, drop: str = "") -> Path:
+    """Rewrite a .mat file with ``content`` (default: its own variables less ``drop``); returns RAW."""
+    import scipy.io
+
+    if content is None:
+        content = {k: v for k, v in scipy.io.loadmat(str(path)).items() if not k.startswith("__") and k != drop}
+    scipy.io.savemat(str(path), content)
+    return path.parent
+
+
+def dreamer_parts(seconds: int = 6) -> dict:
+    """Fields of one DREAMER subject (18 clips of ``seconds`` s, 2 s baselines), for editing."""
+    rng = np.random.default_rng(0)
+    return {"stimuli": [rng.normal(0, 10, (128 * seconds, 14)) for _ in range(18)],
+            "baselines": [rng.normal(0, 10, (256, 14)) for _ in range(18)],
+            "scores": {"valence": [1, 2, 3, 4, 5, 3] * 3, "arousal": [3] * 18, "dominance": [4] * 18}}  # fmt: skip
+
+
+def build_dreamer(folder: Path, edit=None, **fields) -> Path:
+    from mercl.data.synth_sources import dreamer_subject, write_dreamer
+
+    parts = dreamer_parts()
+    subject = dreamer_subject(parts["stimuli"], parts["baselines"], parts["scores"])
+    if edit is not None:
+        edit(subject)
+    write_dreamer(folder / "dreamer" / "DREAMER.mat", [subject], **fields)
+    return folder / "dreamer"
+
+
+def dreamer_cases() -> list[Case]:
+    cases = file_cases("dreamer", build_dreamer, "DREAMER.mat", [], 256)
+
+    def subject_with(fn, must_refuse=True, name=""):
+        return Case("dreamer", name, lambda f: (build_dreamer(f, edit=fn), []), must_refuse)
+
+    def clip(part, k, value):
+        return lambda s: s["EEG"][part].__setitem__((k, 0), value)
+
+    def sample(value):
+        def fn(s):
+            s["EEG"]["stimuli"][3, 0][100, 2] = value
+
+        return fn
+
+    good = dreamer_parts()["stimuli"][0]
+    cases += [
+        subject_with(clip("stimuli", 4, good.T.copy()), name="stimuli transposed"),
+        subject_with(clip("baseline", 4, dreamer_parts()["baselines"][0].T.copy()), name="baseline transposed"),
+        subject_with(clip("stimuli", 4, good[:, :13]), name="13 channels"),
+        subject_with(clip("stimuli", 4, good[0]), name="one sample row"),
+        subject_with(clip("stimuli", 4, "text"), name="stimuli text"),
+        subject_with(clip("stimuli", 4, good.astype(complex)), name="stimuli complex"),
+        subject_with(clip("stimuli", 4, good.astype(np.int16)), False, "stimuli int16"),
+        subject_with(clip("stimuli", 4, np.zeros((0, 14))), name="empty clip"),
+        subject_with(clip("stimuli", 4, good[:100]), False, "clip shorter than a segment"),
+        subject_with(sample(np.nan), name="NaN sample"),
+        subject_with(sample(np.inf), name="Inf sample"),
+        subject_with(sample(1e300), name="1e300 sample"),
+        subject_with(lambda s: s.pop("ScoreValence"), name="no ScoreValence"),
+        subject_with(lambda s: s.pop("EEG"), name="no EEG"),
+        subject_with(lambda s: s["EEG"].pop("baseline"), name="no baseline"),
+        subject_with(lambda s: s.update(ScoreValence=np.full((18, 1), 0.0)), name="score 0"),
+        subject_with(lambda s: s.update(ScoreValence=np.full((18, 1), 6.0)), name="score 6"),
+        subject_with(lambda s: s.update(ScoreValence=np.full((18, 1), np.nan)), name="score NaN"),
+        subject_with(lambda s: s.update(ScoreValence=np.full((17, 1), 3.0)), name="17 scores"),
+        subject_with(lambda s: s.update(ScoreValence="high"), name="score text"),
+        subject_with(lambda s: s["EEG"].update(stimuli=s["EEG"]["stimuli"][:17]), name="17 clips"),
+        subject_with(lambda s: s["EEG"].update(stimuli=np.zeros((18, 1))), name="stimuli a matrix, not a cell"),
+        Case("dreamer", "rate 256", lambda f: (build_dreamer(f, EEG_SamplingRate=256), [])),
+        Case("dreamer", "rate text", lambda f: (build_dreamer(f, EEG_SamplingRate="fast"), [])),
+        Case("dreamer", "13 electrodes", lambda f: (build_dreamer(f, electrodes=["AF3"] * 13), [])),
+        Case("dreamer", "duplicate electrodes", lambda f: (build_dreamer(f, electrodes=["AF3"] * 14), [])),
+        Case("dreamer", "Data empty", lambda f: (build_dreamer(f, Data=np.zeros((0, 0))), [])),
+        Case("dreamer", "Data a number", lambda f: (build_dreamer(f, Data=3), [])),
+        Case("dreamer", "--baseline correct", lambda f: (build_dreamer(f), ["--baseline", "correct"]), False),
+        Case("dreamer", "--channels missing one", lambda f: (build_dreamer(f), ["--channels", "AF3,Cz"])),
+        Case("dreamer", "RAW without DREAMER.mat", lambda f: ((f / "dreamer").mkdir(parents=True), (f / "dreamer", []))[1]),
+        Case("dreamer", "wrong top-level name", lambda f: (resave(build_dreamer(f) / "DREAMER.mat", {"data": 1}), [])),
+    ]  # fmt: skip
+    return cases
+
+
+AMIGOS_IDS = [str(v) for v in (4, 5, 9, 10, 13, 18, 19, 20, 23, 30, 31, 34, 36, 58, 80, 138)] + ["N1", "P1", "B1", "U1"]
+
+
+def amigos_parts(seconds: int = 6) -> dict:
+    rng = np.random.default_rng(1)
+    return {"video_ids": list(AMIGOS_IDS), "joined": [rng.normal(0, 10, (640 + 128 * seconds, 17)) for _ in range(20)],
+            "ratings": [[5, 2 + k % 7, 5, 5, 5, 0, 1, 0, 0, 0, 0, 0] for k in range(20)]}  # fmt: skip
+
+
+def build_amigos(folder: Path, edit=None, nested: bool = True, **changes) -> Path:
+    from mercl.data.synth_sources import write_amigos
+
+    parts = amigos_parts()
+    if edit is not None:
+        edit(parts)
+    name = "Data_Preprocessed_P01.mat"
+    write_amigos(folder / "amigos" / (name[:-4] if nested else "") / name, **parts, **changes)
+    return folder / "amigos"
+
+
+def amigos_cases() -> list[Case]:
+    from mercl.data.synth_sources import mat_cells
+
+    cases = file_cases("amigos", lambda f: build_amigos(f, nested=False), "Data_Preprocessed_P01.mat", [], 256)
+
+    def parts_with(fn, must_refuse=True, name=""):
+        return Case("amigos", name, lambda f: (build_amigos(f, edit=fn), []), must_refuse)
+
+    def cell(key, k, value):
+        return lambda p: p[key].__setitem__(k, value)
+
+    def sample(column, value):
+        def fn(p):
+            p["joined"][3][900, column] = value
+
+        return fn
+
+    good = amigos_parts()["joined"][0]
+    cases += [
+        parts_with(cell("joined", 2, good.T.copy()), name="joined_data transposed"),
+        parts_with(cell("joined", 2, good[:, :16]), name="16 columns"),
+        parts_with(cell("joined", 2, good[:, :14]), name="14 columns (EEG only)"),
+        parts_with(cell("joined", 2, good[:600]), name="shorter than the 5 s baseline"),
+        parts_with(cell("joined", 2, good[:700]), False, "shorter than a segment"),
+        parts_with(cell("joined", 2, "text"), name="joined_data text"),
+        parts_with(cell("joined", 2, good.astype(complex)), name="joined_data complex"),
+        parts_with(cell("joined", 2, None), False, "one EEG cell empty"),
+        parts_with(sample(3, np.nan), name="NaN in EEG"),
+        parts_with(sample(3, 1e300), name="1e300 in EEG"),
+        parts_with(sample(16, np.nan), False, "NaN in GSR only"),
+        parts_with(cell("ratings", 5, [0] * 12), name="ratings 0"),
+        parts_with(cell("ratings", 5, [np.nan] * 12), name="ratings NaN"),
+        parts_with(cell("ratings", 5, [5] * 10), name="10 ratings"),
+        Case("amigos", "ratings text", lambda f: (build_amigos(f, labels_selfassessment=mat_cells(
+            [np.array(["high"])] + [np.full((1, 12), 5.0)] * 19, (1, 20))), [])),
+        parts_with(cell("video_ids", 3, "5"), name="video id twice"),
+        parts_with(cell("video_ids", 3, np.array([[7]])), False, "video id a number"),
+        parts_with(cell("video_ids", 3, np.ones((2, 2))), name="video id a matrix"),
+        parts_with(lambda p: [p[k].__setitem__(slice(16, 20), [None] * 4) for k in p], False, "no long videos"),
+        parts_with(lambda p: [p[k].__setitem__(slice(0, 20), [None] * 20) for k in p], name="every cell empty"),
+        parts_with(lambda p: [p[k].pop() for k in p], name="19 cells"),
+        Case("amigos", "no joined_data", lambda f: (resave(build_amigos(f, nested=False) / "Data_Preprocessed_P01.mat",
+                                                          drop="joined_data"), [])),
+        Case("amigos", "two files for P01", lambda f: (build_amigos(f), build_amigos(f, nested=False), (f / "amigos", []))[2]),
+        Case("amigos", "RAW without participant files", lambda f: ((f / "amigos").mkdir(parents=True), (f / "amigos", []))[1]),
+        Case("amigos", "--baseline correct", lambda f: (build_amigos(f), ["--baseline", "correct"]), False),
+    ]  # fmt: skip
+    return cases
+
+
+def build_mahnob(folder: Path, marks=(2.0, 9.0), felt=(5, 6), sfreq: int = 256, ch_names=None, pulse_s=0.04,
+                 media="69.avi") -> Path:
+    from mercl.data.synth_sources import MAHNOB_BDF_CHANNELS, write_mahnob_session
+
+    names = ch_names or MAHNOB_BDF_CHANNELS
+    rng = np.random.default_rng(2)
+    sessions = folder / "mahnob" / "Sessions"
+    for sid, clip in ((2, media), (4, "55.avi")):
+        eeg = rng.normal(0, 10, (min(32, len(names) - 1), 12 * sfreq))
+        write_mahnob_session(sessions, sid, "1", clip, felt, eeg, marks, sfreq=sfreq, ch_names=names, pulse_s=pulse_s,
+                             trial_name="Part_1_S_Trial1_emotion.bdf")
+    return folder / "mahnob"
+
+
+def mahnob_cases() -> list[Case]:
+    bdf = "Sessions/2/Part_1_S_Trial1_emotion.bdf"
+    cases = file_cases("mahnob", build_mahnob, bdf, [], 48 * 256)
+    cases += file_cases("mahnob", build_mahnob, "Sessions/2/session.xml", [], 64)
+
+    def xml(text):
+        def make(folder):
+            raw = build_mahnob(folder)
+            (raw / "Sessions" / "2" / "session.xml").write_text(text)
+            return raw, []
+
+        return make
+
+    from mercl.data.synth_sources import MAHNOB_BDF_CHANNELS as names
+
+    cases += [
+        Case("mahnob", "no Status channel", lambda f: (build_mahnob(f, ch_names=[*names[:-1], "Trigger"]), [])),
+        Case("mahnob", "31 EEG channels", lambda f: (build_mahnob(f, ch_names=[*names[:31], "Status"]), [])),
+        Case("mahnob", "512 Hz", lambda f: (build_mahnob(f, sfreq=512), [])),
+        Case("mahnob", "128 Hz", lambda f: (build_mahnob(f, sfreq=128), [])),
+        Case("mahnob", "no Status markers", lambda f: (build_mahnob(f, marks=()), [])),
+        Case("mahnob", "one short marker", lambda f: (build_mahnob(f, marks=(2.0,)), [])),
+        Case("mahnob", "marker at 0 s and one more", lambda f: (build_mahnob(f, marks=(0.0, 5.0)), [])),
+        Case("mahnob", "one long pulse", lambda f: (build_mahnob(f, pulse_s=-1), []), False),
+        Case("mahnob", "markers 0.5 s apart", lambda f: (build_mahnob(f, marks=(2.0, 2.5)), [])),
+        Case("mahnob", "three markers", lambda f: (build_mahnob(f, marks=(2.0, 9.0, 10.0)), []), False),
+        Case("mahnob", "felt 0", lambda f: (build_mahnob(f, felt=(0, 5)), [])),
+        Case("mahnob", "felt 10", lambda f: (build_mahnob(f, felt=(10, 5)), [])),
+        Case("mahnob", "felt text", lambda f: (build_mahnob(f, felt=("high", 5)), [])),
+        Case("mahnob", "felt nan", lambda f: (build_mahnob(f, felt=("nan", 5)), [])),
+        Case("mahnob", "felt empty", lambda f: (build_mahnob(f, felt=("", 5)), [])),
+        Case("mahnob", "mediaFile empty", lambda f: (build_mahnob(f, media=""), [])),
+        Case("mahnob", "same clip twice", lambda f: (build_mahnob(f, media="55.avi"), [])),
+        Case("mahnob", "no felt ratings anywhere", lambda f: (build_mahnob(f, felt=None), [])),
+        Case("mahnob", "xml root not <session>", xml('<trial feltVlnc="5" feltArsl="5" mediaFile="a.avi"/>')),
+        Case("mahnob", "xml without subject", xml('<session feltVlnc="5" feltArsl="5" mediaFile="a.avi"/>')),
+        Case("mahnob", "xml empty", xml("")),
+        Case("mahnob", "xml entity bomb", xml('<!DOCTYPE s [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;'
+                                              '&a;&a;&a;&a;">]><session feltVlnc="&b;"><subject id="1"/></session>')),
+        Case("mahnob", "two BDFs in a session",
+             lambda f: (shutil.copy(build_mahnob(f) / bdf, f / "mahnob" / "Sessions" / "2" / "x_emotion.bdf"),
+                        (f / "mahnob", []))[1]),
+        Case("mahnob", "no sessions", lambda f: ((f / "mahnob" / "Sessions").mkdir(parents=True), (f / "mahnob", []))[1]),
+        Case("mahnob", "--baseline correct", lambda f: (build_mahnob(f), ["--baseline", "correct"]), False),
+        Case("mahnob", "--channels lower case", lambda f: (build_mahnob(f), ["--channels", "fp1,cz"]), False),
+    ]  # fmt: skip
+    return cases
+
+
+# ---------------------------------------------------------------- names from the data (issue 21)
+
+
+def name_cases() -> list[Case]:
+    """Ids a user's manifest can hold: ones that would take a clip from outside the stimuli folder
+    (refused in one line), and table/mathtext characters in subject and stimulus ids (kept as they
+    are; tests/integration/test_bad_inputs.py takes them on through evaluate and report)."""
+
+    def with_ids(subject: str | None = None, stimulus=None, outside: bool = False):
+        def make(folder):
+            raw = build_manifest(folder)
+            if outside:  # a real clip beside the stimuli folder, where an escaping id would find it
+                shutil.copy(raw / "stimuli" / "A.mp4", raw / "outside.mp4")
+            rows = manifest_rows()
+            for row in rows:
+                row["subject"] = subject or row["subject"]
+            if stimulus is not None:
+                name = stimulus(raw) if callable(stimulus) else stimulus
+                if not outside:  # a clip of that name inside the folder
+                    (raw / "stimuli" / f"{name}.mp4").parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(raw / "stimuli" / "A.mp4", raw / "stimuli" / f"{name}.mp4")
+                rows[0]["stimulus"] = name
+            pd.DataFrame(rows).to_csv(raw / "manifest.csv", index=False)
+            return raw, []
+
+        return make
+
+    return [
+        Case("manifest", "stimulus id ../outside (a clip beside the stimuli folder)",
+             with_ids(stimulus="../outside", outside=True)),
+        Case("manifest", "stimulus id /absolute/outside", with_ids(stimulus=lambda raw: str(raw / "outside"),
+                                                                   outside=True)),
+        Case("manifest", "stimulus id ../../../etc/passwd (no such clip)",
+             with_ids(stimulus="../../../etc/passwd", outside=True)),
+        Case("manifest", "subject id with a table pipe p|01", with_ids(subject="p|01"), False),
+        Case("manifest", "subject id with mathtext s$x^$", with_ids(subject="s$x^$"), False),
+        Case("manifest", "stimulus id with pipe and dollars A|$x$", with_ids(stimulus="A|$x$"), False),
+        Case("manifest", "stimulus id with a sub-folder set1/A", with_ids(stimulus="set1/A"), False),
+    ]  # fmt: skip
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -673,7 +1157,7 @@ def _warm_up() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="deap,seed,manifest,uea", help="comma-separated sources")
+    parser.add_argument("--only", default="deap,seed,manifest,uea,seed-iv,seed-v,faced", help="comma-separated sources")
     parser.add_argument("--keep", metavar="DIR", help="build the cases here and keep them (default: a temp dir)")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per case")
     parser.add_argument("--match", default="", help="only cases whose name contains this")
@@ -681,6 +1165,9 @@ def main() -> int:
     logging.disable(logging.WARNING)
     _warm_up()
     makers = {"deap": deap_cases, "seed": seed_cases, "manifest": manifest_cases, "uea": uea_cases}
+    makers.update(dreamer=dreamer_cases, amigos=amigos_cases, mahnob=mahnob_cases)
+    makers.update({"seed-iv": seed_iv_cases, "seed-v": seed_v_cases, "faced": faced_cases})
+    makers.update(names=name_cases)
     cases = [c for s in args.only.split(",") for c in makers[s]() if args.match in c.name]
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bad-inputs-"))
     counts: Counter = Counter()

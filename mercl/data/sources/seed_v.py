@@ -110,14 +110,15 @@ def read_trial_times(path: str | Path) -> list[list[float]]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputFileError(path, f"cannot read as CSV ({short_reason(exc)})") from None
     if not lines or [c.strip() for c in lines[0]] != TRIAL_TIMES_COLUMNS:
-        got = ",".join(lines[0]) if lines else "an empty file"
+        got = "".join(c if c.isprintable() else "?" for c in ",".join(lines[0])) if lines else "an empty file"
         raise InputFileError(path, f"the header must be {','.join(TRIAL_TIMES_COLUMNS)}, got {got[:80]}")
     rows = []
     for i, line in enumerate(lines[1:], start=1):
         try:
             rows.append([float(cell) for cell in line])
         except ValueError:
-            raise InputFileError(path, f"row {i}: not numbers: {','.join(line)[:80]}") from None
+            shown = "".join(c if c.isprintable() else "?" for c in ",".join(line))
+            raise InputFileError(path, f"row {i}: not numbers: {shown[:80]}") from None
     return check_trial_times(rows, path)
 
 
