@@ -347,7 +347,7 @@ def write_mahnob_session(sessions: Path, session_id: int, subject: str, media: s
     (folder / "session.xml").write_text(
         f'<?xml version="1.0" encoding="utf-8"?>\n<session {rated}isStim="{int(felt is not None)}" '
         f'mediaFile="{media}" cutNr="{session_id % 130}" cutLenSec="60" sessionId="{session_id}">\n'
-        f'  <subject id="{subject}" />\n  <track type="Physiological" id="1" />\n</session>\n')  # fmt: skip
+        f'  <subject id="{subject}" />\n  <track type="Physiological" id="1" />\n</session>')  # fmt: skip
     names = MAHNOB_BDF_CHANNELS if ch_names is None else ch_names
     signals = np.random.default_rng(session_id).normal(0.0, 5.0, (len(names), eeg.shape[1]))
     signals[: len(eeg)] = eeg

@@ -32,7 +32,14 @@ import numpy as np
 
 from mercl.data.sources import SourceOptions
 from mercl.data.sources._baseline import handle_baseline
-from mercl.data.sources._common import check_ratings, expect_dir, pick_indices, rating_dict, resample
+from mercl.data.sources._common import (
+    check_ratings,
+    expect_dir,
+    expect_file,
+    pick_indices,
+    rating_dict,
+    resample,
+)
 from mercl.data.sources._matlab import (
     cells,
     is_empty,
@@ -131,6 +138,9 @@ class AmigosParticipant:
             ))  # fmt: skip
         if no_eeg:
             log.warning("%s: cells %s have a video id and ratings but no EEG: skipped", self.path, no_eeg)
+        if not trials:
+            raise InputFileError(self.path, f"all {N_CELLS} cells are empty: no trial (move the file out of RAW "
+                                            "to leave the participant out)")
         return trials
 
 
@@ -147,6 +157,7 @@ def find_files(raw: Path) -> dict[str, Path]:
         match = FILE_PATTERN.match(path.name)
         if match is None:
             continue
+        expect_file(path, "an AMIGOS participant file")
         subject = f"P{int(match.group(1)):02d}"
         if subject in found:
             raise InputFileError(path, f"participant {subject} twice (also {found[subject]})")

@@ -30,7 +30,7 @@ import numpy as np
 
 from mercl.data.sources import SourceOptions
 from mercl.data.sources._baseline import handle_baseline
-from mercl.data.sources._common import pick_indices, resample
+from mercl.data.sources._common import expect_file, pick_indices, resample
 from mercl.data.sources._matlab import cells, load_mat, numbers, require_keys, samples_by_channels, text
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError
@@ -133,6 +133,7 @@ def discover(raw: Path, options: SourceOptions) -> list[DreamerFile]:
     path = raw if raw.is_file() else raw / FILE_NAME
     if not path.exists():
         raise InputFileError(raw, f"no {FILE_NAME} here")
+    expect_file(path, "DREAMER's DREAMER.mat")
     return [DreamerFile(path=path, options=options)]
 
 

@@ -39,6 +39,7 @@ from mercl.data.sources._common import (
     check_finite,
     check_ratings,
     expect_dir,
+    expect_file,
     pick_indices,
     resample,
     short_reason,
@@ -84,7 +85,7 @@ def read_session_xml(path: Path) -> SessionXml:
     """Parse and check one ``session.xml``."""
     try:
         root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError, ValueError) as exc:
+    except Exception as exc:  # ParseError, an unknown declared encoding (LookupError), OSError, ...
         raise InputFileError(path, f"not a readable XML session file ({short_reason(exc)})") from None
     if root.tag != "session":
         raise InputFileError(path, f"root element is <{root.tag}>, expected <session>")
@@ -159,10 +160,12 @@ def read_session_eeg(bdf: Path, options: SourceOptions) -> tuple[np.ndarray, lis
 
 @dataclass
 class MahnobSubject:
-    """One subject's rated emotion sessions; ``load()`` reads the clip window of each BDF."""
+    """One subject's rated emotion sessions; ``load()`` reads the clip window of each BDF.
+    ``files``: every session.xml and BDF it reads (what a rebuilt shard depends on)."""
 
     subject: str
-    sessions: list[Session]
+    rated: list[Session]
+    files: list[Path]
     options: SourceOptions
 
     @property
@@ -171,7 +174,7 @@ class MahnobSubject:
 
     def load(self) -> list[Trial]:
         trials = []
-        for s in self.sessions:
+        for s in self.rated:
             eeg, names = read_session_eeg(s.bdf, self.options)
             eeg, sfreq = resample(eeg, SFREQ, self.options.resample)
             trials.append(Trial(
@@ -197,6 +200,8 @@ def emotion_sessions(sessions_dir: Path) -> tuple[dict[str, list[tuple[Path, Pat
             continue
         if len(bdfs) > 1:
             raise InputFileError(folder, f"{len(bdfs)} files {BDF_GLOB}, a session has one")
+        expect_file(bdfs[0], "a MAHNOB-HCI BDF recording")
+        expect_file(folder / SESSION_FILE, "a MAHNOB-HCI session.xml")
         info = read_session_xml(folder / SESSION_FILE)
         by_subject.setdefault(info.subject, []).append((folder, bdfs[0], info))
     return by_subject, without_bdf
@@ -225,7 +230,8 @@ def discover(raw: Path, options: SourceOptions) -> list[MahnobSubject]:
             shown[info.stimulus] = folder.name
             sessions.append(Session(trial, folder, bdf, info.stimulus, info.ratings))
         if sessions:
-            units.append(MahnobSubject(subject=subject, sessions=sessions, options=options))
+            files = [p for s in sessions for p in (s.folder / SESSION_FILE, s.bdf)]
+            units.append(MahnobSubject(subject=subject, rated=sessions, files=files, options=options))
     if unrated or without_bdf:
         extra = f"; {without_bdf} session folders without an {BDF_GLOB} not read" if without_bdf else ""
         log.warning("mahnob: %d of %d emotion sessions have no felt ratings and are skipped%s", unrated, total, extra)
@@ -236,6 +242,6 @@ def discover(raw: Path, options: SourceOptions) -> list[MahnobSubject]:
 
 def recording_facts(unit: MahnobSubject) -> tuple[Path, float | None, list[str] | None]:
     """(first BDF, EEG rate, its 32 EEG channel names) from the header, for ``mercl predict``'s checks."""
-    bdf = unit.sessions[0].bdf
+    bdf = unit.rated[0].bdf
     raw = open_recording(bdf)
     return bdf, float(raw.info["sfreq"]), list(raw.ch_names[:N_EEG])
