@@ -53,7 +53,7 @@ from tqdm import tqdm
 from mercl.config import FieldProblem, config_hash, from_dict, to_dict
 from mercl.data import shards
 from mercl.data.features.audio import read_audio
-from mercl.data.prepare import PrepareConfig, find_clip, segment_starts
+from mercl.data.prepare import PrepareConfig, find_clip, input_folders, segment_starts
 from mercl.data.reader import PreparedDataset, lookup_rows
 from mercl.data.sources import discover
 from mercl.errors import InputFileError, MerclError
@@ -231,7 +231,8 @@ def _eeg_arrays(prepared: PreparedDataset, cfg: BaselineFeatureConfig, progress:
         (str(s), int(t)): idx.to_numpy()
         for (s, t), idx in rows.groupby(["subject", "trial"], sort=False).groups.items()
     }
-    units = discover(manifest["source"], Path(manifest["raw"]), pcfg.source)
+    raw_input, _ = input_folders(prepared.path, manifest)
+    units = discover(manifest["source"], raw_input, pcfg.source)
     wpd: np.ndarray | None = None
     raw: np.ndarray | None = None
     filled = np.zeros(len(rows), bool)
@@ -267,7 +268,7 @@ def _eeg_arrays(prepared: PreparedDataset, cfg: BaselineFeatureConfig, progress:
     if not filled.all():
         missing = rows.iloc[int(np.flatnonzero(~filled)[0])]
         raise InputFileError(
-            manifest["raw"],
+            raw_input,
             f"recording of subject {missing['subject']} trial {missing['trial']} not found (re-run prepare)",
         )
     return wpd, raw
@@ -445,7 +446,7 @@ def _stimulus_arrays(prepared: PreparedDataset, cfg: BaselineFeatureConfig, prog
     smile = _egemaps_extractor()
     egemaps = np.zeros((m, len(smile.feature_names)), np.float32)
     mfcc = np.zeros((m, n_mfcc_steps(pcfg.segment_s, sr, cfg), cfg.n_mfcc), np.float32)
-    stimuli_dir = Path(manifest["stimuli"]) if manifest.get("stimuli") else None
+    stimuli_dir = input_folders(prepared.path, manifest)[1]
     groups = keys.groupby("stimulus", sort=False).groups.items()
     for stimulus, idx in tqdm(groups, desc="baseline audio", unit="clip", disable=not progress, leave=False):
         idx = idx.to_numpy()

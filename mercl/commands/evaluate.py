@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from mercl.data.protocols import parse_protocols
     from mercl.data.reader import load_dataset
     from mercl.errors import MerclError
+    from mercl.output_lock import output_lock
     from mercl.training.crossval import cross_validate
 
     if args.folds < 2:
@@ -46,23 +47,24 @@ def run(args: argparse.Namespace) -> int:
     protocols = parse_protocols(args.protocol)
     cfg = config_from_args(args)
     out = Path(args.out)
-    dirs = {p: out if len(protocols) == 1 else out / p for p in protocols}
-    taken = [d for d in dirs.values() if (d / "results.csv").exists()]
-    if taken and not args.force:
-        raise MerclError(f"{taken[0]}: already holds results.csv; use --force to overwrite or another -o")
-    prepared = load_dataset(args.dataset)
-    results = {}
-    for protocol, run_dir in dirs.items():
-        if args.force and (run_dir / "tb").is_dir():
-            import shutil
+    with output_lock(out, "evaluate"):
+        dirs = {p: out if len(protocols) == 1 else out / p for p in protocols}
+        taken = [d for d in dirs.values() if (d / "results.csv").exists()]
+        if taken and not args.force:
+            raise MerclError(f"{taken[0]}: already holds results.csv; use --force to overwrite or another -o")
+        prepared = load_dataset(args.dataset)
+        results = {}
+        for protocol, run_dir in dirs.items():
+            if args.force and (run_dir / "tb").is_dir():
+                import shutil
 
-            shutil.rmtree(run_dir / "tb")
-        results[protocol] = cross_validate(
-            prepared, args.label, cfg, protocol=protocol, folds=args.folds, out_dir=run_dir,
-            show_progress=not args.no_progress, config_name=str(args.config))
-    if len(results) > 1:
-        print("\nprotocols side by side (accuracy, mean over folds):")
-        for res in results.values():
-            base = ", ".join(f"{m} {res.mean(m):.3f}" for m in ("majority", "clip-majority"))
-            print(f"  {res.protocol:<40} mercl {res.mean('mercl'):.3f}  {base}")
+                shutil.rmtree(run_dir / "tb")
+            results[protocol] = cross_validate(
+                prepared, args.label, cfg, protocol=protocol, folds=args.folds, out_dir=run_dir,
+                show_progress=not args.no_progress, config_name=str(args.config))
+        if len(results) > 1:
+            print("\nprotocols side by side (accuracy, mean over folds):")
+            for res in results.values():
+                base = ", ".join(f"{m} {res.mean(m):.3f}" for m in ("majority", "clip-majority"))
+                print(f"  {res.protocol:<40} mercl {res.mean('mercl'):.3f}  {base}")
     return 0

@@ -57,6 +57,23 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+
+    from mercl.errors import MerclError
+    from mercl.output_lock import output_lock
+
+    if args.folds < 2:
+        raise MerclError(f"--folds: must be >= 2, got {args.folds}")
+    workers = min(4, os.cpu_count() or 1) if args.workers is None else args.workers
+    if workers < 1:
+        raise MerclError(f"--workers: must be >= 1, got {workers}")
+    with output_lock(args.out, "experiment"):
+        _run_locked(args, workers)
+    print(f"next: mercl report {args.out}")
+    return 0
+
+
+def _run_locked(args: argparse.Namespace, workers: int) -> None:
+    """The experiment, run while this process holds the lock of RUN_DIR."""
     from pathlib import Path
 
     from mercl.data.protocols import shared_stimuli
@@ -73,11 +90,6 @@ def run(args: argparse.Namespace) -> int:
     from mercl.modalities import parse_modalities
     from mercl.training.config import NAMED_CONFIGS, load_train_config
 
-    if args.folds < 2:
-        raise MerclError(f"--folds: must be >= 2, got {args.folds}")
-    workers = min(4, os.cpu_count() or 1) if args.workers is None else args.workers
-    if workers < 1:
-        raise MerclError(f"--workers: must be >= 1, got {workers}")
     cfg = load_train_config(args.config, dict(args.overrides))
     prepared = load_dataset(args.dataset)
     wanted = parse_modalities(args.modalities) if args.modalities else None
@@ -105,5 +117,3 @@ def run(args: argparse.Namespace) -> int:
         raise MerclError(f"--gpus-per-unit: must be >= 0, got {args.gpus_per_unit:g}")
     run_experiment(exp, args.out, show_progress=not args.no_progress, ray_address=args.ray, workers=workers,
                    gpus_per_unit=args.gpus_per_unit)
-    print(f"next: mercl report {args.out}")
-    return 0

@@ -39,12 +39,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from mercl.errors import MerclError
     from mercl.inference.predict import predict_recordings
+    from mercl.output_lock import output_lock
 
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise MerclError(f"--device: expected auto, cpu, cuda or cuda:N, got {args.device!r}")
     if args.workers is not None and args.workers < 1:
         raise MerclError(f"--workers must be >= 1, got {args.workers}")
-    predict_recordings(args.model, args.raw, args.source, args.out, stimuli=args.stimuli, device=args.device,
-                       batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
-                       force=args.force)
+    with output_lock(args.out, "predict"):
+        predict_recordings(args.model, args.raw, args.source, args.out, stimuli=args.stimuli, device=args.device,
+                           batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
+                           force=args.force)
     return 0

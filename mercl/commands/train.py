@@ -78,17 +78,23 @@ def add_parser(subparsers) -> None:
                              "subjects, else trial")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     parser.add_argument("--force", action="store_true", help="overwrite an existing run in RUN_DIR")
+    parser.add_argument("--keep-ids", action="store_true",
+                        help="store the training subject and clip ids in model.pt as they are (default: salted "
+                             "hashes, enough for mercl predict to say whether a recording was seen in training, "
+                             "so sharing the model does not share the participant list)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mercl.errors import MerclError
+    from mercl.output_lock import output_lock
     from mercl.training.train_model import MODEL_FILE, train_once
 
     cfg = config_from_args(args)
     out = Path(args.out)
-    if (out / MODEL_FILE).exists() and not (args.force or args.resume):
-        raise MerclError(f"{out}: already holds a trained model; use --force to overwrite or another -o")
-    train_once(args.dataset, args.label, cfg, out, resume=args.resume, show_progress=not args.no_progress,
-               config_name=str(args.config), protocol=args.protocol)
+    with output_lock(out, "train"):
+        if (out / MODEL_FILE).exists() and not (args.force or args.resume):
+            raise MerclError(f"{out}: already holds a trained model; use --force to overwrite or another -o")
+        train_once(args.dataset, args.label, cfg, out, resume=args.resume, show_progress=not args.no_progress,
+                   config_name=str(args.config), protocol=args.protocol, keep_ids=args.keep_ids)
     return 0

@@ -14,7 +14,12 @@ Pipeline (see docs/CONTRACTS.md for the on-disk layout and the row schemas):
 The dataset directory is ``OUT/<source>-<hash>``, the hash covering the config, the
 source and the resolved input paths, so a changed config never reuses stale shards. A
 re-run with the same config skips every shard already written with a matching checksum
-(recorded in ``progress.json`` as each job finishes) and builds only what is missing.
+AND built from the same inputs (both recorded in ``progress.json`` as each job finishes:
+the fingerprints of :mod:`mercl.data.fingerprints`, of every file and manifest row the shard
+read), rebuilds the shards whose inputs changed (saying which input), removes the shards
+whose inputs left the dataset and builds what is missing. ``manifest.json`` records the
+fingerprints, a ``content_digest`` of the shard checksums (what caches of results key on)
+and its paths relative (RAW to the dataset folder, the rest to RAW's folder).
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ from mercl.data.features.video import (
     probe_clip,
     read_video_frames,
     video_segment_frames,
+)
+from mercl.data.fingerprints import (
+    changed_inputs,
+    describe_change,
+    relative_name,
+    stimulus_inputs,
+    unit_inputs,
 )
 from mercl.data.labels import available_schemes, class_counts
 from mercl.data.sources import SOURCE_NAMES, SourceOptions, discover
@@ -281,12 +293,24 @@ def _eeg_unit_table(trials: list[Trial], unit_name: str, cfg: PrepareConfig) -> 
     return table.replace_schema_metadata(shards.shapes_metadata({"eeg": shape}, info))
 
 
-def build_eeg_shard(unit: Any, cfg: PrepareConfig, path: Path) -> str:
-    """Load one unit, write its EEG shard atomically, return the shard's sha256 (runs in a worker)."""
+def build_eeg_shard(unit: Any, cfg: PrepareConfig, path: Path, base: Path | None = None) -> str:
+    """Load one unit, write its EEG shard atomically, return the shard's sha256 (runs in a worker).
+
+    base: the raw folder; the shard's metadata names its source files relative to it.
+    """
     trials = unit.load()
     table = _eeg_unit_table(trials, unit.name, cfg)
+    if base is not None:
+        table = _with_info(table, source_files=sorted({relative_name(f, base) for f in
+                                                       shards.read_info(table.schema).get("source_files", [])}))
     shards.write_table(table, path)
     return shards.sha256_file(path)
+
+
+def _with_info(table: pa.Table, **changes) -> pa.Table:
+    """``table`` with keys of its ``b"mercl"`` info metadata replaced."""
+    info = {**shards.read_info(table.schema), **changes}
+    return table.replace_schema_metadata(shards.shapes_metadata(shards.read_shapes(table.schema), info))
 
 
 # ---------------------------------------------------------------- stimulus jobs
@@ -363,9 +387,15 @@ def _stimulus_table(job: StimulusJob, cfg: PrepareConfig) -> pa.Table:
     )
 
 
-def build_stimulus_shard(job: StimulusJob, cfg: PrepareConfig, path: Path) -> str:
-    """Write one stimulus shard atomically, return its sha256 (runs in a worker)."""
-    shards.write_table(_stimulus_table(job, cfg), path)
+def build_stimulus_shard(job: StimulusJob, cfg: PrepareConfig, path: Path, base: Path | None = None) -> str:
+    """Write one stimulus shard atomically, return its sha256 (runs in a worker).
+
+    base: the raw folder; the shard's metadata names the clip relative to it.
+    """
+    table = _stimulus_table(job, cfg)
+    if base is not None:
+        table = _with_info(table, clip=relative_name(job.clip, base))
+    shards.write_table(table, path)
     return shards.sha256_file(path)
 
 
@@ -380,6 +410,9 @@ class PrepareResult:
     manifest: dict
     built: list[str]
     skipped: list[str]
+    rebuilt: dict[str, list[str]] = field(default_factory=dict)  # rel -> the inputs that changed
+    removed: list[str] = field(default_factory=list)  # shards whose inputs left the dataset
+    changes: list[str] = field(default_factory=list)  # console lines: "3 shards rebuilt: ..."
 
 
 def dataset_id(source: str, raw: Path, stimuli: Path | None, cfg: PrepareConfig) -> str:
@@ -404,69 +437,82 @@ def _default_stimuli_dir(source: str, raw: Path) -> Path | None:
     return None
 
 
-def _remove_stale_temp_files(root: Path) -> None:
-    """Delete ``*.tmp-<pid>`` leftovers of killed runs (not those of a live process)."""
-    for tmp in root.rglob("*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)
-                continue  # still running
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        tmp.unlink(missing_ok=True)
-
-
 class _Progress:
-    """``progress.json``: {relative shard path: sha256} of shards finished so far.
+    """``progress.json``: what was built so far, one JSON line per finished shard::
 
-    Written as JSON lines, one ``{rel: sha256}`` object appended per finished shard (O(1)
-    per shard, not a rewrite of the whole map); read by merging the lines in order. A line
-    cut short by a crash is skipped (that shard is simply rebuilt); an older single-object
-    file reads the same way.
+        {"<rel>": {"sha256": "<hex of the shard>", "inputs": {"<input name>": "<fingerprint>"}}}
+
+    Appended as each shard finishes (O(1) per shard, not a rewrite of the whole map); read by
+    merging the lines in order. A line cut short by a crash is skipped (that shard is simply
+    rebuilt); an older file (``{rel: sha256}`` lines or one object, without input fingerprints)
+    reads too, and its shards count as built from unknown inputs (rebuilt once).
     """
 
     def __init__(self, root: Path):
         self.path = root / "progress.json"
-        self.done: dict[str, str] = {}
-        if self.path.is_file():
-            self.done = _read_progress_lines(self.path.read_text(errors="replace"))
-            # compact once per run (also drops a line cut short, so appends start clean)
-            atomic.write_text(self.path, "".join(json.dumps({k: v}) + "\n" for k, v in self.done.items()))
+        self.done: dict[str, dict] = {}
         manifest = root / "manifest.json"
         if manifest.is_file():
             try:
-                self.done = {**json.loads(manifest.read_text()).get("files", {}), **self.done}
+                recorded = json.loads(manifest.read_text())
+                inputs = recorded.get("inputs") or {}
+                self.done = {rel: {"sha256": digest, "inputs": inputs.get(rel)}
+                             for rel, digest in (recorded.get("files") or {}).items()}
             except (ValueError, TypeError, AttributeError):
                 pass
+        if self.path.is_file():
+            self.done.update(_read_progress_lines(self.path.read_text(errors="replace")))
+            # compact once per run (also drops a line cut short, so appends start clean)
+            self._rewrite()
 
-    def is_done(self, root: Path, rel: str) -> bool:
+    def _rewrite(self) -> None:
+        atomic.write_text(self.path, "".join(json.dumps({k: v}) + "\n" for k, v in self.done.items()))
+
+    def sha256(self, rel: str) -> str | None:
+        return (self.done.get(rel) or {}).get("sha256")
+
+    def inputs(self, rel: str) -> dict[str, str] | None:
+        return (self.done.get(rel) or {}).get("inputs")
+
+    def shard_intact(self, root: Path, rel: str) -> bool:
+        """The shard file is there and is the one recorded (its sha256 matches)."""
         path = root / rel
-        return rel in self.done and path.is_file() and shards.sha256_file(path) == self.done[rel]
+        return rel in self.done and path.is_file() and shards.sha256_file(path) == self.sha256(rel)
 
-    def record(self, rel: str, digest: str) -> None:
-        self.done[rel] = digest
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({rel: digest}) + "\n")
+    def record(self, rel: str, digest: str, inputs: dict[str, str]) -> None:
+        self.done[rel] = {"sha256": digest, "inputs": inputs}
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.PRIVATE_MODE)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(json.dumps({rel: self.done[rel]}) + "\n")
+
+    def forget(self, rels: Iterable[str]) -> None:
+        for rel in rels:
+            self.done.pop(rel, None)
+        self._rewrite()
 
 
-def _read_progress_lines(text: str) -> dict[str, str]:
-    """Merge the ``{rel: sha256}`` objects of a progress file (JSON lines, or one JSON object)."""
+def _read_progress_lines(text: str) -> dict[str, dict]:
+    """Merge the per-shard objects of a progress file (JSON lines, or one JSON object); an old
+    ``{rel: sha256}`` entry becomes ``{"sha256": ..., "inputs": None}``."""
     try:
         whole = json.loads(text)
-        return {str(k): str(v) for k, v in whole.items()} if isinstance(whole, dict) else {}
+        entries = [whole] if isinstance(whole, dict) else []
     except ValueError:
-        pass
-    done: dict[str, str] = {}
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if isinstance(entry, dict):
-            done.update({str(k): str(v) for k, v in entry.items()})
+        entries = []
+        for line in text.splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+    done: dict[str, dict] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for rel, value in entry.items():
+            if isinstance(value, str):
+                done[str(rel)] = {"sha256": value, "inputs": None}
+            elif isinstance(value, dict) and isinstance(value.get("sha256"), str):
+                done[str(rel)] = {"sha256": value["sha256"], "inputs": value.get("inputs")}
     return done
 
 
@@ -556,32 +602,89 @@ def _job_inputs(args: tuple) -> list[str]:
 
 
 class _ShardBuild:
-    """The shards of one dataset folder being built: which are done (``progress.json``), what
-    this run built and skipped."""
+    """The shards of one dataset folder being built: which are done (``progress.json``, with the
+    fingerprints of the inputs each was built from), what this run built, rebuilt, skipped and
+    removed."""
 
     def __init__(self, root: Path, workers: int, progress: bool):
         self.root, self.workers, self.progress = root, workers, progress
         self.done = _Progress(root)
         self.built: list[str] = []
         self.skipped: list[str] = []
+        self.rebuilt: dict[str, list[str]] = {}  # rel -> names of the inputs that changed
+        self.removed: list[str] = []
+        self._inputs: dict[str, dict[str, str]] = {}
 
-    def run(self, jobs: dict[str, tuple[Callable, tuple]], desc: str,
+    def run(self, jobs: dict[str, tuple[Callable, tuple, dict[str, str]]], desc: str,
             fits: Callable[[str], bool] = lambda rel: True) -> None:
-        """Build every shard of ``jobs`` ({relative path: (function, args)}) not already done
-        (and still fitting ``fits``); the manifest goes until the dataset is whole again."""
+        """Build every shard of ``jobs`` ({relative path: (function, args, input fingerprints)})
+        not already built from the same inputs (and still fitting ``fits``); the manifest goes
+        until the dataset is whole again."""
         todo = []
-        for rel, (fn, args) in jobs.items():
-            if self.done.is_done(self.root, rel) and fits(rel):
+        for rel, (fn, args, inputs) in jobs.items():
+            intact = self.done.shard_intact(self.root, rel)
+            changed = changed_inputs(self.done.inputs(rel), inputs) if intact else []
+            if intact and not changed and fits(rel):
                 self.skipped.append(rel)
-            else:
-                todo.append((rel, fn, args))
+                continue
+            if changed:
+                self.rebuilt[rel] = changed
+            self._inputs[rel] = inputs
+            todo.append((rel, fn, args))
         if todo:
             (self.root / "manifest.json").unlink(missing_ok=True)
         _run_jobs(todo, self.workers, self._record, desc, self.progress)
 
+    def remove_all_but(self, keep: set[str]) -> None:
+        """Delete the shards (and their records) that are no longer part of the dataset: a unit
+        whose recording left the manifest, a clip no trial needs any more."""
+        gone = [f"{folder}/{p.name}" for folder in ("eeg", "stimuli")
+                for p in sorted((self.root / folder).glob("*.parquet"))]
+        gone = [rel for rel in gone if rel not in keep]
+        stale_records = [rel for rel in self.done.done if rel not in keep]
+        if not gone and not stale_records:
+            return
+        (self.root / "manifest.json").unlink(missing_ok=True)
+        for rel in gone:
+            (self.root / rel).unlink(missing_ok=True)
+        self.removed += gone
+        self.done.forget(stale_records)
+
     def _record(self, rel: str, digest: str) -> None:
-        self.done.record(rel, digest)
+        self.done.record(rel, digest, self._inputs[rel])
         self.built.append(rel)
+
+    def change_lines(self) -> list[str]:
+        """What this run changed in an existing dataset, for the console:
+        ``3 shards rebuilt: eeg/s01.edf changed``, ``1 shard removed: eeg/s03.parquet (...)``."""
+        by_reason: dict[str, list[str]] = {}
+        for rel, names in self.rebuilt.items():
+            by_reason.setdefault(describe_change(names), []).append(rel)
+        lines = [f"{_n_shards(len(rels))} rebuilt: {reason}" for reason, rels in by_reason.items()]
+        if self.removed:
+            shown = ", ".join(self.removed[:3]) + (f" and {len(self.removed) - 3} more" if len(self.removed) > 3 else "")
+            lines.append(f"{_n_shards(len(self.removed))} removed: {shown} (no longer among the inputs)")
+        return lines
+
+
+def _n_shards(n: int) -> str:
+    return f"{n} shard" if n == 1 else f"{n} shards"
+
+
+def input_base(raw: Path) -> Path:
+    """The folder input names are relative to: RAW itself, or the folder holding a RAW file."""
+    raw = Path(raw)
+    return raw if raw.is_dir() else raw.parent
+
+
+def input_folders(dataset_dir: Path, manifest: dict) -> tuple[Path, Path | None]:
+    """(RAW, stimuli folder) of a prepared dataset. ``manifest.json`` stores RAW and its folder
+    (``raw_folder``, what input names are relative to) relative to the dataset folder and the
+    stimuli folder relative to ``raw_folder``; an older manifest's absolute paths read as they are."""
+    dataset_dir = Path(dataset_dir)
+    raw = (dataset_dir / manifest["raw"]).resolve()
+    base = (dataset_dir / manifest["raw_folder"]).resolve() if manifest.get("raw_folder") else input_base(raw)
+    return raw, (base / manifest["stimuli"]).resolve() if manifest.get("stimuli") else None
 
 
 def prepare(
@@ -594,15 +697,19 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
 ) -> PrepareResult:
-    """Build (or finish) the dataset for ``raw`` read as ``source`` under ``out``.
+    """Build (or finish, or bring up to date) the dataset for ``raw`` read as ``source`` under ``out``.
 
-    Returns the dataset directory, its manifest and which shards were built or skipped.
+    A shard is reused only while the inputs it was built from are unchanged (see
+    :mod:`mercl.data.fingerprints`); a changed input rebuilds the shards that read it, a shard
+    whose inputs left the dataset is removed. Returns the dataset directory, its manifest and
+    which shards were built, rebuilt, skipped or removed (``result.changes``: console lines).
     """
     cfg = config or PrepareConfig()
     raw, stimuli = _checked_inputs(raw, source, stimuli)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     ds_id = dataset_id(source, raw, stimuli, cfg)
     root = _dataset_folder(Path(out), ds_id)
+    base = input_base(raw)
     build = _ShardBuild(root, workers, progress)
 
     # 1-2. EEG shards, one per load unit
@@ -610,9 +717,10 @@ def prepare(
     if not units:
         raise InputFileError(raw, f"no {source} recordings found")
     unit_rel = _shard_names([unit.name for unit in units], "eeg", "load units")
-    build.run({unit_rel[u.name]: (build_eeg_shard, (u, cfg, root / unit_rel[u.name])) for u in units}, "EEG units")
+    build.run({unit_rel[u.name]: (build_eeg_shard, (u, cfg, root / unit_rel[u.name], base), unit_inputs(u, base))
+               for u in units}, "EEG units")
     rows, infos = _read_eeg_index(root, unit_rel.values())
-    ch_names, sfreq = _common_channels(infos)
+    ch_names, sfreq = _common_channels(infos, base)
     if len(rows) == 0:
         longest = max((t["eeg_duration_s"] - t["lag_s"] for i in infos for t in i.get("trials", [])), default=0.0)
         raise InputFileError(
@@ -626,24 +734,47 @@ def prepare(
     clips = {stimulus: find_clip(stimuli, stimulus) for stimulus in sorted(needs)}
     no_clip = [stimulus for stimulus, clip in clips.items() if clip is None]
     stim_rel = _shard_names([s for s, c in clips.items() if c is not None], "stimuli", "stimuli")
-    jobs = {rel: (build_stimulus_shard, (StimulusJob(s, clips[s], *needs[s]), cfg, root / rel))
+    build.remove_all_but({*unit_rel.values(), *stim_rel.values()})
+    jobs = {rel: (build_stimulus_shard, (StimulusJob(s, clips[s], *needs[s]), cfg, root / rel, base),
+                  stimulus_inputs(clips[s], *needs[s], base))
             for s, rel in stim_rel.items()}
     counts = {rel: needs[s][0] for s, rel in stim_rel.items()}
     build.run(jobs, "stimuli", fits=lambda rel: _stimulus_shard_fits(root / rel, counts[rel]))
 
     # 4. manifest last
     stim_info = {s: shards.read_info(shards.read_schema(root / rel)) for s, rel in stim_rel.items()}
-    manifest = {
+    manifest = _manifest(ds_id, source, raw, stimuli, cfg, root, rows, infos, stim_info, no_clip, ch_names, sfreq)
+    manifest.update(units=unit_rel, stimulus_files=stim_rel)
+    rels = [*unit_rel.values(), *stim_rel.values()]
+    manifest["files"] = {rel: build.done.sha256(rel) for rel in rels}
+    manifest["inputs"] = {rel: build.done.inputs(rel) for rel in rels}
+    manifest["content_digest"] = shards.files_digest(manifest["files"])
+    shards.write_json(manifest, root / "manifest.json")
+    changes = build.change_lines()
+    for line in changes:
+        log.info("%s: %s", root.name, line)
+    return PrepareResult(root, manifest, build.built, build.skipped, build.rebuilt, build.removed, changes)
+
+
+def _manifest(ds_id: str, source: str, raw: Path, stimuli: Path | None, cfg: PrepareConfig, root: Path,
+              rows: pd.DataFrame, infos: list[dict], stim_info: dict[str, dict], no_clip: list[str],
+              ch_names: list[str], sfreq) -> dict:
+    """``manifest.json`` but for its shard lists (see docs/CONTRACTS.md). Paths are relative: RAW to
+    the dataset folder, the stimuli folder to RAW's folder (no absolute path of the user's disk)."""
+    base = input_base(raw)
+    shapes = cfg.shapes(len(ch_names))
+    return {
         "schema_version": SCHEMA_VERSION,
         "dataset_id": ds_id,
         "source": source,
-        "raw": str(raw.resolve()),
-        "stimuli": str(stimuli.resolve()) if stimuli is not None else None,
+        "raw": relative_name(raw, root),
+        "raw_folder": relative_name(base, root),
+        "stimuli": relative_name(stimuli, base) if stimuli is not None else None,
         "config": to_dict(cfg),
         "config_hash": ds_id.split("-", 1)[1],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": _counts(rows, infos, stim_info, no_clip),
-        "shapes": cfg.shapes(len(ch_names)),
+        "shapes": shapes,
         "ch_names": ch_names,
         "sfreq": sfreq,
         "bands": {name: list(edges) for name, edges in cfg.eeg.bands.items()},
@@ -651,14 +782,10 @@ def prepare(
         "hop_s": cfg.hop_s,
         "label_columns": [c for c in (*RATING_NAMES, "label") if c in rows.columns],
         "label_schemes": available_schemes(rows.columns, rows),
-        "units": unit_rel,
-        "stimulus_files": stim_rel,
-        "files": {rel: build.done.done[rel] for rel in [*unit_rel.values(), *stim_rel.values()]},
+        "eeg_shape": shapes["eeg"],
+        "audio_shape": shapes["audio"],
+        "video_shape": shapes["video"],
     }
-    shapes = manifest["shapes"]
-    manifest.update(eeg_shape=shapes["eeg"], audio_shape=shapes["audio"], video_shape=shapes["video"])
-    shards.write_json(manifest, root / "manifest.json")
-    return PrepareResult(root, manifest, build.built, build.skipped)
 
 
 def _checked_inputs(raw: str | Path, source: str, stimuli: str | Path | None) -> tuple[Path, Path | None]:
@@ -678,15 +805,16 @@ def _checked_inputs(raw: str | Path, source: str, stimuli: str | Path | None) ->
 
 
 def _dataset_folder(out: Path, ds_id: str) -> Path:
-    """``out/<dataset id>``, created, without the temporary files of an interrupted run."""
+    """``out/<dataset id>`` (no world access: it holds EEG), created, without the temporary files
+    this host's interrupted runs left."""
     if out.exists():
         expect_dir(out, "an output folder for datasets")
     root = out / ds_id
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o750, parents=True, exist_ok=True)
     except OSError as exc:
         raise InputFileError(root, f"cannot create the dataset folder ({exc.strerror or exc})") from None
-    _remove_stale_temp_files(root)
+    atomic.remove_dead_temp_files(root)
     return root
 
 
@@ -718,7 +846,7 @@ def _read_eeg_index(root: Path, rels: Iterable[str]) -> tuple[pd.DataFrame, list
     return rows, infos
 
 
-def _common_channels(infos: list[dict]) -> tuple[list[str], float | list[float]]:
+def _common_channels(infos: list[dict], base: Path) -> tuple[list[str], float | list[float]]:
     """The channel list every unit shares (an error names the first shard that differs)."""
     with_trials = [i for i in infos if i.get("trials")]
     if not with_trials:
@@ -726,7 +854,7 @@ def _common_channels(infos: list[dict]) -> tuple[list[str], float | list[float]]
     first = with_trials[0]
     for info in with_trials[1:]:
         if info["ch_names"] != first["ch_names"]:
-            where = ", ".join(info.get("source_files", [])) or info["shard"]
+            where = ", ".join(str(base / f) for f in info.get("source_files", [])) or info["shard"]
             raise InputFileError(
                 where,
                 f"EEG channels ({len(info['ch_names'])}) differ from {first['unit']}'s "

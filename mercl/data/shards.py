@@ -118,3 +118,13 @@ def read_schema(path: Path) -> pa.Schema:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    """16-hex digest of a dataset's content: its ``{relative shard path: sha256}`` map.
+
+    Equal digests mean the same shards byte for byte, so caches of results computed on a dataset
+    (experiment units, backbone features) key on it and never outlive an edit of the data.
+    """
+    text = json.dumps(sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -216,14 +216,27 @@ def method_signature(row: Row) -> dict:
     return {"method": row.method, "options": CPU_OPTIONS.get(row.method, {})}
 
 
-def plan_units(exp: Experiment, dataset_id: str, n_folds: dict[str, int]) -> list[Unit]:
-    """Every (row, scheme, protocol, fold) unit; units with equal keys are listed once."""
+def dataset_content(manifest: dict) -> str:
+    """The digest of a prepared dataset's shards (``content_digest`` of manifest.json, or computed
+    from its checksums for an older one): a unit's cache key holds it, so results computed on a
+    dataset are never read back for an edited one."""
+    from mercl.data.shards import files_digest
+
+    return manifest.get("content_digest") or files_digest(manifest.get("files") or {})
+
+
+def plan_units(exp: Experiment, dataset_id: str, n_folds: dict[str, int], content: str = "") -> list[Unit]:
+    """Every (row, scheme, protocol, fold) unit; units with equal keys are listed once.
+
+    content: the dataset's content digest (:func:`dataset_content`), part of every key.
+    """
     units, seen = [], set()
     for protocol in exp.protocols:
         for scheme in exp.schemes:
             for row in exp.rows:
                 for fold in range(n_folds[protocol]):
-                    key_data = {"v": CACHE_VERSION, "dataset": dataset_id, **method_signature(row),
+                    key_data = {"v": CACHE_VERSION, "dataset": dataset_id, "content": content,
+                                **method_signature(row),
                                 "scheme": scheme, "protocol": protocol, "folds": exp.folds,
                                 "seed": exp.seed, "fold": fold}
                     key = f"{row.method}-{scheme}-{protocol}-f{fold}-{config_hash(key_data)}"
@@ -597,7 +610,7 @@ def run_experiment(
         for scheme in exp.schemes:
             cvs[protocol, scheme] = protocol_folds(protocol, prepared, prepared.labels(scheme), exp.folds, exp.seed)
     n_folds = {p: len(cvs[p, exp.schemes[0]]) for p in exp.protocols}
-    units = plan_units(exp, dataset_id, n_folds)
+    units = plan_units(exp, dataset_id, n_folds, dataset_content(prepared.manifest))
     todo = [u for u in units if load_record(cache / u.file_name) is None]
     n_keys = len({u.key for u in units})
     n_todo = len({u.key for u in todo})
@@ -629,9 +642,7 @@ def run_experiment(
         "units": [f"cache/{u.file_name}" for u in units],
         **({"shared_caches_placement": cache_placement} if cache_placement else {}),
     }
-    tmp = out / f"results.csv.tmp-{os.getpid()}"
-    results.to_csv(tmp, index=False)
-    os.replace(tmp, out / "results.csv")
+    atomic.write_atomic(out / "results.csv", lambda p: results.to_csv(p, index=False))
     atomic.write_json(out / "experiment.json", meta, indent=None)
     computed = len(distinct)
     say(f"computed {computed} units, {n_keys - computed} from the cache; wrote {out / 'results.csv'}")

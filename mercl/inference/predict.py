@@ -195,7 +195,9 @@ def check_modalities(prepared, mf: ModelFile, stimuli: Path | None, say: Callabl
         first = rows.iloc[absent[0]]
         why = (f"no clip for stimulus '{first['stimulus']}'" if not has_row[absent[0]]
                else f"clip '{first['stimulus']}' has no {m} stream")
-        raise InputFileError(stimuli if stimuli is not None else Path(prepared.manifest.get("raw", ".")),
+        from mercl.data.prepare import input_folders
+
+        raise InputFileError(stimuli if stimuli is not None else input_folders(prepared.path, prepared.manifest)[0],
                              f"{why} (trial {first['trial']} of subject {first['subject']}, {len(trials)} trials "
                              f"in all); the model uses {m} and was not trained with it missing, so it cannot "
                              f"mask it (give the clips with --stimuli DIR)")
@@ -328,11 +330,22 @@ def clear_outputs(out: Path, force: bool) -> None:
 
 def held_out_text(segments: pd.DataFrame, mf) -> str:
     """How the predicted recordings relate to the model's training data, by subject and clip id:
-    ``new subjects, new clips`` is a test score; anything the model met in training is said."""
-    seen_subjects = set(mf.description.get("seen_subjects") or [])
-    seen_stimuli = set(mf.description.get("seen_stimuli") or []) - {"none", ""}
+    ``new subjects, new clips`` is a test score; anything the model met in training is said.
+    A model file holding salted hashes of the ids (``seen_ids``) is compared by hashing these ids."""
+    from mercl.training.model_export import hashed_ids
+
     subjects = set(segments["subject"].astype(str))
     clips = set(segments["stimulus"].astype(str)) - {"none", ""}
+    hashed = mf.description.get("seen_ids")
+    if isinstance(hashed, dict) and hashed.get("salt"):
+        salt = str(hashed["salt"])
+        subjects = {hashed_ids([s], salt)[0] for s in subjects}
+        clips = {hashed_ids([c], salt)[0] for c in clips}
+        seen_subjects = set(hashed.get("subjects") or [])
+        seen_stimuli = set(hashed.get("stimuli") or []) - set(hashed_ids(["none", ""], salt))
+    else:
+        seen_subjects = set(mf.description.get("seen_subjects") or [])
+        seen_stimuli = set(mf.description.get("seen_stimuli") or []) - {"none", ""}
     if not seen_subjects:
         return "the model file does not list its training subjects and clips"
     parts = []
@@ -351,7 +364,7 @@ def prepare_input(mf, pcfg, raw: Path, source: str, out: Path, *, stimuli: str |
     """Check the recordings against the model, prepare them with its preprocessing under
     ``OUT/prepared`` (``pcfg``: :func:`prepare_config_for` the model) and load the result (a
     PreparedDataset whose EEG features fit the model)."""
-    from mercl.data.prepare import prepare
+    from mercl.data.prepare import input_folders, prepare
     from mercl.data.reader import load_dataset
 
     check_recordings(source, raw, pcfg, mf, say)
@@ -362,13 +375,15 @@ def prepare_input(mf, pcfg, raw: Path, source: str, out: Path, *, stimuli: str |
         stimuli.mkdir(parents=True, exist_ok=True)
     result = prepare(raw, source, out / PREPARED_DIR, stimuli=stimuli, config=pcfg, workers=workers,
                      progress=progress)
+    for line in result.changes:  # an edited input is rebuilt in OUT/prepared, never reused stale
+        say(f"{out / PREPARED_DIR}: {line}")
     prepared = load_dataset(result.dataset_dir, verify=False)
     want = mf.shapes
     got = prepared.manifest["shapes"]
     if list(got["eeg"]) != list(want.eeg):
         raise InputFileError(result.dataset_dir / "manifest.json",
                              f"EEG features of shape {got['eeg']}, the model needs {list(want.eeg)}")
-    stimuli_dir = Path(prepared.manifest["stimuli"]) if prepared.manifest.get("stimuli") else None
+    stimuli_dir = input_folders(prepared.path, prepared.manifest)[1]
     check_modalities(prepared, mf, stimuli_dir, say)
     return prepared
 

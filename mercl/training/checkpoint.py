@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import pickle
 import random
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mercl.atomic import write_atomic
 from mercl.errors import InputFileError
 
 log = logging.getLogger(__name__)
@@ -181,16 +181,10 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None, *, 
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` with ``torch.save`` to ``path`` atomically (temp file + ``os.replace``)."""
+    """Write ``state`` with ``torch.save`` to ``path`` atomically (:func:`mercl.atomic.write_atomic`:
+    a temporary name unique across hosts, fsynced, renamed; not world-readable)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

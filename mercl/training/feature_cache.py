@@ -8,9 +8,10 @@ once and stores it as a Parquet table
     DATASET/cache/<key>/features.parquet     stimulus, segment, video_feat, audio_feat
 
 (fixed-size float32 lists, per-row shapes in the ``b"shapes"`` metadata, written atomically).
-``key`` hashes the dataset's preprocessing config, the backbone configs and the backbone
-WEIGHTS themselves, so a different weights file or random initialisation never reuses a
-stale cache. Training passes the table to ``SegmentDataset(extra_stimulus_tables=...)``,
+``key`` hashes the dataset's preprocessing config, the checksums of its stimulus shards (the
+backbones' input: a replaced clip never reuses the features of the old one), the backbone
+configs and the backbone WEIGHTS themselves, so a different weights file or random
+initialisation never reuses a stale cache. Training passes the table to ``SegmentDataset(extra_stimulus_tables=...)``,
 whose ``video_feat``/``audio_feat`` replace the raw frames/log-Mel: the backbones never run
 during training.
 """
@@ -38,12 +39,15 @@ CACHE_FILE = "features.parquet"
 
 
 def cache_key(model, prepared: PreparedDataset) -> str:
-    """16-hex key of (dataset config, dataset id, backbone configs and weights)."""
+    """16-hex key of (dataset config, dataset id, stimulus shard checksums, backbone configs and weights)."""
     manifest = prepared.manifest
+    stimulus_shards = {rel: digest for rel, digest in (manifest.get("files") or {}).items()
+                       if rel.startswith("stimuli/")}
     blob = json.dumps(
         {
             "dataset": manifest.get("dataset_id", prepared.path.name),
             "dataset_config": manifest.get("config_hash"),
+            "stimulus_content": shards.files_digest(stimulus_shards),
             "shapes": manifest.get("shapes"),
             "backbones": backbone_digest(model),
         },

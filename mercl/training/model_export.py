@@ -15,13 +15,20 @@ were missing in some training rows (masked at prediction time), the preprocessin
 training dataset (segments, EEG bands and sub-windows, channel names and rate, audio and video
 settings) with its hash, the frozen backbones' configs and weights digest, and the mercl version.
 
+The subjects and clips the model met are stored as salted hashes (``seen_ids``: a random salt and
+``sha256(salt + id)`` per id), enough for ``mercl predict`` to say whether a recording's subject or
+clip was seen in training without the file listing the participants; ``keep_ids=True`` (``mercl
+train --keep-ids``) stores the ids themselves (``seen_subjects``, ``seen_stimuli``).
+
 Reading it back is inference's: :mod:`mercl.inference.model_file`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +47,22 @@ SCHEMA_VERSION = 2  # 1: the pickled dict of mercl <= 0.1 (format "mercl-model/1
 REQUIRED = ("train_config", "label_scheme", "class_names", "shapes", "norm", "modalities", "preprocessing",
             "backbones", "train_class_counts", "majority_class")
 
+
+
+def hashed_ids(ids: Iterable[str], salt: str) -> list[str]:
+    """Sorted ``sha256(salt + id)`` hex digests (24 hex) of the distinct ``ids``."""
+    return sorted({hashlib.sha256(f"{salt}\x00{i}".encode()).hexdigest()[:24] for i in ids})
+
+
+def seen_ids(subjects: Iterable[str], stimuli: Iterable[str], keep_ids: bool) -> dict[str, Any]:
+    """The description's record of the subjects and clips a model met: salted hashes, or with
+    ``keep_ids`` the ids themselves (under the keys of mercl <= 0.1)."""
+    subjects, stimuli = sorted(set(map(str, subjects))), sorted(set(map(str, stimuli)))
+    if keep_ids:
+        return {"seen_subjects": subjects, "seen_stimuli": stimuli}
+    salt = secrets.token_hex(16)
+    return {"seen_ids": {"salt": salt, "hash": "sha256(salt NUL id)[:24]",
+                         "subjects": hashed_ids(subjects, salt), "stimuli": hashed_ids(stimuli, salt)}}
 
 
 def missing_modalities_seen(prepared, rows: np.ndarray, modalities: Sequence[str]) -> dict[str, bool]:
@@ -87,12 +110,14 @@ def backbones_of(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def model_file_state(run, cfg: TrainConfig, label_scheme: str, names: Sequence[str], prepared,
-                     train_rows: np.ndarray, labels: np.ndarray, *, training: dict | None = None) -> dict:
+                     train_rows: np.ndarray, labels: np.ndarray, *, training: dict | None = None,
+                     keep_ids: bool = False) -> dict:
     """What ``model.pt`` holds (see the module docstring).
 
     run: what :func:`~mercl.training.crossval.train_split` returns (``model``, ``norm``, ``shapes``).
     prepared: the training dataset (its manifest gives the preprocessing); train_rows: the rows
-    the model was fitted on; labels: (N,) class ids of every row; training: extra facts (scores).
+    the model was fitted on; labels: (N,) class ids of every row; training: extra facts (scores);
+    keep_ids: store the subject and clip ids instead of their salted hashes.
     """
     counts = np.bincount(np.asarray(labels[train_rows], np.int64), minlength=len(names))
     description = {
@@ -114,8 +139,7 @@ def model_file_state(run, cfg: TrainConfig, label_scheme: str, names: Sequence[s
         "training": dict(training or {}),
         # every subject and clip the model met (training and validation rows): predict says when
         # new recordings share them, so an in-sample score is never read as a test score
-        "seen_subjects": sorted(set(prepared.rows["subject"].astype(str))),
-        "seen_stimuli": sorted(set(prepared.rows["stimulus"].astype(str))),
+        **seen_ids(prepared.rows["subject"].astype(str), prepared.rows["stimulus"].astype(str), keep_ids),
     }
     return {
         "format": MODEL_FORMAT,

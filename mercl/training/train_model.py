@@ -44,6 +44,7 @@ def train_once(
     console: Callable[[str], None] | None = print,
     config_name: str = "",
     protocol: str | None = None,
+    keep_ids: bool = False,
 ) -> SplitRun:
     """Train on one train/validation split of the dataset and save the model.
 
@@ -54,7 +55,8 @@ def train_once(
     Writes ``model.pt`` (the self-describing model file of :mod:`mercl.training.model_export`:
     weights, configs, preprocessing, normalisation, class names), ``checkpoint.pt`` after every
     epoch (``resume=True`` continues from it), ``history.csv``, ``metrics.json`` (inner-validation
-    scores beside the majority baseline), ``config.json`` and ``tb/``.
+    scores beside the majority baseline), ``config.json`` and ``tb/``. ``model.pt`` holds salted
+    hashes of the subject and clip ids, not the ids, unless ``keep_ids``.
     """
     say = console or (lambda _msg: None)
     prepared = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
@@ -98,8 +100,8 @@ def train_once(
                                         "majority_val_accuracy", "clip_majority_val_accuracy", "n_train",
                                         "n_val", "best_epoch")}
     training["config_name"] = config_name
-    save_checkpoint(model_file_state(run, cfg, label_scheme, names, prepared, train_rows, labels, training=training),
-                    out / MODEL_FILE)
+    save_checkpoint(model_file_state(run, cfg, label_scheme, names, prepared, train_rows, labels, training=training,
+                                     keep_ids=keep_ids), out / MODEL_FILE)
     write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     write_atomic(out / "history.csv", lambda p: pd.DataFrame(run.result.history).to_csv(p, index=False))
     write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(to_dict(cfg), indent=2)))
