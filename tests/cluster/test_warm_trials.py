@@ -97,3 +97,54 @@ def test_two_trials_on_one_warm_actor_match_each_run_alone(cluster, dataset, tmp
     assert len(second) == 1 and second[0]["actor_start"] == 0 and second[0]["process_group"] == 0
     # the first report: Tune's time from the trial's (re)start to its first result
     assert warm[B["lr"]][0]["time_this_iter_s"] < 5.0, warm[B["lr"]][0]
+
+
+def test_asha_stops_warm_trials_with_one_line_each_and_a_killed_actor_resumes(cluster, dataset, tmp_path):
+    """ASHA (grace 1 epoch, reduction factor 2) stops warm trials; each stop is one console line
+    naming the trial, its epoch and its metric. The first trial's actor is SIGKILLed after its
+    first checkpoint: Tune restarts the trial (fault.max_failures) from that checkpoint, in a new
+    actor, and it runs to its end (``restarts`` 1, epoch 1 reported once)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pid_dir, exp = tmp_path / "asha-pids", tmp_path / "asha"
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_first_actor_after_its_first_checkpoint():
+        while not done.is_set():
+            pids, checkpoints = list(pid_dir.glob("*-rank0.pid")), glob.glob(str(exp / "*" / "checkpoint_000001"))
+            if pids and checkpoints:
+                killed.append(int(pids[0].read_text()))
+                os.kill(killed[0], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_first_actor_after_its_first_checkpoint, daemon=True)
+    watcher.start()
+    messages: list[str] = []
+    lr = [0.004, 0.001, 0.009, 0.002, 0.006]
+    try:
+        exp, outcome = warm_search(dataset, tmp_path, "asha", [{**A, "lr": x} for x in lr], say=messages.append,
+                                   **{"scheduler.asha": True, "scheduler.grace_period": 1,
+                                      "scheduler.reduction_factor": 2, "train_overrides.finetune.epochs": 20})
+    finally:
+        done.set()
+    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
+    stopped = table[table["status"] == "stopped_early"]
+    assert len(stopped) >= 1 and (stopped["epochs_run"] < 22).all()
+    lines = [m for m in messages if "stopped by ASHA" in m]
+    assert sorted(line.split()[1] for line in lines) == sorted(stopped.index)
+    for trial_id, row in stopped.iterrows():
+        (line,) = [m for m in lines if m.startswith(f"trial {trial_id} ")]
+        assert f"at epoch {int(row['epochs_run'])}: val_metric " in line
+    assert not [m for m in messages if "Traceback" in m or "Error" in m], messages
+
+    assert killed, "the first trial ended before its actor could be killed"
+    results = trial_results(exp)
+    (first_id,) = [t for t, rows in results.items() if any(r.get("restarts", 0) >= 1 for r in rows)]
+    assert table.loc[first_id, "status"] == "completed" and table.loc[first_id, "restarts"] == 1
+    epochs = [r["global_epoch"] for r in results[first_id] if "global_epoch" in r]
+    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 23)), epochs
