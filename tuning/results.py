@@ -29,6 +29,8 @@ import pandas as pd
 import yaml
 
 from mercl.atomic import write_atomic, write_text
+from mercl.experiments.written_plots import record_written_plots
+from mercl.markdown import md_cell, md_row
 from mercl.training.metrics import TRIVIAL_BASELINES
 from tuning.space import BaseModelShape, ParamSpec, plain, readable_hparams
 
@@ -299,6 +301,7 @@ def write_plots(study, plots_dir: Path) -> dict[str, str]:
             done[name] = str(path)
         except Exception as exc:  # a plot is a nicety: never lose the search's results over one
             done[name] = f"skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    record_written_plots(plots_dir, [p for p in done.values() if p.endswith(".png")])  # what `mercl report` shows
     return done
 
 
@@ -409,14 +412,15 @@ class SearchSummary:
         lines = ["", "## Per fold: the best configuration its search found, scored on the fold's test rows", ""]
         shown = [h for h in self.hparam_names if h != "fold"]
         lines += ["| fold | best trial | inner-val " + metric + " | test accuracy | majority | clip-majority | "
-                  + " | ".join(shown) + " |", "|" + "---|" * (6 + len(shown))]
+                  + " | ".join(md_cell(h) for h in shown) + " |", "|" + "---|" * (6 + len(shown))]
         res = self.crossval.results if self.crossval is not None else \
             pd.DataFrame(columns=["method", "fold", "accuracy"])
         for fold, row in sorted(self.fold_bests.items()):
             acc = {m: res[(res["method"] == m) & (res["fold"] == fold)]["accuracy"] for m in ("mercl", *TRIVIAL_BASELINES)}
             cells = [f"{a.iloc[0]:.3f}" if len(a) else "-" for a in acc.values()]
             lines.append(f"| {fold} | `{row['trial_id']}` | {row[f'best_finetune_{metric}']:.4f} | "
-                         + " | ".join(cells) + " | " + " | ".join(_fmt_value(plain(row[h])) for h in shown) + " |")
+                         + " | ".join(cells) + " | " + " | ".join(md_cell(_fmt_value(plain(row[h]))) for h in shown)
+                         + " |")
         return lines + ["", "Per-fold training configs: `fold<k>/best_config.yaml`; outer scores: `crossval/`."]
 
     def _best(self) -> list[str]:
@@ -428,7 +432,7 @@ class SearchSummary:
                      f"**{best[f'best_finetune_{metric}']:.4f}** on the inner validation split, "
                      f"{int(best['epochs_run'])} epochs. Its training config: `best_config.yaml`.")
         lines += ["", "| hyperparameter | value |", "|---|---|"]
-        return lines + [f"| {h} | {_fmt_value(plain(best[h]))} |" for h in self.hparam_names if h in best]
+        return lines + [md_row([h, _fmt_value(plain(best[h]))]) for h in self.hparam_names if h in best]
 
     def _outer_cv(self) -> list[str]:
         test_fold = self.test_fold
@@ -455,9 +459,8 @@ class SearchSummary:
                  f"{metric}, epochs run and status per trial.", ""]
         show = ["trial_id", "status", *self.hparam_names, f"best_{metric}", f"last_{metric}", "epochs_run"]
         show = list(dict.fromkeys(c for c in show if c in table.columns))
-        lines += ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
-        return lines + ["| " + " | ".join(_fmt_value(plain(row[c])) for c in show) + " |"
-                        for _, row in table.iterrows()]
+        lines += [md_row(show), "|" + "---|" * len(show)]
+        return lines + [md_row([_fmt_value(plain(row[c])) for c in show]) for _, row in table.iterrows()]
 
     def _plots(self) -> list[str]:
         lines = ["", "## Plots", ""]

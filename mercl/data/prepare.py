@@ -45,6 +45,7 @@ from tqdm import tqdm
 from mercl import atomic
 from mercl.config import FieldProblem, config_hash, from_dict, load_yaml, set_dotted, to_dict
 from mercl.data import shards
+from mercl.data.clip_ids import check_stimulus_id
 from mercl.data.features.audio import (
     AudioFeatureConfig,
     apply_audio_preset,
@@ -170,6 +171,7 @@ def find_clip(stimuli_dir: Path | None, stimulus: str) -> Path | None:
     """``<stimuli_dir>/<stimulus>.<ext>`` for the first ext in CLIP_EXTENSIONS that exists."""
     if stimuli_dir is None:
         return None
+    check_stimulus_id(stimuli_dir, stimulus)
     for ext in CLIP_EXTENSIONS:
         for candidate in (stimuli_dir / f"{stimulus}.{ext}", stimuli_dir / f"{stimulus}.{ext.upper()}"):
             try:

@@ -4,14 +4,20 @@ Reads what :func:`mercl.experiments.runner.run_experiment` stored (``experiment.
 ``results.csv`` and the unit JSONs in ``cache/``) and writes, next to the report, in
 ``RUN_DIR/figures/``: confusion matrices (summed over folds), per-subject accuracy bars,
 MERCL training curves (the runs' histories), a 2-D t-SNE of the saved shared embeddings
-coloured by class and by modality. PNGs found under any ``plots/`` folder of RUN_DIR (a
-hyperparameter search's output) are included too. The Markdown references images by
-relative path; the HTML embeds them (base64), so it is self-contained.
+coloured by class and by modality. The plots a hyperparameter search wrote in a ``plots/``
+folder of RUN_DIR are included too (those its ``plots/written.json`` lists, plain files only:
+:mod:`mercl.experiments.written_plots`). The Markdown references images by relative path; the
+HTML embeds them (base64), so it is self-contained.
+
+Names from the data (subject ids, row labels) stay text: table cells are escaped
+(:func:`mercl.markdown.md_cell`) and the figures draw labels with ``text.parse_math`` off,
+so a subject ``s$x^$`` is neither a broken table nor a mathtext parse error.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import os
@@ -25,6 +31,7 @@ from mercl.data.labels import class_names
 from mercl.errors import MerclError
 from mercl.experiments.runner import load_record
 from mercl.experiments.tables import TABLE_TITLES, leakage_table, method_table, protocol_name, to_markdown
+from mercl.experiments.written_plots import plot_folders, written_plots
 
 MODALITY_COLOURS = {"video": "tab:blue", "audio": "tab:orange", "eeg": "tab:green"}
 
@@ -59,6 +66,16 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextlib.contextmanager
+def literal_labels():
+    """Figures whose text comes from the data: ``$...$`` in a subject id is drawn as typed, not
+    parsed as mathtext (where a malformed one aborts the whole report)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
 
 
 def confusion_figure(records: list[dict], rows: list[str], scheme: str, path: Path) -> Path:
@@ -320,15 +337,16 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     if not run_dir.is_dir():
         raise MerclError(f"{run_dir}: no such run directory")
     has_experiment = (run_dir / "experiment.json").is_file() and (run_dir / "results.csv").is_file()
-    search_plots = sorted(p for p in run_dir.rglob("*.png") if p.parent.name == "plots")
+    search_plots = [p for folder in plot_folders(run_dir) for p in written_plots(folder)]
     if not has_experiment and not search_plots:
         raise MerclError(f"{run_dir}: neither an experiment run (experiment.json, results.csv) "
-                         "nor a search output (plots/*.png)")
+                         "nor a search output (plots/*.png written by the search)")
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
     blocks = Blocks()
     if has_experiment:
-        _experiment_sections(blocks, run_dir, figures)
+        with literal_labels():
+            _experiment_sections(blocks, run_dir, figures)
     else:
         blocks.heading(f"Report: {run_dir.name}", 1)
     if search_plots:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mercl.markdown import md_row, split_md_row
+
 TABLE_TITLES = {
     "methods": "Methods (paper Tables 3-6)",
     "modalities": "Modality combinations of MERCL (paper Table 7)",
@@ -78,11 +80,12 @@ def leakage_table(results: pd.DataFrame, table: str, protocols: list[str],
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table (index as the first column); no extra dependency (tabulate)."""
-    header = [frame.index.name or "", *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    """A GitHub Markdown table (index as the first column); no extra dependency (tabulate).
+    Every cell is escaped (:func:`mercl.markdown.md_cell`): row and column names come from the data."""
+    header = [frame.index.name or "", *frame.columns]
+    lines = [md_row(header), "|" + "---|" * len(header)]
     for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(index), *map(str, row.tolist())]) + " |")
+        lines.append(md_row([index, *row.tolist()]))
     return "\n".join(lines)
 
 
@@ -91,7 +94,7 @@ def parse_markdown_tables(text: str) -> list[pd.DataFrame]:
     tables, block = [], []
     for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
-            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            block.append(split_md_row(line))
             continue
         if len(block) >= 2:
             header, body = block[0], block[2:]

@@ -217,12 +217,32 @@ def _unlabelled(prepared):
     return Unlabelled(**{f.name: getattr(prepared, f.name) for f in fields(PreparedDataset)})
 
 
-def dataset_labels(prepared, scheme: str) -> np.ndarray | None:
-    """(N,) class ids under the model's label scheme, or None when the input has no ratings/labels for it."""
+def dataset_labels(prepared, scheme: str, where: Path | None = None) -> np.ndarray | None:
+    """(N,) class ids under the model's label scheme; None when the input has none of the scheme's
+    columns (unrated recordings: predictions only). Ratings that are there but unusable (a column
+    the scheme needs absent, rows without a value, values outside the scheme) are a one-line error
+    naming what is missing, never a silent "predictions only"."""
+    from mercl.data.labels import required_columns
+
+    where = where if where is not None else prepared.path
+    needed, rows = list(required_columns(scheme)), prepared.rows
+    have = [c for c in needed if c in rows.columns]
+    if not have:
+        return None
+    if len(have) < len(needed):
+        absent = ", ".join(c for c in needed if c not in have)
+        raise InputFileError(where, f"has {', '.join(have)} but no {absent}: the model's label scheme {scheme} "
+                                    f"needs {' and '.join(needed)} (drop the ratings for predictions only)")
+    empty = rows[needed].isna().any(axis=1).to_numpy()
+    if empty.any():
+        first = rows.iloc[int(np.argmax(empty))]
+        raise InputFileError(where, f"{int(empty.sum())} of {len(rows)} segments have no {'/'.join(needed)} value "
+                                    f"(first: subject {first['subject']} trial {first['trial']}); the model's label "
+                                    f"scheme {scheme} needs one on every row")
     try:
         return prepared.labels(scheme)
-    except (MerclError, KeyError, ValueError):
-        return None
+    except (MerclError, KeyError, ValueError) as exc:
+        raise InputFileError(where, f"cannot label its rows for the model's scheme {scheme}: {exc}") from None
 
 
 def run_model(model, norm, cfg, prepared, scheme: str, rows: np.ndarray, *, feature_table: Path | None,
@@ -449,7 +469,7 @@ def predict_recordings(
     if cfg.cache_backbone_features:
         feature_table = ensure_feature_cache(model, prepared, batch_size=batch_size or 64, device=dev,
                                              show_progress=progress)
-    labels = dataset_labels(prepared, scheme)
+    labels = dataset_labels(prepared, scheme, raw)
     pred = run_model(model, norm, cfg, prepared, scheme, np.arange(len(prepared)), feature_table=feature_table,
                      batch_size=batch_size or cfg.finetune.batch_size, device=dev, progress=progress,
                      labelled=labels is not None)

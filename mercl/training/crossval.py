@@ -43,6 +43,7 @@ from mercl.data.protocols import (
     resolve_protocol,
 )
 from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
+from mercl.markdown import md_cell
 from mercl.modalities import modality_letters
 from mercl.models.config import DataShapes
 from mercl.models.mercl_model import build_model
@@ -484,6 +485,6 @@ def summary_markdown(result: CrossValResult, *, dataset_id: str, label_scheme: s
               "|---|---|" + "---|" * len(methods) + "---|"]
     for subject, row in per_subject.iterrows():
         cells = " | ".join(f"{row.get(m, float('nan')):.3f}" for m in methods)
-        lines.append(f"| {subject} | {int(counts.get(subject, 0))} | {cells} | {plabel} |")
+        lines.append(f"| {md_cell(subject)} | {int(counts.get(subject, 0))} | {cells} | {plabel} |")
     lines.append("")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ dtypes and shapes, absurd values, odd manifest cells, paths of the wrong kind).
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -333,3 +334,156 @@ def test_ids_too_long_for_a_file_name(tmp_path, capsys):
     pd.DataFrame([{**row, "stimulus": "A", "eeg": "y" * 5000}]).to_csv(raw / "manifest.csv", index=False)
     message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
     assert "cannot look it up (File name too long), expected an EEG recording, manifest manifest.csv row 1" in message
+
+
+# ---------------------------------------------------------------- names from the data (issue 21)
+
+
+@pytest.mark.parametrize("kind", ["dot-dot", "absolute"])
+def test_stimulus_ids_that_leave_the_stimuli_folder_are_refused(tmp_path, capsys, kind):
+    """``../outside`` or ``/abs/outside``: before, prepare read the clip ``outside.mp4`` beside the
+    stimuli folder (the id joined onto it) and built a dataset from a file never put among the stimuli."""
+    raw = tmp_path / "raw"
+    write_recording(raw / "s01.edf", 20e-6 * rng_eeg(12), SFREQ, CHANNELS)
+    write_mp4(raw / "outside.mp4", 12.0)
+    (raw / "stimuli").mkdir()
+    stimulus = "../outside" if kind == "dot-dot" else str(raw / "outside")
+    row = {"subject": "s01", "trial": 0, "stimulus": stimulus, "eeg": "s01.edf", "valence": 5}
+    pd.DataFrame([row]).to_csv(raw / "manifest.csv", index=False)
+    message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
+    how = "climbs out with '..'" if kind == "dot-dot" else "is an absolute path"
+    assert message == (f"{raw / 'stimuli'}: stimulus id {stimulus!r} {how}: its clip would lie outside this "
+                       "folder of stimulus clips")
+
+
+def test_a_stimulus_id_with_a_sub_folder_inside_the_stimuli_folder_still_works(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    write_recording(raw / "s01.edf", 20e-6 * rng_eeg(12), SFREQ, CHANNELS)
+    write_mp4(raw / "stimuli" / "set1" / "A.mp4", 12.0)
+    row = {"subject": "s01", "trial": 0, "stimulus": "set1/A", "eeg": "s01.edf", "valence": 5}
+    pd.DataFrame([row]).to_csv(raw / "manifest.csv", index=False)
+    assert cli_main(["prepare", str(raw), "--source", "manifest", "-o", str(tmp_path / "out"), "--workers", "1",
+                     "--no-progress"]) == 0  # fmt: skip
+    assert len(list((tmp_path / "out").rglob("stimuli/*.parquet"))) == 1
+
+
+ODD_SUBJECTS = {"s01": "p|01", "s02": "s$x^$", "s03": "a*b_`c|"}  # a table cell, mathtext, Markdown
+
+
+@pytest.fixture(scope="module")
+def odd_names(tmp_path_factory) -> Path:
+    """A synthetic study whose subject ids hold ``|``, ``$..$`` and Markdown, prepared."""
+    root = tmp_path_factory.mktemp("odd-names")
+    assert cli_main(["synth", str(root / "raw"), "--subjects", "3", "--stimuli", "4", "--duration", "10",
+                     "--video-size", "32", "--fps", "4"]) == 0  # fmt: skip
+    manifest = pd.read_csv(root / "raw" / "manifest.csv", dtype=str)
+    manifest["subject"] = manifest["subject"].map(ODD_SUBJECTS)
+    manifest.to_csv(root / "raw" / "manifest.csv", index=False)
+    assert cli_main(["prepare", str(root / "raw"), "--source", "manifest", "-o", str(root / "shards"),
+                     "--video-size", "32", "--video-fps", "1", "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    (dataset,) = [p.parent for p in (root / "shards").glob("*/manifest.json")]
+    return dataset
+
+
+def check_tables(text: str) -> list[pd.DataFrame]:
+    """Every Markdown table of ``text``: each row has as many cells as its header (a raw ``|`` in a
+    cell would add one), read back with the escapes undone."""
+    from mercl.experiments.tables import parse_markdown_tables
+    from mercl.markdown import split_md_row
+
+    blocks, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            blocks, block = [*blocks, block], []
+    for rows in blocks:
+        assert len({len(split_md_row(row)) for row in rows}) == 1, rows
+    return parse_markdown_tables(text)
+
+
+def test_odd_subject_ids_keep_summary_and_report_tables_whole(odd_names, tmp_path):
+    """Before: ``p|01`` split its row of summary.md's per-subject table into one cell too many, and
+    ``s$x^$`` made matplotlib parse mathtext in the per-subject figure: `mercl report` aborted."""
+    from PIL import Image
+
+    ids = sorted(ODD_SUBJECTS.values())
+    out = tmp_path / "eval"
+    assert cli_main(["evaluate", str(odd_names), "--label", "valence2", "--protocol", "trial", "--folds", "2",
+                     "--config", "tiny", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1",
+                     "--no-progress", "-o", str(out)]) == 0  # fmt: skip
+    per_subject = [t for t in check_tables((out / "summary.md").read_text()) if t.index.name == "subject"]
+    assert len(per_subject) == 1 and sorted(per_subject[0].index) == ids
+    assert set(per_subject[0]["n"]) == {"16"}  # every subject's 16 test rows, none lost to a bad row
+
+    run = tmp_path / "experiment"
+    assert cli_main(["experiment", "paper", str(odd_names), "--protocol", "trial", "--folds", "2", "--config", "tiny",
+                     "--methods", "majority", "--schemes", "valence2", "--no-progress", "-o", str(run)]) == 0  # fmt: skip
+    assert cli_main(["report", str(run)]) == 0
+    tables = check_tables((run / "report.md").read_text())
+    assert tables and all(list(t.index) == ["majority", "clip-majority"] for t in tables)
+    (figure,) = (run / "figures").glob("per-subject-*.png")
+    with Image.open(figure) as img:
+        assert img.width > 50 and img.height > 50
+    assert (run / "report.html").read_text().count("data:image/png;base64,") == 2  # confusion + per-subject
+
+
+def test_the_report_embeds_only_the_plots_the_search_wrote(tmp_path):
+    """Before: every ``*.png`` under a ``plots/`` folder went into report.html, symlinks followed: a
+    link to a file elsewhere travelled inside the self-contained HTML."""
+    from PIL import Image
+
+    from mercl.experiments.written_plots import record_written_plots
+
+    secret = tmp_path / "elsewhere" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (60, 60), (200, 10, 10)).save(secret)
+    plots = tmp_path / "search" / "my-search" / "plots"
+    plots.mkdir(parents=True)
+    Image.new("RGB", (60, 60), (10, 200, 10)).save(plots / "optimization_history.png")
+    Image.new("RGB", (60, 60), (10, 10, 200)).save(plots / "dropped_in.png")  # not the search's
+    (plots / "param_importances.png").symlink_to(secret)
+    record_written_plots(plots, [plots / "optimization_history.png", plots / "param_importances.png"])
+    assert cli_main(["report", str(tmp_path / "search")]) == 0
+    md = (tmp_path / "search" / "report.md").read_text()
+    assert "](my-search/plots/optimization_history.png)" in md
+    assert "dropped_in" not in md and "param_importances" not in md
+    page = (tmp_path / "search" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1
+    assert base64.b64encode(secret.read_bytes()).decode() not in page
+    assert base64.b64encode((plots / "optimization_history.png").read_bytes()).decode() in page
+
+    (plots / "written.json").unlink()  # a search output from before the list: the search's plot names, no links
+    assert cli_main(["report", str(tmp_path / "search")]) == 0
+    assert (tmp_path / "search" / "report.html").read_text().count("data:image/png;base64,") == 1
+
+
+def test_predict_labels_fail_naming_what_is_missing_instead_of_predictions_only(odd_names):
+    """Before: any KeyError/ValueError (a scheme column absent, rows without a rating, labels
+    outside the scheme) silently became "predictions only" and `mercl predict` went on."""
+    import dataclasses
+
+    from mercl.data.reader import load_dataset
+    from mercl.errors import InputFileError
+    from mercl.inference.predict import dataset_labels
+
+    prepared = load_dataset(odd_names)
+    raw = Path("/data/recordings")
+    assert len(dataset_labels(prepared, "quadrant4", raw)) == len(prepared)
+    unrated = dataclasses.replace(prepared, rows=prepared.rows.drop(columns=["valence", "arousal"]))
+    assert dataset_labels(unrated, "quadrant4", raw) is None  # no ratings at all: predictions only
+
+    no_arousal = dataclasses.replace(prepared, rows=prepared.rows.drop(columns=["arousal"]))
+    with pytest.raises(InputFileError) as info:
+        dataset_labels(no_arousal, "quadrant4", raw)
+    assert str(info.value) == (f"{raw}: has valence but no arousal: the model's label scheme quadrant4 needs "
+                               "valence and arousal (drop the ratings for predictions only)")
+    rows = prepared.rows.copy()
+    rows.loc[rows["subject"] == "p|01", "valence"] = np.nan
+    with pytest.raises(InputFileError) as info:
+        dataset_labels(dataclasses.replace(prepared, rows=rows), "valence2", raw)
+    assert str(info.value) == (f"{raw}: 16 of 48 segments have no valence value (first: subject p|01 trial 0); "
+                               "the model's label scheme valence2 needs one on every row")
+    labelled = dataclasses.replace(prepared, rows=prepared.rows.assign(label=2))
+    with pytest.raises(InputFileError, match="scheme class2: label scheme 'class2': 'label' must be 0 or 1, got 2"):
+        dataset_labels(labelled, "class2", raw)
