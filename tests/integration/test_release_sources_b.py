@@ -11,6 +11,7 @@ protocol on planted EEG. Last, a model trained on AMIGOS predicts MAHNOB recordi
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -32,6 +33,7 @@ from mercl.data.synth_sources import (
     write_amigos,
     write_dreamer,
     write_mahnob_session,
+    write_mp4,
 )
 from mercl.inference.model_file import MODEL_FILE
 
@@ -353,6 +355,21 @@ def test_mahnob_one_long_status_pulse_ends_at_its_falling_edge(tmp_path):
     write_mahnob_session(tmp_path / "Sessions", 2, "1", "69.avi", (5, 5), eeg, (3.0, 11.5), pulse_s=-1)
     (trial,) = load_all("mahnob", tmp_path)
     assert trial.eeg.shape == (32, int(8.5 * 256))
+
+
+def test_mahnob_clip_named_by_media_file_is_found_with_stimuli(tmp_path):
+    """``--stimuli DIR`` holding the release's clip file ``69.avi`` (mediaFile): its trial gets the
+    clip, the trial whose clip is absent is counted."""
+    for sid, k in ((2, 0), (4, 1)):  # 69.avi, 55.avi
+        write_mahnob_session(tmp_path / "raw" / "Sessions", sid, "1", MAHNOB_CLIPS[k], MAHNOB_FELT[k],
+                             mahnob_session_eeg(1, k, (1.0, 9.0), seconds=10), (1.0, 9.0))
+    write_mp4(tmp_path / "clips" / "69.avi", seconds=8.0, fps=4, size=32)
+    dataset = prepare(tmp_path / "raw", "mahnob", tmp_path / "out", "--stimuli", str(tmp_path / "clips"),
+                      "--video-size", "32")
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert list(manifest["stimulus_files"]) == ["69"]
+    assert manifest["counts"]["missing"]["trials_without_clip"] == 1
+    assert manifest["counts"]["missing"]["stimuli_without_clip"] == ["55"]
 
 
 def _mahnob_damage(raw: Path, kind: str) -> Path:
