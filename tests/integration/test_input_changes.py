@@ -391,3 +391,27 @@ def test_backbone_feature_cache_follows_the_clips(tmp_path):
     assert cache_key(model, load_dataset(study.prepare(tmp_path / "out").dataset_dir)) == key
     write_mp4(study.raw / "stimuli" / "A.mp4", TRIAL_S, audio=False)
     assert cache_key(model, load_dataset(study.prepare(tmp_path / "out").dataset_dir)) != key
+
+
+def test_predict_force_does_not_reuse_a_stale_prepared_folder(tmp_path, capsys):
+    """``mercl predict --force`` after an edit of the input: OUT/prepared is brought up to date (the
+    edited rating is the label predictions are scored against), not reused as it was."""
+    study = manifest_study(tmp_path)
+    dataset = study.prepare(tmp_path / "shards").dataset_dir
+    run = tmp_path / "run"
+    assert cli_main(["train", str(dataset), "--label", "valence2", "--config", "tiny", "--modalities", "e",
+                     "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", "--no-progress", "-o", str(run)]) == 0
+    predict = ["predict", str(run / "model.pt"), str(study.raw), "--source", "manifest", "-o", str(tmp_path / "pred"),
+               "--no-progress"]
+
+    def labels_of_s01_trial_1() -> set[str]:
+        segments = pd.read_csv(tmp_path / "pred" / "segments.csv")
+        return set(segments.loc[(segments["subject"] == "s01") & (segments["trial"] == 1), "label"])
+
+    assert cli_main(predict) == 0
+    assert labels_of_s01_trial_1() == {"high valence"}  # 7.81
+    set_manifest_cell(study.raw / "manifest.csv", "s01", 1, "valence", "1.0")
+    capsys.readouterr()
+    assert cli_main([*predict, "--force"]) == 0
+    assert labels_of_s01_trial_1() == {"low valence"}
+    assert "1 shard rebuilt: manifest.csv (subject s01 trial 1) changed" in capsys.readouterr().out
