@@ -209,7 +209,7 @@ def amigos_raw(tmp_path_factory) -> Path:
 
 def test_amigos_trials_clips_labels_and_baseline(amigos_raw, caplog):
     trials = load_all("amigos", amigos_raw)
-    assert "amigos: 4 of 60 cells are empty (no video id or ratings) and skipped: P08 (4)" in caplog.text
+    assert "4 of 60 cells are empty (no video id or ratings) and skipped: P08 (4)" in caplog.text
     assert len(trials) == 20 + 20 + 16
     by_subject = {s: [t for t in trials if t.subject == s] for s in ("P01", "P02", "P08")}
     assert set(t.stimulus for t in by_subject["P01"]) == set(t.stimulus for t in by_subject["P02"]) == set(AMIGOS_VIDEOS)
@@ -326,7 +326,7 @@ def mahnob_raw(tmp_path_factory) -> tuple[Path, dict]:
 def test_mahnob_trials_clips_labels_and_status_cut(mahnob_raw, caplog):
     raw, marks = mahnob_raw
     trials = load_all("mahnob", raw)
-    assert ("mahnob: 3 of 27 emotion sessions have no felt ratings and are skipped; 1 session folders without "
+    assert ("3 of 27 emotion sessions have no felt ratings and are skipped; 1 session folders without "
             "an *_emotion.bdf not read") in caplog.text
     assert len(trials) == 3 * 8
     clips = {s: [t.stimulus for t in trials if t.subject == s] for s in ("1", "2", "3")}

@@ -177,7 +177,7 @@ def discover(raw: Path, options: SourceOptions) -> list[AmigosParticipant]:
     n_empty = sum(len(v) for v in empty.values())
     if n_empty:
         who = ", ".join(f"{s} ({len(v)})" for s, v in empty.items() if v)
-        log.warning("amigos: %d of %d cells are empty (no video id or ratings) and skipped: %s",
+        log.warning("%d of %d cells are empty (no video id or ratings) and skipped: %s",
                     n_empty, N_CELLS * len(files), who)
     return [AmigosParticipant(path=path, subject=subject, options=options) for subject, path in files.items()]
 

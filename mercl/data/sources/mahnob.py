@@ -234,7 +234,7 @@ def discover(raw: Path, options: SourceOptions) -> list[MahnobSubject]:
             units.append(MahnobSubject(subject=subject, rated=sessions, files=files, options=options))
     if unrated or without_bdf:
         extra = f"; {without_bdf} session folders without an {BDF_GLOB} not read" if without_bdf else ""
-        log.warning("mahnob: %d of %d emotion sessions have no felt ratings and are skipped%s", unrated, total, extra)
+        log.warning("%d of %d emotion sessions have no felt ratings and are skipped%s", unrated, total, extra)
     if not units:
         raise InputFileError(raw, "no MAHNOB-HCI session has felt ratings (feltVlnc, feltArsl)")
     return units
