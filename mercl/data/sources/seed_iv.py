@@ -84,10 +84,11 @@ def numbered_trials(path: Path, content: dict, n_trials: int, n_channels: int) -
 
 @dataclass
 class SeedIvSubject:
-    """One SEED-IV subject: ``{session: file}``; ``load()`` yields up to 72 trials."""
+    """One SEED-IV subject: its session files (session = the folder name, in order); ``load()``
+    yields up to 72 trials."""
 
     subject: str
-    sessions: dict[int, Path]
+    files: list[Path]
     options: SourceOptions
 
     @property
@@ -95,10 +96,11 @@ class SeedIvSubject:
         return self.subject
 
     def load(self) -> list[Trial]:
-        picks = pick_indices(SEED_IV_CHANNELS, self.options, next(iter(self.sessions.values())))
+        picks = pick_indices(SEED_IV_CHANNELS, self.options, self.files[0])
         names = [SEED_IV_CHANNELS[i] for i in picks]
         trials = []
-        for session, path in sorted(self.sessions.items()):
+        for path in self.files:
+            session = int(path.parent.name)
             for number, raw_eeg in numbered_trials(path, read_mat(path), N_TRIALS, len(SEED_IV_CHANNELS)).items():
                 index = (session - 1) * N_TRIALS + number - 1
                 check_finite(raw_eeg, path, f"trial {index} (session {session}, eeg{number})")
@@ -135,4 +137,5 @@ def discover(raw: Path, options: SourceOptions) -> list[SeedIvSubject]:
             taken[session] = path
     if not subjects:
         raise InputFileError(raw, f"no SEED-IV files {{1,2,3}}/<subject>_<date>.mat here or in {SUBFOLDER}/")
-    return [SeedIvSubject(subject, subjects[subject], options) for subject in sorted(subjects, key=int)]
+    return [SeedIvSubject(subject, [subjects[subject][s] for s in sorted(subjects[subject])], options)
+            for subject in sorted(subjects, key=int)]  # fmt: skip

@@ -156,10 +156,10 @@ def read_window(raw: mne.io.BaseRaw, picks: list[int], start: int, stop: int, pa
 
 @dataclass
 class SeedVSubject:
-    """One SEED-V subject: ``{session: .cnt file}``; ``load()`` yields up to 45 trials."""
+    """One SEED-V subject: its .cnt files in session order; ``load()`` yields up to 45 trials."""
 
     subject: str
-    sessions: dict[int, Path]
+    files: list[Path]
     options: SourceOptions
 
     @property
@@ -170,7 +170,8 @@ class SeedVSubject:
         table = self.options.trial_times
         table = default_trial_times() if table is None else check_trial_times(table, "source.trial_times")
         trials = []
-        for session, path in sorted(self.sessions.items()):
+        for path in self.files:
+            session = int(FILE_PATTERN.match(path.name).group(2))
             windows = [row for row in table if row[0] == session]
             if not windows:
                 raise InputFileError(path, f"the trial times list no trial of session {session}")
@@ -220,4 +221,5 @@ def discover(raw: Path, options: SourceOptions) -> list[SeedVSubject]:
         taken[session] = path
     if not subjects:
         raise InputFileError(raw, f"no SEED-V files <subject>_<session>_<date>.cnt here or in {SUBFOLDER}/")
-    return [SeedVSubject(subject, subjects[subject], options) for subject in sorted(subjects, key=int)]
+    return [SeedVSubject(subject, [subjects[subject][s] for s in sorted(subjects[subject])], options)
+            for subject in sorted(subjects, key=int)]  # fmt: skip
