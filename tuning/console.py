@@ -15,8 +15,11 @@ class StopLine(Callback):
     """Prints ``trial <id> stopped by ASHA at epoch <e>: <metric> <value>`` when a trial ASHA
     stopped ends (``stopped(trial_id)``: the epoch ASHA stopped it at, or None)."""
 
-    def __init__(self, stopped: Callable[[str], int | None], metric: str, say: Callable[[str], None] = print):
-        self.stopped, self.metric, self.say = stopped, metric, say
+    def __init__(self, stopped: Callable[[str], int | None], metric: str, say: Callable[[str], None] | None = None):
+        # kept only when it is not print: Tune pickles its callbacks into tuner.pkl, and print
+        # may be replaced in a Ray job's driver (it does not pickle then)
+        self.stopped, self.metric = stopped, metric
+        self.say = None if say is print else say
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         epoch = self.stopped(trial.trial_id)
@@ -24,4 +27,4 @@ class StopLine(Callback):
             return
         value = (trial.last_result or {}).get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        self.say(f"trial {trial.trial_id} stopped by ASHA at epoch {epoch}: {self.metric} {shown}")
+        (self.say or print)(f"trial {trial.trial_id} stopped by ASHA at epoch {epoch}: {self.metric} {shown}")
