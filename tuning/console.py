@@ -6,6 +6,7 @@ metric), the normal end of most trials.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 from ray.tune import Callback
@@ -16,10 +17,10 @@ class StopLine(Callback):
     stopped ends (``stopped(trial_id)``: the epoch ASHA stopped it at, or None)."""
 
     def __init__(self, stopped: Callable[[str], int | None], metric: str, say: Callable[[str], None] | None = None):
-        # kept only when it is not print: Tune pickles its callbacks into tuner.pkl, and print
-        # may be replaced in a Ray job's driver (it does not pickle then)
+        # a built-in (print) is not kept: Tune pickles its callbacks into tuner.pkl, and Ray
+        # replaces builtins.print in a driver, after which the original no longer pickles
         self.stopped, self.metric = stopped, metric
-        self.say = None if say is print else say
+        self.say = None if isinstance(say, types.BuiltinFunctionType) else say
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         epoch = self.stopped(trial.trial_id)
