@@ -3,9 +3,12 @@
 A shard is reused only while every input it was built from is unchanged, so an edited rating, a
 replaced recording or a replaced clip rebuilds exactly the shards that read it:
 
-* a file (EEG recording, DEAP pickle, SEED session or ``label.mat``, clip): its size, mtime and
-  a content hash: SHA-256 of the whole file up to :data:`FULL_HASH_BYTES`, above that of its size,
-  first and last MiB (a cheap partial hash; the mtime then stands for the middle);
+* a file (EEG recording, DEAP pickle, SEED session or ``label.mat``, clip):
+  ``<size>:<mtime ns>:<content hash>``, the hash SHA-256 of the whole file up to
+  :data:`FULL_HASH_BYTES`, above that of its size, first and last MiB (a cheap partial hash). Two
+  fingerprints with whole-file hashes match on size and hash (a file only touched, or copied
+  with a new mtime, is unchanged); with partial hashes the mtime must match too (it stands for
+  the middle of the file the hash did not read);
 * a manifest row: the row's values (not its line number, so removing one row leaves the others
   unchanged), one input per (subject, trial);
 * anything else a load unit holds (its subject id, a stimulus job's segment count).
@@ -56,13 +59,22 @@ def content_hash(path: Path) -> str:
 
 
 def file_fingerprint(path: Path) -> str:
-    """One file's fingerprint: ``<size>:<hash>``, with the mtime too when the hash is partial
-    (a fully hashed file that is only touched is unchanged)."""
+    """One file's fingerprint: ``<size>:<mtime ns>:<content hash>`` (see the module docstring)."""
     stat = os.stat(path)
-    digest = content_hash(path)
-    if digest.startswith("sha256:"):
-        return f"{stat.st_size}:{digest}"
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{content_hash(path)}"
+
+
+def same_input(old: str | None, new: str | None) -> bool:
+    """Whether two fingerprints of one input say it is unchanged: a file fully hashed matches on
+    size and hash (its mtime aside), a file hashed in part on size, mtime and hash; anything
+    else matches when equal."""
+    if old is None or new is None:
+        return old == new
+    old_parts, new_parts = old.split(":", 2), new.split(":", 2)
+    whole = len(old_parts) == len(new_parts) == 3 and old_parts[2].startswith("sha256:")
+    if whole and new_parts[2].startswith("sha256:"):
+        return (old_parts[0], old_parts[2]) == (new_parts[0], new_parts[2])
+    return old == new
 
 
 def value_fingerprint(value: Any) -> str:
@@ -142,7 +154,7 @@ def changed_inputs(old: Mapping[str, str] | None, new: Mapping[str, str]) -> lis
     if old is None:
         return ["no input fingerprint recorded"]
     names = sorted(set(old) | set(new))
-    return [n for n in names if old.get(n) != new.get(n)]
+    return [n for n in names if not same_input(old.get(n), new.get(n))]
 
 
 def describe_change(names: list[str]) -> str:
