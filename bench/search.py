@@ -1,14 +1,31 @@
 #!/usr/bin/env python
 """Benchmark of the distributed search on this machine; prints every figure in one run.
 
-1. Trials per hour: a search of N trials with ASHA (grace 1 epoch, reduction factor 3) over
+0. Trial shapes (the default, issue 19): one table from one run, on the same data and the same
+   sampled configurations (the first search's, replayed as ``points_to_evaluate``), with ASHA:
+   * ``train x2``: today's path, every trial a Ray Train run of 2 DDP workers, 1 trial at a time;
+   * ``train x1``: a Ray Train run of 1 worker per trial (the warm path's cold reference);
+   * ``inprocess x1``: the warm path (``runner: inprocess``), 1 trial at a time and 2 at a time;
+   * ``optuna``: an in-process Optuna loop in this process (one torch thread) over the same
+     configurations, epochs and pruning (Optuna's ``SuccessiveHalvingPruner``, the same grace
+     period and reduction factor as ASHA): the floor.
+   For each: trials/hour, the trial phase (``Tuner.fit``'s wall time; the loop's for optuna)
+   against the floor, epochs trained, and the per-trial time to the first epoch split into
+   actor/process start, process group, imports, data reaching the worker, model build and first
+   epoch (medians over the trials; warm trials after an actor's first shown apart), beside Tune's
+   own time to the first report (``time_this_iter_s`` of iteration 1).
+   DDP: the seconds per later epoch of ``train x2`` against ``train x1`` at the same configs.
+
+Older sections (flags):
+
+1. (``--asha-savings``) Trials per hour: a search of N trials with ASHA (grace 1 epoch, reduction factor 3) over
    `tuning/configs/demo.yaml`'s space with the `tiny` training config, on a synthetic study
    (4-class quadrant labels), on a local Ray cluster.
-2. What ASHA saved: the same N sampled configurations run again to the end (no scheduler;
+2. (``--asha-savings``) What ASHA saved: the same N sampled configurations run again to the end (no scheduler;
    Optuna replays the first search's configurations as ``points_to_evaluate``). Compute is
    counted as epochs trained and as trial-seconds; both searches' best inner-validation scores
    are printed beside it (target: ASHA at <= 1/3 of the compute for the same best).
-3. The overhead of a Ray Train trial over the same training loop in-process: one
+3. (``--overhead``) The overhead of a Ray Train trial over the same training loop in-process: one
    configuration trained with ``mercl.training.crossval.train_split`` in this process vs. the
    same configuration as a one-trial search with one Ray Train worker (both one torch thread),
    sized to take about a minute in-process (target <= 10 %): a short in-process run measures
@@ -18,15 +35,14 @@
    is split into start-up and per-epoch cost, and the start-up set beside Ray Train's own floor
    on this machine: the trial time of an empty TorchTrainer trial (its workers only report
    once), measured in the same run.
-
-4. Nested search: a 4-fold nested search (one search per outer fold, ``--nested-trials`` trials
+4. (``--nested-trials N``) Nested search: a 4-fold nested search (one search per outer fold, ``--nested-trials`` trials
    each, all in one Tune run) vs. one plain search of the same total trial count, both under
    the data's default protocol, no outer scores or final model (the searches alone): wall
    time of ``Tuner.fit`` and of the whole run (data preparation included: the nested search
    materialises train/validation datasets for every fold), and trials per hour.
 
-    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--overhead-seconds 60]
-        [--nested-trials 4] [--nested-folds 4] [--only-nested]
+    python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--shapes ...]
+        [--asha-savings] [--overhead [--overhead-seconds 60]] [--nested-trials 4] [--nested-folds 4]
 """
 
 from __future__ import annotations
@@ -143,7 +159,7 @@ def epoch_times(exp_dir: Path) -> tuple[float, float]:
 def one_trial(label: str, pre: int, fine: int) -> dict:
     """Overrides of a one-trial search with one Ray Train worker, ``pre``+``fine`` epochs, no ASHA."""
     return {"train_overrides.pretrain.epochs": pre, "train_overrides.finetune.epochs": fine, "data.label": label,
-            "num_samples": 1, "resources.num_workers": 1, "resources.cpus_per_worker": 0.9,
+            "num_samples": 1, "resources.runner": "train", "resources.num_workers": 1, "resources.cpus_per_worker": 0.9,
             "scheduler.asha": False, "space": {"l1": {"choices": [1.0]}}}
 
 
@@ -212,11 +228,185 @@ def report_nested(n, p, protocol: str, per_fold: int, folds: int = 4) -> None:
           f"scores need {folds} outer-fold trainings more, not counted here]")
 
 
+SHAPES = {  # name: resources overrides (every rank 0.45 CPU: one torch thread; 2 at a time leave Ray Data a CPU)
+    "train x2, 1 at a time": {"resources.runner": "train", "resources.num_workers": 2,
+                              "resources.max_concurrent_trials": 1},
+    "inprocess x1, 1 at a time": {"resources.runner": "inprocess", "resources.num_workers": 1,
+                                  "resources.max_concurrent_trials": 1},
+    "inprocess x1, 2 at a time": {"resources.runner": "inprocess", "resources.num_workers": 1,
+                                  "resources.max_concurrent_trials": 2},
+    "train x1, 1 at a time": {"resources.runner": "train", "resources.num_workers": 1,
+                              "resources.max_concurrent_trials": 1},
+}
+PHASES = ("actor_start", "process_group", "imports", "data", "model", "first_epoch")
+
+
+def result_rows(exp_dir: Path) -> list[list[dict]]:
+    """Every trial's result.json rows."""
+    import glob
+    import json
+
+    out = []
+    for path in glob.glob(str(exp_dir / "*run_trial_*" / "result.json")):
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if rows:
+            out.append(rows)
+    return out
+
+
+def read_timings(folder: Path) -> list[dict]:
+    import json
+
+    path = folder / "timings.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def run_shape(dataset: Path, work: Path, name: str, overrides: dict, epochs: dict, points: list[dict] | None):
+    """One search of the shape; returns its figures (dict)."""
+    import statistics
+
+    from tuning.search import execute_search
+
+    slug = "bench-" + "".join(c if c.isalnum() else "-" for c in name)
+    plan = plan_for(dataset, work, slug, {**epochs, **overrides, "final_model": False})
+    fresh(plan)
+    plan.points_to_evaluate = points
+    plan.timings_dir = str(work / "timings" / slug)
+    fresh_dir(Path(plan.timings_dir))
+    outcome = execute_search(plan, say=quiet)
+    rows = result_rows(plan.exp_dir)
+    later = [r["time_this_iter_s"] for trial in rows for r in trial[1:] if "global_epoch" in r]
+    timings = read_timings(Path(plan.timings_dir))
+    configs = [dict(r.config) for r in sorted(outcome.results, key=lambda r: r.metrics.get("trial_id", ""))]
+    return {"name": name, "trials": len(outcome.table), "seconds": outcome.tuning_seconds,
+            "epochs": int(outcome.table["epochs_run"].sum()),
+            "stopped": int((outcome.table["status"] == "stopped_early").sum()),
+            "first_report": statistics.median(trial[0]["time_this_iter_s"] for trial in rows),
+            "epoch_s": statistics.median(later) if later else float("nan"),
+            "cold": [t for t in timings if t.get("trial_in_process", 1) == 1],
+            "warm": [t for t in timings if t.get("trial_in_process", 1) > 1],
+            "configs": configs, "best": float(outcome.table["best_finetune_val_metric"].max())}
+
+
+def fresh_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def optuna_floor(dataset: Path, work: Path, epochs: dict, configs: list[dict], grace: int, reduction: float) -> dict:
+    """The same configurations trained in this process (one torch thread) by an Optuna loop with
+    Optuna's successive-halving pruner on the validation metric of every epoch of both stages."""
+    import statistics
+
+    import optuna
+    import torch
+
+    from mercl.data.reader import load_dataset
+    from mercl.training.config import train_config_from_dict
+    from mercl.training.crossval import train_split
+    from tuning.data import prepare_search_data
+    from tuning.search import _setup_like
+    from tuning.trial_driver import trial_train_config
+
+    plan = plan_for(dataset, work, "bench-optuna", epochs)
+    data = prepare_search_data(plan.cfg.data, plan.base_cfg)
+    prepared = load_dataset(plan.cfg.data.dataset, verify=False)
+    fold = plan.cfg.data.test_fold
+    train_rows, val_rows = data.split_rows(fold, "train"), data.split_rows(fold, "val")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=grace, reduction_factor=int(reduction), min_early_stopping_rate=0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    firsts, later, trained, pruned = [], [], 0, 0
+    started = time.perf_counter()
+    try:
+        for params in configs:
+            trial = study.ask()
+            cfg = train_config_from_dict(trial_train_config(params, _setup_like(plan)))
+            marks = [time.perf_counter()]  # the trial's start, then every epoch's end
+
+            def on_epoch_end(report, trial=trial, marks=marks):
+                marks.append(time.perf_counter())
+                trial.report(float(report.metrics["val_metric"]), int(report.global_epoch))
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            try:
+                run = train_split(prepared, plan.cfg.data.label, train_rows, val_rows, cfg, on_epoch_end=on_epoch_end)
+                study.tell(trial, float(run.result.best_val_metric))
+            except optuna.TrialPruned:
+                pruned += 1
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            firsts.append(marks[1] - marks[0])
+            later += [b - a for a, b in zip(marks[1:], marks[2:], strict=False)]
+            trained += len(marks) - 1
+    finally:
+        torch.set_num_threads(threads)
+    return {"name": "optuna in-process (floor)", "trials": len(configs), "seconds": time.perf_counter() - started,
+            "epochs": trained, "stopped": pruned, "first_report": statistics.median(firsts),
+            "epoch_s": statistics.median(later) if later else float("nan"), "cold": [], "warm": [],
+            "best": float(study.best_value) if study.best_trial else float("nan")}
+
+
+def phase_text(timings: list[dict]) -> str:
+    import statistics
+
+    if not timings:
+        return "-"
+    return " ".join(f"{statistics.median(t.get(p, 0.0) for t in timings):5.2f}" for p in PHASES)
+
+
+def report_shapes(rows: list[dict], floor: dict) -> None:
+    """The trial-shape table (section 0)."""
+    print(f"{'shape':28s} {'trials':>6s} {'trials/h':>8s} {'trial phase':>11s} {'x floor':>7s} {'epochs':>6s} "
+          f"{'stopped':>7s} {'1st report':>10s} {'s/epoch':>7s} {'best val':>8s}")
+    for row in [*rows, floor]:
+        print(f"{row['name']:28s} {row['trials']:6d} {3600 * row['trials'] / row['seconds']:8.0f} "
+              f"{row['seconds']:10.1f}s {row['seconds'] / floor['seconds']:7.2f} {row['epochs']:6d} "
+              f"{row['stopped']:7d} {row['first_report']:9.2f}s {row['epoch_s']:7.3f} {row['best']:8.3f}")
+    print(f"time to the first epoch, medians in s ({' / '.join(PHASES)}):")
+    for row in rows:
+        print(f"  {row['name']:28s} first trial of a process: {phase_text(row['cold'])}")
+        if row["warm"]:
+            print(f"  {'':28s} later trials (warm actor): {phase_text(row['warm'])}")
+    print(f"  {floor['name']:28s} model + data + first epoch in this process: {floor['first_report']:.2f}")
+    by = {r["name"]: r for r in rows}
+    one, two = by.get("train x1, 1 at a time"), by.get("train x2, 1 at a time")
+    if one and two:
+        print(f"DDP on this machine (same configs): 2 gloo ranks {two['epoch_s']:.3f} s per later epoch vs 1 rank "
+              f"{one['epoch_s']:.3f} s -> x{one['epoch_s'] / two['epoch_s']:.2f} speed-up")
+
+
+def trial_shapes(dataset: Path, work: Path, epochs: dict, args) -> None:
+    """Section 0: every shape on the same sampled configurations, then the in-process floor."""
+    names = [n for n in SHAPES if not args.shapes or n in args.shapes.split(";")]
+    device = {"resources.gpus_per_worker": args.gpus_per_worker}
+    if args.cpus_per_worker is not None:
+        device["resources.cpus_per_worker"] = args.cpus_per_worker
+    rows, points = [], None
+    for name in names:
+        row = run_shape(dataset, work, name, {**SHAPES[name], **device}, epochs, points)
+        points = points or row["configs"]
+        rows.append(row)
+        print(f"  ran {name}: {row['seconds']:.0f} s", flush=True)
+    floor = optuna_floor(dataset, work, epochs, points, epochs["scheduler.grace_period"],
+                         epochs["scheduler.reduction_factor"])
+    report_shapes(rows, floor)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
     parser.add_argument("--label", default="quadrant4", help="label scheme (default quadrant4: 4 classes)")
     parser.add_argument("--epochs", default="4,12", help="pre-training,fine-tuning epochs per trial")
+    parser.add_argument("--shapes", default="", help="section 0: only these shapes, ';'-separated (default all)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="section 0: GPUs per rank (NCCL when > 0)")
+    parser.add_argument("--cpus-per-worker", type=float, default=None, help="section 0: CPUs per rank (default 0.45)")
+    parser.add_argument("--asha-savings", action="store_true", help="also sections 1 and 2 (what ASHA saves)")
+    parser.add_argument("--overhead", action="store_true", help="also section 3 (one Ray Train trial's overhead)")
+    parser.add_argument("--no-shapes", action="store_true", help="skip section 0")
     parser.add_argument("--overhead-seconds", type=float, default=60.0,
                         help="in-process length of the overhead comparison's training (default 60 s)")
     parser.add_argument("--overhead-epochs", default=None,
@@ -226,10 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stimuli", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--work", default=str(ROOT / "out" / "bench-search"), help="data and results folder")
-    parser.add_argument("--only-overhead", action="store_true", help="skip the two searches (1 and 2)")
-    parser.add_argument("--nested-trials", type=int, default=4,
-                        help="trials per fold of the 4-fold nested search (4); 0 skips the nested case")
-    parser.add_argument("--only-nested", action="store_true", help="run only the nested case (4)")
+    parser.add_argument("--nested-trials", type=int, default=0,
+                        help="section 4: trials per fold of the 4-fold nested search (0: skip, the default)")
     parser.add_argument("--nested-folds", type=int, default=4, help="outer folds of the nested case (4)")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
@@ -249,20 +437,15 @@ def main(argv: list[str] | None = None) -> int:
               "num_samples": args.trials, "data.label": args.label,
               "scheduler.grace_period": 1, "scheduler.reduction_factor": 3}
 
-    # 4: nested search vs one search of the same total trial count
-    nested = None
-    if args.nested_trials and not args.only_overhead:
-        nested = nested_vs_plain(dataset, work, epochs, args.nested_trials, args.nested_folds)
-    if args.only_nested:
-        ray.shutdown()
-        print("nested search vs one search of the same total trial count:")
-        report_nested(*nested, args.nested_trials, args.nested_folds)
-        print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
-        return 0
+    if not args.no_shapes:  # 0: trial shapes against the in-process floor
+        trial_shapes(dataset, work, epochs, args)
 
-    # 1 + 2: ASHA search, then the same configurations to the end
-    a = b = None
-    if not args.only_overhead:
+    nested = None  # 4: nested search vs one search of the same total trial count
+    if args.nested_trials:
+        nested = nested_vs_plain(dataset, work, epochs, args.nested_trials, args.nested_folds)
+
+    a = b = None  # 1 + 2: ASHA search, then the same configurations to the end
+    if args.asha_savings:
         asha = plan_for(dataset, work, "bench-asha", epochs)
         fresh(asha)
         a = execute_search(asha, say=quiet)
@@ -271,8 +454,21 @@ def main(argv: list[str] | None = None) -> int:
         full.points_to_evaluate = configs
         fresh(full)
         b = execute_search(full, say=quiet)
+        report_searches(a, b, args, pre, fine)
+    if args.overhead:
+        overhead_section(dataset, work, args)
+    ray.shutdown()
+    if nested is not None:
+        print("nested search vs one search of the same total trial count:")
+        report_nested(*nested, args.nested_trials, args.nested_folds)
+    print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
+    return 0
 
-    # 3: overhead of a Ray Train trial (one worker) over the loop in-process
+
+def overhead_section(dataset: Path, work: Path, args) -> None:
+    """Section 3: one Ray Train trial (one worker) against the same loop in-process."""
+    from tuning.search import execute_search
+
     o_pre, o_fine = overhead_epochs(dataset, work, args)
     one = plan_for(dataset, work, "bench-one", one_trial(args.label, o_pre, o_fine))
     fresh(one)
@@ -284,10 +480,6 @@ def main(argv: list[str] | None = None) -> int:
     after_s, _ = in_process_seconds(one)
     local_s = (before_s + after_s) / 2
     floor_s = ray_train_floor_seconds(work, 0.9)
-    ray.shutdown()
-
-    if a is not None:
-        report_searches(a, b, args, pre, fine)
     first, per_epoch = epoch_times(one.exp_dir)
     print(f"Ray Train trial overhead ({o_pre}+{o_fine} epochs, 1 worker, 1 torch thread each): in-process "
           f"{local_s:.1f} s (mean of {before_s:.1f} before and {after_s:.1f} after the Ray Train trial; "
@@ -300,16 +492,6 @@ def main(argv: list[str] | None = None) -> int:
           f"epoch), of which Ray Train's own floor is {floor_s:.1f} s (an empty TorchTrainer trial, same resources, "
           f"measured now) and the rest data, imports and model; per epoch {per_epoch - local_epoch:+.3f} s "
           f"(report + checkpoint) x {o_pre + o_fine - 1} epochs = {(per_epoch - local_epoch) * (o_pre + o_fine - 1):.1f} s")
-    startup, extra = first - local_epoch, per_epoch - local_epoch
-    if 0.1 * local_epoch > extra:
-        needed = startup / (0.1 * local_epoch - extra) * local_epoch
-        print(f"  at these costs the overhead falls to 10 % for trials of >= {needed:.0f} s in-process; Ray Train's "
-              f"floor alone is 10 % of a {10 * floor_s:.0f} s trial")
-    if nested is not None:
-        print("nested search vs one search of the same total trial count:")
-        report_nested(*nested, args.nested_trials, args.nested_folds)
-    print(f"total bench time {time.perf_counter() - t0:.0f} s; results in {work / 'searches'}")
-    return 0
 
 
 if __name__ == "__main__":
