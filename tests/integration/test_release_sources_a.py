@@ -398,3 +398,20 @@ def test_faced_damaged_inputs_are_one_line_errors(tmp_path, capsys, case, expect
     extra = ["--baseline", "correct"] if case == "baseline correct" else []
     refused(capsys, tmp_path / "raw", "faced", tmp_path, expect, *extra,
             names=None if extra else path)
+
+
+def test_release_label_codes_read_only_as_their_own_scheme():
+    """SEED-IV, SEED-V and FACED all number classes from 0; their codes (40+, 50+, 90+) keep one
+    release's labels from reading as another's scheme, and faced3 folds faced9's nine categories."""
+    from mercl.data.labels import assign_labels, available_schemes
+    from mercl.errors import MerclError
+
+    for codes, schemes in (([40, 43], ["seed4"]), ([50, 54], ["seed5"]), ([90, 98], ["faced9", "faced3"]),
+                           ([0, 1], ["class2"]), ([-1, 1], ["seed3"])):
+        assert available_schemes(["label"], pd.DataFrame({"label": codes})) == schemes, codes
+    faced = pd.DataFrame({"label": [90 + e for e in range(9)]})
+    assert assign_labels(faced, "faced9").tolist() == list(range(9))
+    assert assign_labels(faced, "faced3").tolist() == [0, 0, 0, 0, 1, 2, 2, 2, 2]
+    assert assign_labels(pd.DataFrame({"label": [40, 41, 42, 43]}), "seed4").tolist() == [0, 1, 2, 3]
+    with pytest.raises(MerclError, match="label scheme 'seed5': 'label' must be 50-54"):
+        assign_labels(pd.DataFrame({"label": [43]}), "seed5")

@@ -75,7 +75,7 @@ def test_missing_column_is_a_clear_error():
 
 
 def test_available_schemes_and_counts():
-    assert available_schemes(["subject", "label"]) == ["seed3", "class2"]
+    assert available_schemes(["subject", "label"]) == ["seed3", "class2", "seed4", "seed5", "faced9", "faced3"]
     assert available_schemes(["label"], pd.DataFrame({"label": [-1, 0, 1]})) == ["seed3"]
     assert available_schemes(["label"], pd.DataFrame({"label": [0, 1]})) == ["class2"]
     deap = available_schemes(["valence", "arousal", "dominance", "liking"])
