@@ -16,6 +16,12 @@ RayCluster (``_derive_autoscaling_config_from_ray_cr``, which ends in the same
 The cluster search config (tuning/configs/cluster.yaml) must fit these clusters: its
 trial's resource requests go through the autoscaler's own node-type choice
 (``get_nodes_for``), which shows that one trial packs onto one 4-GPU node.
+
+Who may reach a cluster (issue 21): the dashboard is Ray's job-submission API, so a file whose
+dashboard listens beyond loopback without Ray's token auth on every node is refused
+(:func:`launcher_auth_problems`, :func:`kuberay_auth_problems`), as is token mode without a
+token, a KubeRay NetworkPolicy that admits more than the namespace on the head's ports, and
+node rights beyond the search's bucket. Each check is shown to fail on a mutated copy.
 """
 
 from __future__ import annotations
