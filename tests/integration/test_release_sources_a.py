@@ -29,6 +29,7 @@ from mercl.data.synth_sources import (
     planted_trial,
     write_cnt,
     write_faced,
+    write_mp4,
     write_seed_iv_session,
 )
 
@@ -183,6 +184,18 @@ def test_seed_iv_planted_signal_beats_majority_on_unseen_clips(seed_iv_dataset, 
     manifest = json.loads((seed_iv_dataset / "manifest.json").read_text())
     assert manifest["label_schemes"] == ["seed4"] and manifest["counts"]["trials"] == 72
     evaluate_beats_majority(seed_iv_dataset, "seed4", tmp_path / "run", capsys)
+
+
+def test_seed_iv_clips_for_stimuli_are_named_by_clip_id(seed_iv_dataset, tmp_path):
+    """``--stimuli DIR``: the clip of every subject's session-1 trial 3 is DIR/s1t03.mp4."""
+    raw = seed_iv_dataset.parents[1] / "raw"
+    write_mp4(tmp_path / "clips" / "s1t03.mp4", 10.0, fps=4, size=32)
+    assert prepare(raw, "seed-iv", tmp_path / "out", "--stimuli", str(tmp_path / "clips"), "--video-size", "32",
+                   "--video-fps", "1") == 0
+    manifest = json.loads((find_dataset_dir(tmp_path / "out") / "manifest.json").read_text())
+    assert list(manifest["stimulus_files"]) == ["s1t03"]
+    missing = manifest["counts"]["missing"]
+    assert missing["trials_without_clip"] == 3 * 23 and "s1t03" not in missing["stimuli_without_clip"]
 
 
 # ---------------------------------------------------------------- SEED-V
