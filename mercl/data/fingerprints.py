@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mercl.errors import InputFileError
+
 FULL_HASH_BYTES = 8 << 20  # files up to 8 MiB are hashed whole
 EDGE_BYTES = 1 << 20  # larger files: their first and last MiB
 _SKIPPED_FIELDS = ("options", "manifest")  # in the dataset's config / read as rows
@@ -59,9 +61,17 @@ def content_hash(path: Path) -> str:
 
 
 def file_fingerprint(path: Path) -> str:
-    """One file's fingerprint: ``<size>:<mtime ns>:<content hash>`` (see the module docstring)."""
-    stat = os.stat(path)
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{content_hash(path)}"
+    """One file's fingerprint: ``<size>:<mtime ns>:<content hash>`` (see the module docstring); a
+    folder's is ``dir:<digest>`` of its entries' names, sizes and mtimes. An unreadable input is a
+    one-line InputFileError."""
+    try:
+        if Path(path).is_dir():
+            entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(path).iterdir())
+            return f"dir:{value_fingerprint(entries)}"
+        stat = os.stat(path)
+        return f"{stat.st_size}:{stat.st_mtime_ns}:{content_hash(path)}"
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read it ({exc.strerror or exc})") from None
 
 
 def same_input(old: str | None, new: str | None) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from mercl.data.fingerprints import (
     EDGE_BYTES,
     FULL_HASH_BYTES,
@@ -12,6 +14,7 @@ from mercl.data.fingerprints import (
     file_fingerprint,
     same_input,
 )
+from mercl.errors import InputFileError
 
 
 def test_a_touched_small_file_is_unchanged_an_edited_one_changed(tmp_path):
@@ -44,3 +47,16 @@ def test_a_large_file_is_hashed_at_its_edges_and_its_mtime_stands_for_the_middle
 def test_inputs_that_appear_or_disappear_are_changes():
     assert changed_inputs({"a": "x", "b": "y"}, {"a": "x", "c": "z"}) == ["b", "c"]
     assert changed_inputs(None, {"a": "x"}) == ["no input fingerprint recorded"]
+
+
+def test_a_folder_is_fingerprinted_by_its_entries_and_a_missing_file_is_one_line(tmp_path):
+    folder = tmp_path / "session"
+    folder.mkdir()
+    (folder / "a.bdf").write_bytes(b"x")
+    before = file_fingerprint(folder)
+    assert before.startswith("dir:") and file_fingerprint(folder) == before
+    (folder / "b.xml").write_bytes(b"y")
+    assert file_fingerprint(folder) != before
+    with pytest.raises(InputFileError, match="cannot read it") as info:
+        file_fingerprint(tmp_path / "gone.edf")
+    assert "\n" not in str(info.value)
