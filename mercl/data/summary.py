@@ -8,6 +8,8 @@ from pathlib import Path
 from mercl.errors import InputFileError
 
 INCOMPLETE = "incomplete dataset: no manifest.json, re-run mercl prepare"
+RATING_RULE = ("ratings on 1-9 (DREAMER's 1-5 as 2s-1): a rating equal to a cut point goes to the lower class "
+               "(2 classes: high when > 5; 3 classes: <= 3, <= 6, > 6), for every source")
 
 
 def find_dataset_dir(path: str | Path) -> Path:
@@ -96,6 +98,8 @@ def format_summary(manifest: dict, root: str | Path) -> str:
         width = max(len(scheme) for scheme in classes)
         for scheme, per in classes.items():
             lines.append(f"  {scheme:<{width}}  " + " | ".join(f"{name} {n}" for name, n in per.items()))
+        if any(scheme[:-1] in ("valence", "arousal", "dominance") or scheme == "quadrant4" for scheme in classes):
+            lines.append(f"  {RATING_RULE}")
     else:
         lines += ["", "segments per class: no rating or label columns"]
     lines += ["", "missing modalities:"]
