@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
             "OUT/trials.csv (per trial: mean of its segments' probabilities and the predicted class). "
             "Where the input has ratings or labels, accuracy and macro-F1 are printed beside the majority "
             "baseline (the model's training majority class) and written to OUT/metrics.json. The prepared "
-            "features stay in OUT/prepared (a re-run reuses them)."
+            "features stay in OUT/prepared (a re-run reuses those whose inputs are unchanged)."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model file written by mercl train (RUN_DIR/model.pt)")

@@ -22,8 +22,9 @@ def add_parser(subparsers) -> None:
         description=(
             "Cut every trial into segments, compute EEG band-power sequences and the stimulus clips' "
             "log-Mel and frame features, and write Parquet shards plus manifest.json under "
-            "OUT/<source>-<config hash>. Re-running with the same config resumes; a changed config "
-            "writes a new dataset."
+            "OUT/<source>-<config hash>. Re-running with the same config resumes and rebuilds exactly the "
+            "shards whose inputs (files, manifest rows) changed, saying which; a changed config writes a new "
+            "dataset. One run at a time per OUT (a lock names the holder)."
         ),
     )
     parser.add_argument("raw", metavar="RAW", help="raw recordings (a folder or file, per source)")
