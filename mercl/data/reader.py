@@ -9,10 +9,15 @@
 
 :class:`SegmentDataset` serves items in the batch format of docs/CONTRACTS.md by
 indexing those arrays (no per-item file reads).
+
+Memory: the arrays are held whole (training, ``evaluate``, ``experiment``; bytes per
+segment in :func:`load_dataset`), or, with ``stream=True`` (``predict``), are
+:class:`ShardedArray` s that read one shard at a time as rows are indexed.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
@@ -119,24 +125,150 @@ def _verify(root: Path, files: dict[str, str]) -> None:
             raise InputFileError(path, "checksum does not match manifest.json (shard changed or corrupt)")
 
 
-def _read_eeg(root: Path, rels: list[str], shape: list[int]) -> tuple[pd.DataFrame, np.ndarray]:
-    tables = [shards.read_table(root / rel) for rel in rels]
-    for rel, table in zip(rels, tables, strict=True):
-        got = shards.read_shapes(table.schema).get("eeg")
-        if got is not None and len(table) and list(got) != list(shape):
+def _row_counts(root: Path, rels: list[str]) -> list[int]:
+    """Rows of each shard, from the Parquet footers (no data read)."""
+    counts = []
+    for rel in rels:
+        try:
+            counts.append(pq.read_metadata(root / rel).num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputFileError(root / rel, f"not a readable Parquet file (truncated or corrupt?): {exc}") from None
+    return counts
+
+
+# Rows decoded at a time: Parquet decodes a fixed-size-list column through level buffers of
+# several times its size (a 17 MB video column peaked at +214 MB read whole, +84 MB a row at a time).
+BATCH_BYTES = 4 << 20
+
+
+def _read_column_into(path: Path, column: str, out: np.ndarray) -> None:
+    """Fill ``out`` ((n, *shape)) with one shard's fixed-size-list column, ``BATCH_BYTES`` of rows at a time."""
+    batch = max(1, BATCH_BYTES // max(1, out[0].nbytes)) if len(out) else 1
+    offset = 0
+    try:
+        for record in pq.ParquetFile(path).iter_batches(batch_size=batch, columns=[column], use_threads=False):
+            n = record.num_rows
+            if offset + n > len(out):
+                break
+            values = record.column(0).flatten().to_numpy(zero_copy_only=False)
+            out[offset : offset + n] = values.reshape((n, *out.shape[1:]))
+            offset += n
+    except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+        raise InputFileError(path, f"cannot read its {column} column (truncated or corrupt?): {exc}") from None
+    if offset != len(out):
+        raise InputFileError(path, f"its {column} column does not hold {len(out)} rows as its footer says")
+
+
+def _read_column(path: Path, column: str, n: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """One shard's fixed-size-list column as an (n, *shape) array of ``dtype``."""
+    out = np.empty((n, *shape), dtype)
+    _read_column_into(path, column, out)
+    pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
+    return out
+
+
+class ShardedArray:
+    """A read-only (N, *shape) array whose rows live in Parquet shards, read one shard at a
+    time as rows are indexed; the ``keep`` shards read last stay in memory.
+
+    Indexing takes an int, a slice, an int array or a bool mask and returns numpy, so the
+    readers of a :class:`PreparedDataset` (SegmentDataset, the feature cache) use it as
+    they use an array. ``np.asarray`` reads it whole.
+    """
+
+    def __init__(self, paths: list[Path], counts: list[int], column: str, shape: tuple[int, ...], dtype,
+                 keep: int = 2):
+        self.paths, self.counts, self.column, self.keep = list(paths), list(counts), column, keep
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), *shape)
+        self.dtype = np.dtype(dtype)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    ndim = property(lambda self: len(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _shard(self, k: int) -> np.ndarray:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        values = _read_column(self.paths[k], self.column, self.counts[k], self.shape[1:], self.dtype)
+        self._cache[k] = values
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return values
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (self.shape[0] if index < 0 else 0)
+            if not 0 <= i < self.shape[0]:
+                raise IndexError(f"row {index} out of range for {self.shape[0]} rows")
+            k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+            return self._shard(k)[i - self.offsets[k]]
+        rows = np.arange(self.shape[0])[index] if isinstance(index, slice) else np.asarray(index)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = np.where(rows < 0, rows + self.shape[0], rows).astype(np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise IndexError(f"row indices out of range for {self.shape[0]} rows")
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for k in dict.fromkeys(which.tolist()):  # shards in order of first use
+            hit = which == k
+            out[hit] = self._shard(k)[rows[hit] - self.offsets[k]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = _fill(list(zip(self.paths, self.counts, strict=True)), self.column, self.shape[1:], self.dtype)
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def _fill(parts: list[tuple[Path, int]], column: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """The column of every shard in one preallocated (N, *shape) array, filled a shard at a
+    time (the peak is the result plus one shard, not twice the result)."""
+    out = np.empty((sum(n for _, n in parts), *shape), dtype)
+    offset = 0
+    for path, n in parts:
+        if n:
+            _read_column_into(path, column, out[offset : offset + n])
+        offset += n
+    return out
+
+
+def _big_column(root: Path, rels: list[str], counts: list[int], column: str, shape, dtype, stream: bool):
+    paths = [root / rel for rel in rels]
+    if stream:
+        return ShardedArray(paths, counts, column, tuple(shape), dtype)
+    return _fill(list(zip(paths, counts, strict=True)), column, tuple(shape), dtype)
+
+
+def _small_columns(root: Path, rels: list[str], drop: tuple[str, ...]) -> pa.Table | None:
+    """Every column but ``drop`` of the shards, concatenated (None when there are no shards)."""
+    tables = []
+    for rel in rels:
+        names = [n for n in shards.read_schema(root / rel).names if n not in drop]
+        tables.append(shards.read_table(root / rel, columns=names))
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def _read_eeg(root: Path, rels: list[str], shape: list[int], stream: bool = False):
+    """(rows DataFrame, eeg (N, *shape) float32 array or ShardedArray)."""
+    counts = _row_counts(root, rels)
+    for rel, n in zip(rels, counts, strict=True):
+        got = shards.read_shapes(shards.read_schema(root / rel)).get("eeg")
+        if got is not None and n and list(got) != list(shape):
             raise InputFileError(root / rel, f"eeg shape {got} differs from the manifest's {shape}")
-    if not tables:
+    small = _small_columns(root, rels, ("eeg",))
+    if small is None:
         return pd.DataFrame(), np.zeros((0, *shape), np.float32)
-    table = pa.concat_tables(tables, promote_options="default")
-    eeg = shards.array_column(table, "eeg", tuple(shape)).astype(np.float32, copy=False)
-    rows = table.drop_columns(["eeg"]).to_pandas()
-    return rows, eeg
+    return small.to_pandas(), _big_column(root, rels, counts, "eeg", shape, np.float32, stream)
 
 
-def _read_stimuli(root: Path, rels: list[str], shapes: dict) -> StimulusTable:
+def _read_stimuli(root: Path, rels: list[str], shapes: dict, stream: bool = False) -> StimulusTable:
     a_shape, v_shape = tuple(shapes["audio"]), tuple(shapes["video"])
-    tables = [shards.read_table(root / rel) for rel in rels]
-    if not tables:
+    small = _small_columns(root, rels, ("audio", "video"))
+    if small is None:
         return StimulusTable(
             keys=pd.DataFrame(
                 {"stimulus": pd.Series([], dtype=str), "segment": pd.Series([], dtype=np.int32)}
@@ -147,22 +279,35 @@ def _read_stimuli(root: Path, rels: list[str], shapes: dict) -> StimulusTable:
             video=np.zeros((0, *v_shape), np.uint8),
             video_present=np.zeros(0, bool),
         )
-    table = pa.concat_tables(tables, promote_options="default")
+    counts = _row_counts(root, rels)
     return StimulusTable(
-        keys=table.select(["stimulus", "segment", "start_s"]).to_pandas(),
-        audio=shards.array_column(table, "audio", a_shape).astype(np.float32, copy=False),
-        audio_energy=table.column("audio_energy").to_numpy().astype(np.float32),
-        audio_present=table.column("audio_present").to_numpy().astype(bool),
-        video=shards.array_column(table, "video", v_shape).astype(np.uint8, copy=False),
-        video_present=table.column("video_present").to_numpy().astype(bool),
+        keys=small.select(["stimulus", "segment", "start_s"]).to_pandas(),
+        audio=_big_column(root, rels, counts, "audio", a_shape, np.float32, stream),
+        audio_energy=small.column("audio_energy").to_numpy().astype(np.float32),
+        audio_present=small.column("audio_present").to_numpy().astype(bool),
+        video=_big_column(root, rels, counts, "video", v_shape, np.uint8, stream),
+        video_present=small.column("video_present").to_numpy().astype(bool),
     )
 
 
-def load_dataset(path: str | Path, verify: bool = True) -> PreparedDataset:
+def load_dataset(path: str | Path, verify: bool = True, stream: bool = False) -> PreparedDataset:
     """Load a prepared dataset (a dataset dir, or an output dir holding exactly one).
 
     verify: check every shard's sha256 against the manifest (a mismatch raises
     InputFileError naming the shard); False skips it for speed.
+    stream: leave the feature arrays (``eeg``, ``stimuli.audio``, ``stimuli.video``) in
+    their shards as :class:`ShardedArray` s, read a shard at a time as rows are indexed
+    (``mercl predict``); False reads them into memory (training, ``evaluate``, ``experiment``).
+
+    Memory (docs/ARCHITECTURE.md, "Memory"): with ``stream=False`` the dataset is held
+    whole: per EEG segment ``4 * T_e * C * n_bands`` bytes plus ~60 bytes of row columns
+    (4 s segments at 32 channels: 4.5 KB), per stimulus segment ``4 * T_a * n_mels +
+    T_v * 3 * H * W`` bytes (20 Mel bands, four 224 px frames: 634 KB). The arrays are
+    preallocated and filled a shard at a time, ``BATCH_BYTES`` of rows decoded at a time.
+    Measured (8 subjects x 8 clips x 60 s: 1,856 EEG rows, 232 clip segments, 155 MB of
+    arrays): 165 MB held, ~260 MB at the peak of loading. With ``stream=True`` it holds the
+    row columns, the presence flags and the last two shards read of each array: 15 MB after
+    loading that study, 75 MB after serving every row.
     """
     root, manifest = read_manifest(path)
     version = manifest.get("schema_version")
@@ -176,9 +321,10 @@ def load_dataset(path: str | Path, verify: bool = True) -> PreparedDataset:
     eeg_rels = sorted(f for f in files if f.startswith("eeg/"))
     stim_rels = sorted(f for f in files if f.startswith("stimuli/"))
     shapes = manifest["shapes"]
-    rows, eeg = _read_eeg(root, eeg_rels, shapes["eeg"])
-    stimuli = _read_stimuli(root, stim_rels, shapes)
+    rows, eeg = _read_eeg(root, eeg_rels, shapes["eeg"], stream)
+    stimuli = _read_stimuli(root, stim_rels, shapes, stream)
     index = lookup_rows(stimuli.keys, rows) if len(rows) else np.zeros(0, np.int64)
+    pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
     return PreparedDataset(root, manifest, rows, eeg, stimuli, index)
 
 

@@ -397,7 +397,7 @@ def prepare_input(mf, pcfg, raw: Path, source: str, out: Path, *, stimuli: str |
                      progress=progress)
     for line in result.changes:  # an edited input is rebuilt in OUT/prepared, never reused stale
         say(f"{out / PREPARED_DIR}: {line}")
-    prepared = load_dataset(result.dataset_dir, verify=False)
+    prepared = load_dataset(result.dataset_dir, verify=False, stream=True)  # arrays read a shard at a time
     want = mf.shapes
     got = prepared.manifest["shapes"]
     if list(got["eeg"]) != list(want.eeg):

@@ -16,8 +16,10 @@ from pathlib import Path
 import av
 import mne
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.signal
+import torch
 from builders import make_manifest_raw, small_config
 from PIL import Image
 
@@ -25,6 +27,7 @@ from mercl.cli import main as mercl_main
 from mercl.data.features.audio import AudioFeatureConfig, audio_segment_features, audio_stop_s, read_audio
 from mercl.data.features.video import VideoFeatureConfig, probe_clip, read_video_frames
 from mercl.data.prepare import prepare
+from mercl.data.reader import SegmentDataset, ShardedArray, load_dataset
 from mercl.data.sources import SourceOptions
 from mercl.data.sources.manifest import MAX_RECORDINGS, MAX_ROWS, discover
 from mercl.data.synth import write_clip
@@ -267,3 +270,36 @@ def test_progress_is_appended_one_line_per_shard_and_a_cut_line_rebuilds_that_sh
     assert again.built == [next(iter(entries[-1]))] and len(again.skipped) == 3
     assert again.manifest["files"] == first.manifest["files"]
     assert [json.loads(line) for line in progress.read_text().splitlines()] == entries
+
+
+# ---------------------------------------------------------------- load_dataset: streamed for predict
+
+
+def test_a_streamed_dataset_serves_the_same_items_holding_two_shards_at_most(demo_dataset):
+    eager = load_dataset(demo_dataset)
+    streamed = load_dataset(demo_dataset, stream=True)
+    arrays = [(streamed.eeg, eager.eeg), (streamed.stimuli.audio, eager.stimuli.audio),
+              (streamed.stimuli.video, eager.stimuli.video)]
+    for lazy, whole in arrays:
+        assert isinstance(lazy, ShardedArray) and lazy.shape == whole.shape and lazy.dtype == whole.dtype
+        assert len(lazy.paths) > 2  # more shards than it keeps
+    pd.testing.assert_frame_equal(streamed.rows, eager.rows)
+
+    rows = np.arange(len(eager))
+    for got, want in zip(SegmentDataset(streamed, rows, "quadrant4"), SegmentDataset(eager, rows, "quadrant4"),
+                         strict=True):
+        assert got.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+        for lazy, _ in arrays:
+            assert len(lazy._cache) <= lazy.keep
+
+    rng = np.random.default_rng(0)
+    for lazy, whole in arrays:
+        pick = rng.integers(0, len(whole), 50)
+        np.testing.assert_array_equal(lazy[pick], whole[pick])
+        np.testing.assert_array_equal(lazy[-1], whole[-1])
+        np.testing.assert_array_equal(lazy[3:40:7], whole[3:40:7])
+        np.testing.assert_array_equal(np.asarray(lazy), whole)
+        with pytest.raises(IndexError):
+            lazy[len(whole)]
