@@ -6,7 +6,6 @@ metric), the normal end of most trials.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 
 from ray.tune import Callback
@@ -20,7 +19,7 @@ class StopLine(Callback):
         # a built-in (print) is not kept: Tune pickles its callbacks into tuner.pkl, and Ray
         # replaces builtins.print in a driver, after which the original no longer pickles
         self.stopped, self.metric = stopped, metric
-        self.say = None if isinstance(say, types.BuiltinFunctionType) else say
+        self.say = None if is_print(say) else say
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         epoch = self.stopped(trial.trial_id)
@@ -29,3 +28,8 @@ class StopLine(Callback):
         value = (trial.last_result or {}).get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         (self.say or print)(f"trial {trial.trial_id} stopped by ASHA at epoch {epoch}: {self.metric} {shown}")
+
+
+def is_print(say) -> bool:
+    """``say`` is Python's print (the original or the one Ray put in its place)."""
+    return getattr(say, "__name__", None) == "print" and getattr(say, "__module__", None) in ("builtins", None)

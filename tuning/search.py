@@ -311,6 +311,9 @@ def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool, say
     # the trial reports and restarts a trial whose actor died from its newest one. train: Ray Train
     # does both inside each trial, Tune must not retry on top of it.
     warm = cfg.resources.resolved_runner == "inprocess"
+    if warm:  # Tune snapshots its state after every num_to_keep checkpoints of a trial (so that a
+        # restore never points at a deleted one); with sub-second epochs it warns about that each time
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return ray.tune.Tuner(
         trainable,
         tune_config=ray.tune.TuneConfig(num_samples=num_samples, search_alg=searcher, scheduler=scheduler,

@@ -26,6 +26,7 @@ their defaults, and CUDA's cached blocks are released.
 from __future__ import annotations
 
 import gc
+import logging
 import shutil
 import time
 from typing import Any
@@ -59,15 +60,32 @@ CACHE = ProcessCache()
 
 def clean_slate(use_gpu: bool) -> None:
     """Put back what an earlier trial in this process may have changed (torch's global switches,
-    garbage, CUDA's cached blocks); seeds, model and optimizer are made by the trial itself."""
+    CUDA's cached blocks); seeds, model and optimizer are made by the trial itself.
+
+    On a GPU the earlier trial's tensors are collected first (a stopped trial's frames may hold
+    them in a reference cycle) and the allocator's cache emptied, so the trial starts with no
+    leftover CUDA memory. On a CPU that collection (~0.1-0.3 s with torch loaded) buys nothing:
+    freed memory goes back to the allocator either way.
+    """
     import torch
 
-    gc.collect()
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.benchmark = False
     if use_gpu and torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+
+
+def quiet_tune_checkpoints() -> None:
+    """Silence the INFO line Ray logs in the trial's actor for every checkpoint it reports
+    ("Checkpoint successfully created at: ..."): one per epoch on the console otherwise."""
+    try:
+        from ray.train._internal import storage
+    except ImportError:  # another Ray version: keep its logging as it is
+        return
+    for name in (storage.__name__, storage.__file__):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def tune_report(metrics: dict[str, Any], folder: str | None = None) -> None:
@@ -110,6 +128,7 @@ def run_inprocess_trial(params: dict[str, Any], setup) -> None:
     require_cuda(use_gpu)
     write_pid_file(worker.pid_dir, context.get_trial_name(), 0)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_tune_checkpoints()
     clean_slate(use_gpu)
     cfg = train_config_from_dict(trial_train_config(params, setup))
     cfg.device = "cuda:0" if use_gpu else "cpu"  # Ray shows the actor only its own GPU(s)
