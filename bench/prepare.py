@@ -22,7 +22,9 @@ process, one worker, EEG only) for one 12 s row cut from a short (3 min) and fro
 (1 hour) recording, both 32-channel 512 Hz EDF, at the file's rate and resampled to
 128 Hz, side by side with the difference and the ratio. Memory that follows the rows
 gives the same peak for both files; reading the whole recording costs ~8 bytes per
-sample (float64) of the long file more.
+sample (float64) of the long file more. And the RSS of ``load_dataset`` on a synthetic
+8 x 8 x 60 s study with 224 px frames: whole (training, evaluate, experiment) and streamed
+(``stream=True``, as predict loads), after loading and after serving every row.
 
 Usage: ``.venv/bin/python bench/prepare.py [--subjects 4] [--workers 2] [--repeat 1] [--keep DIR]
 [--only throughput|memory]``
@@ -337,6 +339,58 @@ def memory_report(work: Path) -> dict[str, dict[str, float]]:
     return peaks
 
 
+# ---------------------------------------------------------------- memory: load_dataset, whole or streamed
+
+LOAD_STUDY = {"subjects": 8, "stimuli": 8, "duration": 60.0, "channels": 32, "video_size": 64, "fps": 4}
+LOAD_PROBE = (  # argv: dataset, mode ("whole" or "stream"); prints MB over the RSS before loading
+    "import sys\n"
+    "def mb(key):\n"
+    "    return int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]) / 1024\n"
+    "import numpy as np\n"
+    "from mercl.data.reader import SegmentDataset, load_dataset\n"
+    "base = mb('VmRSS:')\n"
+    "try:\n"
+    "    prepared = load_dataset(sys.argv[1], verify=False, **({'stream': True} if sys.argv[2] == 'stream' else {}))\n"
+    "except TypeError:  # a version without stream=\n"
+    "    sys.exit(print('nan nan nan nan'))\n"
+    "held, peak = mb('VmRSS:') - base, mb('VmHWM:') - base\n"
+    "items = SegmentDataset(prepared, np.arange(len(prepared)), 'valence2')\n"
+    "for i in range(len(items)):\n"
+    "    items[i]\n"
+    "print(held, peak, mb('VmRSS:') - base, mb('VmHWM:') - base)\n"
+)
+
+
+def load_report(work: Path) -> None:
+    """RSS of ``load_dataset`` (whole, and ``stream=True`` as predict loads) on a synthetic study, then
+    after serving every row through SegmentDataset; printed beside the arrays' size."""
+    from mercl.data.prepare import load_prepare_config, prepare
+    from mercl.data.synth import SynthConfig, synthesize
+
+    if not (work / "study" / "manifest.csv").is_file():  # kept from an earlier run (--keep)
+        synthesize(work / "study", SynthConfig(**LOAD_STUDY))
+    result = prepare(work / "study", "manifest", work / "study-out", config=load_prepare_config(None, {}),
+                     workers=2, progress=False)
+    shapes, counts = result.manifest["shapes"], result.manifest["counts"]
+    n_clip_segments = sum(pq.read_metadata(result.dataset_dir / rel).num_rows
+                          for rel in result.manifest["files"] if rel.startswith("stimuli/"))
+    arrays = (counts["segments"] * 4 * np.prod(shapes["eeg"])
+              + n_clip_segments * (4 * np.prod(shapes["audio"]) + np.prod(shapes["video"]))) / 1e6
+    print()
+    print(f"load_dataset, {LOAD_STUDY['subjects']} subjects x {LOAD_STUDY['stimuli']} clips x "
+          f"{LOAD_STUDY['duration']:g} s ({counts['segments']:,} EEG rows, {n_clip_segments} clip segments of "
+          f"{shapes['video'][0]} x {shapes['video'][-1]} px frames: {arrays:.0f} MB of arrays); MB over the RSS before:")
+    print(f"  {'':22s} {'held':>8s} {'peak':>8s} {'after serving every row':>24s} {'its peak':>9s}")
+    for mode in ("whole", "stream"):
+        done = subprocess.run([sys.executable, "-c", LOAD_PROBE, str(result.dataset_dir), mode],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"load_dataset probe failed:\n{done.stderr}")
+        held, peak, served, served_peak = (float(x) for x in done.stdout.split()[-4:])
+        label = "whole (evaluate, ...)" if mode == "whole" else "stream=True (predict)"
+        print(f"  {label:22s} {held:8.0f} {peak:8.0f} {served:24.0f} {served_peak:9.0f}")
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -365,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"memory: one row from a short and a long recording, in {work} ...", flush=True)
             memory_report(work)
+            load_report(work)
         finally:
             if args.keep is None:
                 shutil.rmtree(work, ignore_errors=True)

@@ -305,9 +305,9 @@ def load_dataset(path: str | Path, verify: bool = True, stream: bool = False) ->
     T_v * 3 * H * W`` bytes (20 Mel bands, four 224 px frames: 634 KB). The arrays are
     preallocated and filled a shard at a time, ``BATCH_BYTES`` of rows decoded at a time.
     Measured (8 subjects x 8 clips x 60 s: 1,856 EEG rows, 232 clip segments, 155 MB of
-    arrays): 165 MB held, ~260 MB at the peak of loading. With ``stream=True`` it holds the
-    row columns, the presence flags and the last two shards read of each array: 15 MB after
-    loading that study, 75 MB after serving every row.
+    arrays; ``bench/prepare.py --only memory``): 164 MB held, 235 MB at the peak of loading.
+    With ``stream=True`` it holds the row columns, the presence flags and the last two shards
+    read of each array: 16 MB after loading that study, 75 MB after serving every row.
     """
     root, manifest = read_manifest(path)
     version = manifest.get("schema_version")
