@@ -268,17 +268,35 @@ class _HistoryEpoch:
     metrics: dict[str, float]
 
 
+class RunTornDown(Exception):
+    """The worker's Ray Train run is gone: its controller and the run's actors died with the Tune
+    trial that owned them (ASHA stopped the trial, or the search driver died). A report has
+    nowhere to go; the worker ends quietly (:func:`train_loop_per_worker`)."""
+
+
 def ray_train_report(metrics: dict[str, Any], folder: str | None = None) -> None:
     """``ray.train.report``; a checkpoint folder is uploaded by a Ray Train thread while the
-    next epoch trains, then deleted locally."""
+    next epoch trains, then deleted locally.
+
+    When Tune stops a trial, Ray tears down its actors in no set order: a worker can still be
+    reporting when the run's SynchronizationActor (owned by the controller) is already gone, and
+    the report's ``ray.get`` raises ``ActorDiedError``. That is the normal end of a stopped trial,
+    not a failure: :class:`RunTornDown` instead of Ray Train logging it as "Error in training
+    function" with a traceback. (A dead *worker* is seen by the controller, not here, and still
+    restarts the group from its checkpoint.)
+    """
+    import ray.exceptions
     import ray.train
 
-    if folder is None:
-        ray.train.report(metrics)
-        return
-    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
-                     delete_local_checkpoint_after_upload=True)
+    try:
+        if folder is None:
+            ray.train.report(metrics)
+            return
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                         delete_local_checkpoint_after_upload=True)
+    except ray.exceptions.RayActorError as exc:
+        raise RunTornDown(str(exc).strip().splitlines()[0]) from None
 
 
 _PROCESS_TRIALS: list[float] = []  # start times of the trials this process ran (timings only)
@@ -403,6 +421,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_feed = ShardFeed(ray.train.get_dataset_shard("val"), setup, stimuli, seed=cfg.seed)
     resume = load_resume_state(ray.train.get_checkpoint())
     timings.mark("data")
-    run_training(setup, cfg, first_report_timer(ray_train_report, timings), train_feed=train_feed, val_feed=val_feed,
-                 rank=rank, world=world, checkpoint_every=int(config.get("checkpoint_every", 1)), resume=resume,
-                 mark=timings.mark)
+    try:
+        run_training(setup, cfg, first_report_timer(ray_train_report, timings), train_feed=train_feed,
+                     val_feed=val_feed, rank=rank, world=world, checkpoint_every=int(config.get("checkpoint_every", 1)),
+                     resume=resume, mark=timings.mark)
+    except RunTornDown:  # the trial was stopped while this worker reported: nothing left to do
+        return
