@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mercl.commands.train import _override
+from mercl.commands.options import parse_override
 from mercl.data.protocols import PROTOCOLS
 from mercl.data.reader import load_dataset
 from mercl.experiments.runner import (
@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--protocol", default="trial", choices=tuple(PROTOCOLS))
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--config", default="tiny")
-    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[])
+    parser.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[])
     parser.add_argument("--methods", nargs="+", default=list(PAPER_METHODS))
     args = parser.parse_args()
 

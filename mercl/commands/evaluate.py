@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mercl.commands.train import add_model_options, config_from_args
+from mercl.commands.options import add_model_options, add_protocol_option, config_from_args, dataset_config
 
 
 def add_parser(subparsers) -> None:
@@ -26,10 +26,7 @@ def add_parser(subparsers) -> None:
         ),
     )
     add_model_options(parser)
-    parser.add_argument("--protocol", default="auto", metavar="P[,P...]",
-                        help="stimulus, subject-stimulus, trial, subject, segment (LEAKY), both (= segment,trial) "
-                             "or a comma list; default auto: stimulus when the clips are shared across subjects "
-                             "and there are enough per class, else trial")
+    add_protocol_option(parser, several=True)
     parser.add_argument("--folds", type=int, default=4, metavar="K", help="number of folds (default: 4)")
     parser.add_argument("--force", action="store_true", help="overwrite existing results in RUN_DIR")
     parser.set_defaults(func=run)
@@ -53,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if taken and not args.force:
             raise MerclError(f"{taken[0]}: already holds results.csv; use --force to overwrite or another -o")
         prepared = load_dataset(args.dataset)
+        cfg = dataset_config(cfg, prepared, explicit=bool(args.modalities))
         results = {}
         for protocol, run_dir in dirs.items():
             if args.force and (run_dir / "tb").is_dir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mercl.commands.train import _override
+from mercl.commands.options import add_protocol_option, parse_override
 
 
 def add_parser(subparsers) -> None:
@@ -22,14 +22,11 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("kind", choices=("paper", "modalities", "ablation"), help="which experiment")
     parser.add_argument("dataset", metavar="DATASET", help="prepared dataset dir (mercl prepare's output)")
-    parser.add_argument("--protocol", default="auto", metavar="P[,P...]",
-                        help="comma list of stimulus (clips held out), subject-stimulus (subjects and clips held "
-                             "out), trial, subject (leave-one-subject-out), segment (LEAKY), both (= segment,trial); "
-                             "default auto: stimulus when the clips are shared across subjects, else trial")
+    add_protocol_option(parser, several=True)
     parser.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="output folder")
     parser.add_argument("--config", default="small", metavar="NAME_OR_FILE",
                         help="MERCL training config: paper, small, tiny or a YAML file (default: small)")
-    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
+    parser.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
                         metavar="KEY=VALUE", help="override a config field, e.g. --set finetune.epochs=5")
     parser.add_argument("--modalities", default=None, metavar="LETTERS",
                         help="MERCL's modalities, letters of 'ave' (audio, video, eeg); default: the config's, "

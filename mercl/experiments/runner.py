@@ -41,7 +41,7 @@ from mercl.data.protocols import (
 from mercl.data.reader import PreparedDataset, load_dataset
 from mercl.errors import MerclError
 from mercl.training.config import TrainConfig
-from mercl.training.crossval import apply_ablations, variant_name
+from mercl.training.crossval import apply_ablations, modalities_for_dataset, variant_name
 from mercl.training.metrics import (
     TRIVIAL_BASELINES,
     classification_metrics,
@@ -192,17 +192,7 @@ def dataset_modalities(kind: str, cfg: TrainConfig, prepared: PreparedDataset,
             raise MerclError(f"{prepared.path}: experiment 'modalities' needs audio, video and EEG; "
                              f"the dataset has no {' and no '.join(lacking)}")
         return cfg, None
-    if wanted:
-        absent = [m for m in wanted if m not in have]
-        if absent:
-            raise MerclError(f"--modalities: {prepared.path} has no {' and no '.join(absent)} in any segment")
-    chosen = [m for m in (wanted or cfg.model.modalities) if m in have]
-    if chosen == list(cfg.model.modalities):
-        return cfg, None
-    note = f"MERCL runs on {', '.join(chosen)}"
-    if lacking:
-        note += f" (the dataset has no {' and no '.join(lacking)}; the baselines use the streams it has)"
-    return apply_ablations(cfg, modalities=chosen), note
+    return modalities_for_dataset(cfg, prepared, wanted)
 
 
 def method_signature(row: Row) -> dict:

@@ -43,6 +43,7 @@ from mercl.data.protocols import (
     resolve_protocol,
 )
 from mercl.data.reader import PreparedDataset, SegmentDataset, collate, load_dataset
+from mercl.errors import MerclError
 from mercl.markdown import md_cell
 from mercl.modalities import modality_letters
 from mercl.models.config import DataShapes
@@ -89,6 +90,28 @@ def apply_ablations(
     cfg.model.cross_attention = cfg.model.cross_attention and cross_attention
     cfg.loss.energy_gate = cfg.loss.energy_gate and energy_gate
     return cfg
+
+
+def modalities_for_dataset(cfg: TrainConfig, prepared: PreparedDataset,
+                           wanted: Sequence[str] | None = None) -> tuple[TrainConfig, str | None]:
+    """``cfg`` on the streams the dataset has: its modalities are ``wanted`` (asked for explicitly:
+    one the dataset lacks in every row is an error) or the config's, less any the dataset lacks in
+    every row (EEG-only recordings: a release prepared without ``--stimuli``). Returns the config
+    and one line saying what changed (None when nothing did)."""
+    have = prepared.present_modalities()
+    if wanted:
+        absent = [m for m in wanted if m not in have]
+        if absent:
+            raise MerclError(f"--modalities: {prepared.path} has no {' and no '.join(absent)} in any segment")
+    chosen = [m for m in (wanted or cfg.model.modalities) if m in have]
+    if chosen == list(cfg.model.modalities):
+        return cfg, None
+    lacking = [m for m in ("video", "audio") if m not in have]
+    note = f"MERCL runs on {', '.join(chosen)}"
+    if lacking:
+        note += (f" (the dataset has no {' and no '.join(lacking)}: no clips were given at prepare time; "
+                 "the baselines use the streams it has)")
+    return apply_ablations(cfg, modalities=chosen), note
 
 
 def variant_name(cfg: TrainConfig) -> str:

@@ -166,3 +166,31 @@ def test_existing_results_are_not_overwritten_without_force(dataset, tmp_path, c
     (out / "results.csv").write_text("method\n")
     assert mercl_main(["evaluate", str(dataset), "--label", "valence2", "--config", "tiny", "-o", str(out)]) == 2
     assert "already holds results.csv" in capsys.readouterr().err
+
+
+def test_recordings_without_clips_train_the_eeg_model_and_say_so_once(tmp_path, capsys):
+    """A release prepared without --stimuli (here DEAP pickles, 12 s trials) has no audio or video in
+    any row: evaluate and train run MERCL's EEG branch and say so in one line, not random-init
+    ViT/VGGish on zeros; asking for video explicitly is a one-line error."""
+    from mercl.data.synth_sources import deap_content, write_pickle
+
+    raw = tmp_path / "raw" / "data_preprocessed_python"
+    for subject in (1, 2, 3):
+        content = deap_content(subject)
+        write_pickle(raw / f"s0{subject}.dat", {**content, "data": content["data"][:, :, : 384 + 12 * 128].copy()},
+                     protocol=4)
+    assert mercl_main(["prepare", str(tmp_path / "raw"), "--source", "deap", "-o", str(tmp_path / "shards"),
+                       "--no-progress", "--workers", "1"]) == 0
+    dataset = next((tmp_path / "shards").glob("deap-*"))
+    capsys.readouterr()
+    assert mercl_main(["evaluate", str(dataset), "--label", "valence2", "--folds", "2", "--config", "tiny", *QUICK,
+                       "--no-progress", "-o", str(tmp_path / "run")]) == 0
+    console = capsys.readouterr().out
+    assert console.count("MERCL runs on eeg (the dataset has no video and no audio") == 1, console
+    assert set(pd.read_csv(tmp_path / "run" / "results.csv")["variant"]) == {"e"}
+    assert mercl_main(["train", str(dataset), "--label", "valence2", "--config", "tiny", *QUICK, "--no-progress",
+                       "-o", str(tmp_path / "model")]) == 0
+    assert capsys.readouterr().out.count("MERCL runs on eeg") == 1
+    code = mercl_main(["train", str(dataset), "--label", "valence2", "--config", "tiny", "--modalities", "ve",
+                       "--no-progress", "-o", str(tmp_path / "model2")])
+    assert code == 2 and "has no video in any segment" in capsys.readouterr().err
