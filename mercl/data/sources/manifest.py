@@ -53,10 +53,11 @@ from mercl.errors import InputFileError
 MANIFEST_NAMES = ("manifest.csv", "manifest.yaml", "manifest.yml")
 REQUIRED = ("subject", "trial", "stimulus", "eeg")
 INT32_MAX = 2**31 - 1
-# What one manifest may hold: each row is a trial (and a shard's worth of bookkeeping per
-# file); past these a typo or a generated table would make millions of units.
-MAX_ROWS = 1_000_000
-MAX_RECORDINGS = 100_000
+# What one manifest may hold. Public affective EEG sets have a few thousand trials; the
+# table is parsed in memory (~1 KB a row) and each file is a unit with its own shard, so
+# past these a generated or mistaken table would make millions of rows or units.
+MAX_ROWS = 200_000
+MAX_RECORDINGS = 50_000
 
 
 @dataclass
