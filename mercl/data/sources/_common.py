@@ -6,6 +6,7 @@ helps, the trial or manifest row, so that a bad recording stops ``prepare`` with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -176,3 +177,29 @@ def short_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def subject_files(raw: Path, subfolder: str, pattern: re.Pattern, release: str, names: str,
+                  example: str) -> list[tuple[Path, re.Match]]:
+    """The per-subject files of a release that ships one file per subject (DEAP ``sNN.dat``, FACED
+    ``subNNN.pkl``): RAW itself if a file, else the files matching ``pattern`` in RAW/``subfolder``
+    or RAW. Returns (path, match) pairs, sorted by name; a missing folder, no matching file or a file
+    of another name is one InputFileError."""
+    raw = Path(raw)
+    if not raw.exists():
+        raise InputFileError(raw, "no such file or directory")
+    if raw.is_file():
+        files = [raw]
+    else:
+        folder = raw / subfolder if (raw / subfolder).is_dir() else raw
+        files = sorted(p for p in folder.iterdir() if pattern.match(p.name))
+        if not files:
+            raise InputFileError(raw, f"no {release} subject files {names} here or in {subfolder}/")
+    found = []
+    for path in files:
+        match = pattern.match(path.name)
+        if match is None:
+            raise InputFileError(path, f"not a {release} subject file (expected a name like {example})")
+        expect_file(path, f"a {release} subject file (a pickle)")
+        found.append((path, match))
+    return found

@@ -25,11 +25,11 @@ from mercl.data.sources import SourceOptions
 from mercl.data.sources._common import (
     check_finite,
     check_ratings,
-    expect_file,
     pick_indices,
     rating_dict,
     resample,
     short_reason,
+    subject_files,
 )
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError
@@ -169,22 +169,7 @@ class DeapSubject:
 
 def discover(raw: Path, options: SourceOptions) -> list[DeapSubject]:
     """One unit per ``sNN.dat`` in RAW, RAW/data_preprocessed_python, or RAW itself if a file."""
-    raw = Path(raw)
-    if not raw.exists():
-        raise InputFileError(raw, "no such file or directory")
-    if raw.is_file():
-        files = [raw]
-    else:
-        folder = raw / SUBFOLDER if (raw / SUBFOLDER).is_dir() else raw
-        files = sorted(p for p in folder.iterdir() if FILE_PATTERN.match(p.name))
-        if not files:
-            raise InputFileError(raw, f"no DEAP subject files sNN.dat here or in {SUBFOLDER}/")
-    units = []
-    for path in files:
-        match = FILE_PATTERN.match(path.name)
-        if match is None:
-            raise InputFileError(path, "not a DEAP subject file (expected a name like s01.dat)")
-        expect_file(path, "a DEAP subject file (a pickle)")
-        units.append(DeapSubject(path=path, subject=f"s{int(match.group(1)):02d}", options=options))
+    found = subject_files(raw, SUBFOLDER, FILE_PATTERN, "DEAP", "sNN.dat", "s01.dat")
+    units = [DeapSubject(path=path, subject=f"s{int(match.group(1)):02d}", options=options) for path, match in found]
     units.sort(key=lambda u: u.subject)
     return units

@@ -37,7 +37,7 @@ import numpy as np
 
 from mercl.data.labels import release_label
 from mercl.data.sources import SourceOptions
-from mercl.data.sources._common import check_finite, expect_file, pick_indices, resample, short_reason
+from mercl.data.sources._common import check_finite, pick_indices, resample, short_reason, subject_files
 from mercl.data.sources.deap import _NumpyOnlyUnpickler, _Refused
 from mercl.data.sources.seed_iv import refuse_baseline_correct
 from mercl.data.trial import Trial
@@ -121,21 +121,6 @@ class FacedSubject:
 def discover(raw: Path, options: SourceOptions) -> list[FacedSubject]:
     """One unit per ``subNNN.pkl`` in RAW, RAW/Processed_data, or RAW itself if a file."""
     refuse_baseline_correct("FACED", options)
-    raw = Path(raw)
-    if not raw.exists():
-        raise InputFileError(raw, "no such file or directory")
-    if raw.is_file():
-        files = [raw]
-    else:
-        folder = raw / SUBFOLDER if (raw / SUBFOLDER).is_dir() else raw
-        files = sorted(p for p in folder.iterdir() if FILE_PATTERN.match(p.name))
-        if not files:
-            raise InputFileError(raw, f"no FACED subject files subNNN.pkl here or in {SUBFOLDER}/")
-    units = []
-    for path in files:
-        match = FILE_PATTERN.match(path.name)
-        if match is None:
-            raise InputFileError(path, "not a FACED subject file (expected a name like sub000.pkl)")
-        expect_file(path, "a FACED subject file (a pickle)")
-        units.append(FacedSubject(path=path, subject=f"sub{int(match.group(1)):03d}", options=options))
+    found = subject_files(raw, SUBFOLDER, FILE_PATTERN, "FACED", "subNNN.pkl", "sub000.pkl")
+    units = [FacedSubject(path=path, subject=f"sub{int(match.group(1)):03d}", options=options) for path, match in found]
     return units
