@@ -382,7 +382,9 @@ def report_shapes(rows: list[dict], floor: dict) -> None:
 def trial_shapes(dataset: Path, work: Path, epochs: dict, args) -> None:
     """Section 0: every shape on the same sampled configurations, then the in-process floor."""
     names = [n for n in SHAPES if not args.shapes or n in args.shapes.split(";")]
-    device = {"resources.gpus_per_worker": args.gpus_per_worker}
+    from tuning.config import parse_set
+
+    device = {"resources.gpus_per_worker": args.gpus_per_worker, **parse_set(args.set)}
     if args.cpus_per_worker is not None:
         device["resources.cpus_per_worker"] = args.cpus_per_worker
     rows, points = [], None
@@ -391,7 +393,7 @@ def trial_shapes(dataset: Path, work: Path, epochs: dict, args) -> None:
         points = points or row["configs"]
         rows.append(row)
         print(f"  ran {name}: {row['seconds']:.0f} s", flush=True)
-    floor = optuna_floor(dataset, work, epochs, points, epochs["scheduler.grace_period"],
+    floor = optuna_floor(dataset, work, {**epochs, **parse_set(args.set)}, points, epochs["scheduler.grace_period"],
                          epochs["scheduler.reduction_factor"])
     report_shapes(rows, floor)
 
@@ -402,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="quadrant4", help="label scheme (default quadrant4: 4 classes)")
     parser.add_argument("--epochs", default="4,12", help="pre-training,fine-tuning epochs per trial")
     parser.add_argument("--shapes", default="", help="section 0: only these shapes, ';'-separated (default all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="section 0: a search config field for every shape, e.g. --set space.width='{choices: [256]}' "
+                             "--set train_overrides.pretrain.batch_size=256 (when DDP pays)")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="section 0: GPUs per rank (NCCL when > 0)")
     parser.add_argument("--cpus-per-worker", type=float, default=None, help="section 0: CPUs per rank (default 0.45)")
     parser.add_argument("--asha-savings", action="store_true", help="also sections 1 and 2 (what ASHA saves)")

@@ -3,7 +3,8 @@
 #   1. mercl synth     a real-format demo study (mp4 clips + EDF EEG + ratings + manifest)
 #   2. mercl prepare   4 s segments -> Parquet shards (skips work already done)
 #   3. a local Ray head, started only if no cluster is running
-#   4. ray job submit  tuning/search.py: Tune + Optuna + ASHA, each trial a Ray Train DDP run
+#   4. ray job submit  tuning/search.py: Tune + Optuna + ASHA, each trial one worker in a warm
+#      Tune actor, 2 at a time (tuning/configs/demo.yaml)
 #   5. prints the headline (held-out clips, beside majority and clip-majority), the final
 #      model, where the results are and the TensorBoard command
 #

@@ -7,7 +7,8 @@
 Run as a Ray job it attaches to the job's cluster; run directly it attaches to the cluster
 named by ``RAY_ADDRESS`` or started with ``ray start`` on this machine, else it starts a
 local one (``--address local`` always starts a local one). Every trial is a Ray Train
-``TorchTrainer`` (DDP) launched from a Tune function trainable (:mod:`tuning.trial_driver`);
+``TorchTrainer`` (DDP) launched from a Tune function trainable (:mod:`tuning.trial_driver`),
+or, with one worker, trained inside its warm Tune actor (:mod:`tuning.warm`);
 OptunaSearch (TPE, seeded, with a concurrency limit) samples the space, ASHA stops bad trials
 on the validation metric of every epoch of both training stages.
 

@@ -36,12 +36,15 @@ class ProcessCache:
     """Data a warm actor keeps across the trials of one search (the only state it keeps).
 
     Entries are keyed ``(data_key, name)``; ``data_key`` names one search's data (a new search
-    in the same process drops the previous search's entries).
+    in the same process drops the previous search's entries). Tensors and arrays count against
+    ``max_bytes``: past it the least recently used entries go (a nested search's folds take
+    turns, each fold's rows are read again only when they no longer fit).
     """
 
-    def __init__(self):
+    def __init__(self, max_bytes: int = 4 * 2**30):
         self.data_key: str | None = None
         self.entries: dict[str, Any] = {}
+        self.max_bytes = max_bytes
         self.hits = 0
 
     def get(self, data_key: str, name: str, make):
@@ -50,9 +53,22 @@ class ProcessCache:
             self.data_key = data_key
         if name in self.entries:
             self.hits += 1
-        else:
-            self.entries[name] = make()
-        return self.entries[name]
+            self.entries[name] = self.entries.pop(name)  # most recently used last
+            return self.entries[name]
+        value = make()
+        while self.entries and sum(map(nbytes, self.entries.values())) + nbytes(value) > self.max_bytes:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[name] = value
+        return value
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by a cached value: a dict of tensors, or anything with ``nbytes``."""
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if hasattr(value, "element_size") and hasattr(value, "numel"):
+        return int(value.element_size() * value.numel())
+    return int(getattr(value, "nbytes", 0))
 
 
 CACHE = ProcessCache()

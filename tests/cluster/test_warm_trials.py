@@ -148,3 +148,26 @@ def test_asha_stops_warm_trials_with_one_line_each_and_a_killed_actor_resumes(cl
     assert table.loc[first_id, "status"] == "completed" and table.loc[first_id, "restarts"] == 1
     epochs = [r["global_epoch"] for r in results[first_id] if "global_epoch" in r]
     assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 23)), epochs
+
+
+def test_the_warm_cache_keeps_one_searchs_data_within_its_byte_budget():
+    """A warm actor keeps data only: per search (a new data key drops the old search's entries),
+    least recently used entries first out past the byte budget, each entry made once."""
+    import numpy as np
+    import torch
+
+    from tuning.warm import ProcessCache
+
+    cache, made = ProcessCache(max_bytes=1000), []
+
+    def make(name, n):
+        made.append(name)
+        return {"eeg": torch.zeros(n)} if name != "stimuli" else np.zeros(n, np.float32)
+
+    cache.get("search1", "rows/0", lambda: make("rows/0", 100))  # 400 bytes
+    cache.get("search1", "rows/1", lambda: make("rows/1", 100))
+    assert cache.get("search1", "rows/0", lambda: make("again", 1))["eeg"].numel() == 100  # cached
+    cache.get("search1", "stimuli", lambda: make("stimuli", 100))  # over budget: rows/1 (least recent) goes
+    assert list(cache.entries) == ["rows/0", "stimuli"] and made == ["rows/0", "rows/1", "stimuli"]
+    cache.get("search2", "rows/0", lambda: make("rows/0", 10))  # another search: nothing of search1 kept
+    assert list(cache.entries) == ["rows/0"] and cache.entries["rows/0"]["eeg"].numel() == 10
