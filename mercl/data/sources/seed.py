@@ -74,6 +74,23 @@ def read_labels(path: Path) -> np.ndarray:
     return labels.astype(int)
 
 
+def numbered_keys(path: Path, content: dict, n_max: int, what: str) -> dict[int, str]:
+    """``{N: key}`` of the variables ``<prefix>_eeg<N>`` of a SEED-family ``.mat`` (N parsed as a
+    number, never sorted as a string); N outside 1..n_max or given twice is one InputFileError."""
+    found: dict[int, str] = {}
+    for key in content:
+        match = TRIAL_KEY.search(key)
+        if match is None:
+            continue
+        number = int(match.group(1))
+        if not 1 <= number <= n_max:
+            raise InputFileError(path, f"variable '{key}': {what} number {number} outside 1-{n_max}")
+        if number in found:
+            raise InputFileError(path, f"variables '{found[number]}' and '{key}' are both {what} {number}")
+        found[number] = key
+    return found
+
+
 def session_trials(path: Path) -> list[tuple[int, np.ndarray]]:
     """The ``(N, eeg)`` pairs of one session file, ordered by the integer N.
 
@@ -81,17 +98,7 @@ def session_trials(path: Path) -> list[tuple[int, np.ndarray]]:
         [(clip number 1..15, (62, S) float array in microvolts), ...]
     """
     content = read_mat(path)
-    found: dict[int, str] = {}
-    for key in content:
-        match = TRIAL_KEY.search(key)
-        if match is None:
-            continue
-        number = int(match.group(1))
-        if not 1 <= number <= N_CLIPS:
-            raise InputFileError(path, f"variable '{key}': clip number {number} outside 1-{N_CLIPS}")
-        if number in found:
-            raise InputFileError(path, f"variables '{found[number]}' and '{key}' are both clip {number}")
-        found[number] = key
+    found = numbered_keys(path, content, N_CLIPS, "clip")
     if not found:
         raise InputFileError(path, "no trial variables named like '<prefix>_eeg<N>'")
     trials = []

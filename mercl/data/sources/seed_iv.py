@@ -28,7 +28,7 @@ import numpy as np
 from mercl.data.labels import release_label
 from mercl.data.sources import SourceOptions
 from mercl.data.sources._common import check_finite, expect_dir, expect_file, pick_indices, resample
-from mercl.data.sources.seed import SEED_CHANNELS, read_mat
+from mercl.data.sources.seed import SEED_CHANNELS, numbered_keys, read_mat
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError, MerclError
 
@@ -37,7 +37,6 @@ N_TRIALS = 24
 MICROVOLT = 1e-6
 SUBFOLDER = "eeg_raw_data"
 FILE_PATTERN = re.compile(r"^(\d+)_(\d+)\.mat$")
-TRIAL_KEY = re.compile(r"(?:^|_)eeg(\d+)$")
 SEED_IV_CHANNELS = list(SEED_CHANNELS)
 # 0 neutral, 1 sad, 2 fear, 3 happy, per session (torcheeg seed_iv.py = LibEER read_seedIV_raw)
 SESSION_LABELS = {
@@ -55,17 +54,7 @@ def refuse_baseline_correct(source: str, options: SourceOptions) -> None:
 
 def numbered_trials(path: Path, content: dict, n_trials: int, n_channels: int) -> dict[int, np.ndarray]:
     """``{N: (n_channels, S) array}`` from variables ``<prefix>_eeg<N>``, N = 1..n_trials, all present."""
-    found: dict[int, str] = {}
-    for key in content:
-        match = TRIAL_KEY.search(key)
-        if match is None:
-            continue
-        number = int(match.group(1))
-        if not 1 <= number <= n_trials:
-            raise InputFileError(path, f"variable '{key}': trial number {number} outside 1-{n_trials}")
-        if number in found:
-            raise InputFileError(path, f"variables '{found[number]}' and '{key}' are both trial {number}")
-        found[number] = key
+    found = numbered_keys(path, content, n_trials, "trial")
     missing = [n for n in range(1, n_trials + 1) if n not in found]
     if missing:
         shown = ", ".join(map(str, missing[:6])) + (", ..." if len(missing) > 6 else "")
