@@ -48,6 +48,7 @@ from mercl.data.synth_sources import (
     SEED_V_FILE_CHANNELS,
     deap_content,
     write_cnt,
+    write_huge_frame_clip,
     write_mp4,
     write_pickle,
     write_recording,
@@ -1049,7 +1050,19 @@ def name_cases() -> list[Case]:
         Case("manifest", "subject id with mathtext s$x^$", with_ids(subject="s$x^$"), False),
         Case("manifest", "stimulus id with pipe and dollars A|$x$", with_ids(stimulus="A|$x$"), False),
         Case("manifest", "stimulus id with a sub-folder set1/A", with_ids(stimulus="set1/A"), False),
+        Case("manifest", "a clip of 16400 x 16 pixel frames", huge_frames),
+        Case("manifest", "--video-size 100000", lambda folder: (build_manifest(folder), ["--video-size", "100000"])),
+        Case("manifest", "--overlap 0.99999 (a segment every 40 microseconds)",
+             lambda folder: (build_manifest(folder), ["--overlap", "0.99999"])),
     ]  # fmt: skip
+
+
+def huge_frames(folder: Path) -> tuple[Path, list[str]]:
+    """The manifest study with clip A replaced by a real clip of 16400 x 16 pixel frames."""
+    raw = build_manifest(folder)
+    (raw / "stimuli" / "A.mp4").unlink()
+    write_huge_frame_clip(raw / "stimuli" / "A.mkv", seconds=13)
+    return raw, []
 
 
 # ---------------------------------------------------------------- running

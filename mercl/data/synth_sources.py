@@ -361,3 +361,22 @@ def write_mahnob_session(sessions: Path, session_id: int, subject: str, media: s
     name = trial_name or f"Part_{subject}_S_Trial{session_id % 130 // 2}_emotion.bdf"
     write_biosemi_bdf(folder / name, signals, names, sfreq)
     return folder
+
+
+def write_huge_frame_clip(path: Path, seconds: int = 2, width: int = 16400, height: int = 16) -> Path:
+    """A real clip (FFV1, lossless, tiny on disk) whose frames are ``width`` x ``height`` pixels, one a
+    second: what ``mercl prepare`` must refuse (frames over 16384 px a side) rather than decode."""
+    from fractions import Fraction
+
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "gray"
+        for i in range(seconds):
+            frame = av.VideoFrame.from_ndarray(np.zeros((height, width), np.uint8), format="gray")
+            frame.pts, frame.time_base = i, Fraction(1, 1)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

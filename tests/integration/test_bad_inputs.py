@@ -20,6 +20,7 @@ import pytest
 from mercl.cli import main as cli_main
 from mercl.data.synth_sources import (
     deap_content,
+    write_huge_frame_clip,
     write_mp4,
     write_pickle,
     write_recording,
@@ -365,6 +366,24 @@ def test_a_stimulus_id_with_a_sub_folder_inside_the_stimuli_folder_still_works(t
     assert cli_main(["prepare", str(raw), "--source", "manifest", "-o", str(tmp_path / "out"), "--workers", "1",
                      "--no-progress"]) == 0  # fmt: skip
     assert len(list((tmp_path / "out").rglob("stimuli/*.parquet"))) == 1
+
+
+def test_a_clip_of_absurd_frame_size_and_absurd_settings_are_one_line_refusals(tmp_path, capsys):
+    """Through ``mercl prepare``: a manifest whose clip has 16400-pixel-wide frames, a frame size and
+    an overlap that would make unbounded work, each one line naming its limit, no dataset left."""
+    raw = tmp_path / "raw"
+    write_recording(raw / "s01.edf", 20e-6 * rng_eeg(12), SFREQ, CHANNELS)
+    write_huge_frame_clip(raw / "stimuli" / "A.mkv", seconds=13)
+    row = {"subject": "s01", "trial": 0, "stimulus": "A", "eeg": "s01.edf", "valence": 5}
+    pd.DataFrame([row]).to_csv(raw / "manifest.csv", index=False)
+    message = prepare_fails(capsys, raw, "manifest", tmp_path / "out")
+    assert message.startswith(str(raw / "stimuli" / "A.mkv")) and "16384 per side" in message, message
+    assert not list((tmp_path / "out").rglob("manifest.json"))
+    for flag, value, limit in (("--video-size", "100000", "<= 1024 pixels"), ("--overlap", "0.99999", "0.99")):
+        code = cli_main(["prepare", str(raw), "--source", "manifest", "-o", str(tmp_path / "out2"), flag, value,
+                         "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and limit in err, err
 
 
 ODD_SUBJECTS = {"s01": "p|01", "s02": "s$x^$", "s03": "a*b_`c|"}  # a table cell, mathtext, Markdown
