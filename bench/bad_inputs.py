@@ -15,7 +15,7 @@ workers, in a forked child so a crash is an outcome too), each case in its own f
 * ``crash``: the process died (a library segfaulted on the damaged file);
 * ``timeout``: no end within ``--timeout`` seconds.
 
-Usage: ``.venv/bin/python bench/bad_inputs.py [--only deap,seed,manifest,uea,seed-iv,seed-v,faced] [--keep DIR]``.
+Usage: ``.venv/bin/python bench/bad_inputs.py [--only deap,seed,...,mahnob,names] [--keep DIR]``.
 Prints the counts per source and outcome, then every case that is not as it should be.
 """
 
@@ -1170,7 +1170,8 @@ def _warm_up() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="deap,seed,manifest,uea,seed-iv,seed-v,faced", help="comma-separated sources")
+    parser.add_argument("--only", default="deap,seed,manifest,uea,seed-iv,seed-v,faced,dreamer,amigos,mahnob,names",
+                        help="comma-separated case groups (the sources and names)")
     parser.add_argument("--keep", metavar="DIR", help="build the cases here and keep them (default: a temp dir)")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per case")
     parser.add_argument("--match", default="", help="only cases whose name contains this")

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--video-size", type=int, metavar="PX", help="video frame side in pixels")
     parser.add_argument("--resample", type=float, metavar="HZ", help="resample EEG to this rate")
     parser.add_argument("--channels", type=_channels, metavar="A,B,..", help="EEG channels to keep, in order")
-    parser.add_argument("--baseline", choices=("remove", "correct"), help="DEAP's 3 s baseline handling")
+    parser.add_argument("--baseline", choices=("remove", "correct"), help="the release's own pre-stimulus baseline (DEAP 3 s, DREAMER 61 s, AMIGOS 5 s, MAHNOB the seconds before the Status start): remove it (default) or correct (subtract its per-channel mean, then remove it)")
     parser.add_argument(
         "--lag", type=float, metavar="S", help="EEG-to-clip lag in seconds when the source has none"
     )

@@ -66,14 +66,17 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_summary(manifest: dict, root: str | Path) -> str:
     """The summary text of a dataset from its manifest."""
+    from mercl.data.prepare import input_folders  # manifest.json stores them relative (privacy)
+
     root = Path(root).resolve()
+    raw, stimuli = input_folders(root, manifest) if manifest.get("raw") else (None, None)
     counts = manifest["counts"]
     shapes = manifest.get("shapes", {})
     missing = counts.get("missing", {})
     lines = [
         f"dataset   {manifest.get('dataset_id', root.name)}",
-        f"source    {manifest.get('source')}  raw {manifest.get('raw')}",
-        f"stimuli   {manifest.get('stimuli') or 'none given'}",
+        f"source    {manifest.get('source')}  raw {raw}",
+        f"stimuli   {stimuli or 'none given'}",
         f"segments  {counts['segments']} ({manifest.get('segment_s', '?')} s, "
         f"hop {manifest.get('hop_s', '?')} s) from {counts['trials']} trials "
         f"of {counts['subjects']} subjects, "

@@ -35,7 +35,8 @@ SOURCE_NAMES = tuple(SOURCE_MODULES)
 class SourceOptions:
     """Options shared by all sources (typed, validated on load).
 
-    baseline: DEAP's 3 s pre-trial baseline: ``remove`` (drop it) or ``correct``
+    baseline: the release's own pre-stimulus baseline (DEAP 3 s, DREAMER 61 s, AMIGOS 5 s, MAHNOB
+        the seconds before the clip's Status start): ``remove`` (drop it) or ``correct``
         (subtract its per-channel mean, then drop it).
     channels: pick these EEG channels (by name, in this order); None keeps all.
     resample: resample EEG to this rate in Hz; None keeps the file's rate
