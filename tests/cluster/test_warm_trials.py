@@ -171,3 +171,73 @@ def test_the_warm_cache_keeps_one_searchs_data_within_its_byte_budget():
     assert list(cache.entries) == ["rows/0", "stimuli"] and made == ["rows/0", "rows/1", "stimuli"]
     cache.get("search2", "rows/0", lambda: make("rows/0", 10))  # another search: nothing of search1 kept
     assert list(cache.entries) == ["rows/0"] and cache.entries["rows/0"]["eeg"].numel() == 10
+
+
+@pytest.mark.slow
+def test_a_warm_search_killed_mid_trial_resumes_from_tunes_checkpoint(cluster, dataset, tmp_path):
+    """The driver-restart case on the warm path, as a user runs it (``tuning/search.py`` attached
+    to the cluster): SIGKILL the driver once its first trial finished and its second has a
+    checkpoint in Tune's saved state; the same command again keeps the finished trial and the
+    Optuna study, and the second trial resumes from ``ray.tune.get_checkpoint()`` (``restarts``
+    1, epoch 1 reported once) and runs to its end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    planned = 2 + 60
+    command = [sys.executable, str(ROOT / "tuning" / "search.py"), "--config", str(TEST_CONFIG), "--dataset",
+               str(dataset), "--storage", str(tmp_path), "--name", "restore", "--num-samples", "2",
+               "--set", "resources.runner=inprocess", "--set", "resources.num_workers=1",
+               "--set", "scheduler.asha=false", "--set", "train_overrides.finetune.epochs=60"]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
+    exp, log = tmp_path / "restore", tmp_path / "first.log"
+    proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def saved_trials() -> dict[str, dict]:
+        paths = sorted(glob.glob(str(exp / "experiment_state-*.json")))
+        try:
+            state = json.loads(Path(paths[-1]).read_text()) if paths else {"trial_data": []}
+        except ValueError:  # being replaced right now
+            return {}
+        out = {}
+        for trial, meta in state["trial_data"]:
+            trial, meta = json.loads(trial), json.loads(meta)
+            out[trial["trial_id"]] = {"status": trial["status"], **(meta.get("last_result") or {})}
+        return out
+
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            trials = saved_trials()
+            done = [t for t, s in trials.items() if s["status"] == "TERMINATED"]
+            running = [t for t, s in trials.items() if s["status"] == "RUNNING" and s.get("checkpoint_dir_name")
+                       and s.get("global_epoch", planned) <= planned - 8]
+            if len(done) == 1 and running:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no moment with one trial done and one checkpointed:\n{log.read_text()[-3000:]}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        (finished,), (interrupted,) = done, running
+        time.sleep(3)  # the killed driver's trial actors go with it
+        before = trial_results(exp)[finished]
+
+        log2 = tmp_path / "second.log"
+        proc = subprocess.Popen(command, stdout=log2.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        assert proc.wait(timeout=600) == 0, log2.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log2.read_text()
+    assert "resuming search restore" in text and "OptunaSearch state with" in text
+    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
+    assert len(table) == 2 and (table["status"] == "completed").all() and (table["epochs_run"] == planned).all()
+    assert table.loc[interrupted, "restarts"] >= 1 and table.loc[finished, "restarts"] == 0
+    results = trial_results(exp)
+    assert results[finished] == before  # the finished trial was not run again
+    epochs = [r["global_epoch"] for r in results[interrupted] if "global_epoch" in r]
+    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, planned + 1)), epochs
+    assert "Traceback" not in text
