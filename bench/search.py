@@ -10,7 +10,8 @@
      configurations, epochs and pruning (Optuna's ``SuccessiveHalvingPruner``, the same grace
      period and reduction factor as ASHA): the floor.
    For each: trials/hour, the trial phase (``Tuner.fit``'s wall time; the loop's for optuna)
-   against the floor, epochs trained, and the per-trial time to the first epoch split into
+   against the floor, epochs trained, the trial phase per epoch trained against the floor's
+   (ASHA and Optuna's pruner stop trials at different epochs), and the per-trial time to the first epoch split into
    actor/process start, process group, imports, data reaching the worker, model build and first
    epoch (medians over the trials; warm trials after an actor's first shown apart), beside Tune's
    own time to the first report (``time_this_iter_s`` of iteration 1).
@@ -360,11 +361,15 @@ def phase_text(timings: list[dict]) -> str:
 
 def report_shapes(rows: list[dict], floor: dict) -> None:
     """The trial-shape table (section 0)."""
+    # ASHA and Optuna's pruner stop different trials at different epochs: "x floor/epoch" sets the
+    # trial phase per epoch trained beside the floor's, i.e. against the same epochs in-process
+    floor_per_epoch = floor["seconds"] / floor["epochs"]
     print(f"{'shape':28s} {'trials':>6s} {'trials/h':>8s} {'trial phase':>11s} {'x floor':>7s} {'epochs':>6s} "
-          f"{'stopped':>7s} {'1st report':>10s} {'s/epoch':>7s} {'best val':>8s}")
+          f"{'x floor/epoch':>13s} {'stopped':>7s} {'1st report':>10s} {'s/epoch':>7s} {'best val':>8s}")
     for row in [*rows, floor]:
         print(f"{row['name']:28s} {row['trials']:6d} {3600 * row['trials'] / row['seconds']:8.0f} "
               f"{row['seconds']:10.1f}s {row['seconds'] / floor['seconds']:7.2f} {row['epochs']:6d} "
+              f"{row['seconds'] / row['epochs'] / floor_per_epoch:13.2f} "
               f"{row['stopped']:7d} {row['first_report']:9.2f}s {row['epoch_s']:7.3f} {row['best']:8.3f}")
     print(f"time to the first epoch, medians in s ({' / '.join(PHASES)}):")
     for row in rows:
