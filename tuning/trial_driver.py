@@ -19,6 +19,7 @@ Fault tolerance, two levels:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,48 @@ def rank_resources(setup: TrialSetup) -> dict[str, float]:
     return resources
 
 
+OWNER_EXITED = "The actor is dead because its owner has died"  # ActorDiedError's words for it
+
+
+class StoppedRunLogFilter(logging.Filter):
+    """Drops a record whose exception says the actor died because its owner exited: when Tune stops a
+    trial, its Ray Train controller may still be shutting the run down while the workers it owns
+    go with it, and logs "Graceful shutdown of backend failed ... ActorDiedError" with a traceback
+    (Ray says "expected"). A worker that crashed dies for another reason and is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or OWNER_EXITED not in str(error)
+
+
+def quiet_stopped_run_logs() -> None:
+    """Install :class:`StoppedRunLogFilter` on Ray Train's backend shutdown logger (this process)."""
+    try:
+        from ray.train.v2._internal.callbacks import backend_setup
+    except ImportError:  # another Ray version: keep its logging as it is
+        return
+    logger = logging.getLogger(backend_setup.__name__)
+    if not any(isinstance(f, StoppedRunLogFilter) for f in logger.filters):
+        logger.addFilter(StoppedRunLogFilter())
+
+
+def quiet_stopped_run_callback():
+    """A Ray Train callback that does nothing but, unpickled in the run's controller (the
+    RunConfig's callbacks travel there), installs :class:`StoppedRunLogFilter` in that process."""
+    from ray.train import UserCallback
+
+    class QuietStoppedRun(UserCallback):
+        def __reduce__(self):
+            return _unpickled_in_controller, ()
+
+    return QuietStoppedRun()
+
+
+def _unpickled_in_controller():
+    quiet_stopped_run_logs()
+    return quiet_stopped_run_callback()
+
+
 def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, trial_name: str,
                   trial_started: float | None = None):
     """The TorchTrainer of one trial (not started)."""
@@ -126,7 +169,7 @@ def build_trainer(params: dict[str, Any], setup: TrialSetup, trial_id: str, tria
         run_config=ray.train.RunConfig(
             name=trial_id,
             storage_path=setup.runs_path,
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback(), quiet_stopped_run_callback()],
             failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=setup.keep_checkpoints),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),

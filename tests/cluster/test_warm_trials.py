@@ -241,3 +241,32 @@ def test_a_warm_search_killed_mid_trial_resumes_from_tunes_checkpoint(cluster, d
     epochs = [r["global_epoch"] for r in results[interrupted] if "global_epoch" in r]
     assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, planned + 1)), epochs
     assert "Traceback" not in text
+
+
+def test_a_stopped_ray_train_runs_shutdown_logs_no_traceback_but_a_crash_still_does():
+    """The Ray Train path's quiet stop: the callback every trial's run carries installs, once
+    unpickled in the run's controller (here: this process), a filter on Ray Train's backend
+    shutdown logger that drops the record of workers that died with their owner (a stopped
+    trial), and keeps a worker that crashed."""
+    import logging
+    import pickle
+
+    from ray import cloudpickle
+    from ray.train.v2._internal.callbacks import backend_setup
+
+    from tuning.trial_driver import OWNER_EXITED, StoppedRunLogFilter, quiet_stopped_run_callback
+
+    logger = logging.getLogger(backend_setup.__name__)
+    logger.filters = [f for f in logger.filters if not isinstance(f, StoppedRunLogFilter)]
+    pickle.loads(cloudpickle.dumps(quiet_stopped_run_callback()))  # what the controller does with it
+    (only,) = [f for f in logger.filters if isinstance(f, StoppedRunLogFilter)]
+
+    def record(message: str) -> logging.LogRecord:
+        try:
+            raise RuntimeError(message)
+        except RuntimeError as exc:
+            return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "Graceful shutdown of backend failed",
+                                     (), (type(exc), exc, exc.__traceback__))
+
+    assert not only.filter(record(f"The actor died unexpectedly. {OWNER_EXITED}. Owner Id: 3d58"))
+    assert only.filter(record("The actor died unexpectedly: the worker process was killed by SIGKILL"))
