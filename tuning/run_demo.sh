@@ -43,9 +43,11 @@ else
     # A head of our own on free ports with a private temp dir, so that it neither collides
     # with nor gets mixed up with any other Ray instance on this machine, and can be
     # stopped alone afterwards (plain `ray stop` would end every Ray process here).
-    read -r gcs_port dash_port < <(python - <<'PY'
+    # free ports for the GCS, the dashboard and the dashboard agent's HTTP server (the job agent:
+    # at its default 52365, taken by any other Ray head here, jobs cannot be submitted)
+    read -r gcs_port dash_port agent_port < <(python - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(3)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -53,6 +55,7 @@ PY
 )
     DASHBOARD=127.0.0.1:$dash_port
     ray start --head --port="$gcs_port" --dashboard-port="$dash_port" --dashboard-host=127.0.0.1 \
+        --dashboard-agent-listen-port="$agent_port" \
         --include-dashboard=true --num-cpus="$(nproc)" --temp-dir="$RAY_TMP" --disable-usage-stats >/dev/null
     started_head=1
     echo "started a local Ray head (dashboard http://$DASHBOARD)"
@@ -68,20 +71,19 @@ cleanup() {
 trap cleanup EXIT
 
 step "4/4 ray job submit tuning/search.py (the search prints a live trial table)"
-# a fresh head's job agent can take a few seconds more than its dashboard to come up ("No
-# available agent to submit job"): submit again then, and only then
-for attempt in 1 2 3 4 5 6; do
-    if ray job submit --address "http://$DASHBOARD" --working-dir . -- \
-        python tuning/search.py --config "$CONFIG" \
-        --dataset "$ROOT/$DEMO/shards" --storage "$ROOT/$DEMO/search" 2>&1 | tee "$DEMO/submit.log"; then
+# A fresh head's job agent comes up a few seconds after its dashboard (under load, tens of
+# seconds): until then `ray job submit` fails with "No available agent to submit job" and a
+# traceback. Wait for it quietly with a no-op job, then submit the search.
+for attempt in $(seq 1 60); do
+    if ray job submit --address "http://$DASHBOARD" --no-wait -- true >/dev/null 2>&1; then
         break
     fi
-    if [ "$attempt" = 6 ] || ! grep -q "No available agent to submit job" "$DEMO/submit.log"; then
-        exit 1
-    fi
-    echo "the Ray job agent is not up yet; submitting again in 5 s"
-    sleep 5
+    if [ "$attempt" = 1 ]; then echo "waiting for the Ray job agent"; fi
+    sleep 2
 done
+ray job submit --address "http://$DASHBOARD" --working-dir . -- \
+    python tuning/search.py --config "$CONFIG" \
+    --dataset "$ROOT/$DEMO/shards" --storage "$ROOT/$DEMO/search"
 
 name=$(python -c "import yaml,sys; print(yaml.safe_load(open('$CONFIG'))['name'])")
 RESULTS=$DEMO/search/$name
