@@ -103,7 +103,7 @@ def test_asha_stops_warm_trials_with_one_line_each_and_a_killed_actor_resumes(cl
     """ASHA (grace 1 epoch, reduction factor 2) stops warm trials; each stop is one console line
     naming the trial, its epoch and its metric. The first trial's actor is SIGKILLed after its
     first checkpoint: Tune restarts the trial (fault.max_failures) from that checkpoint, in a new
-    actor, and it runs to its end (``restarts`` 1, epoch 1 reported once)."""
+    actor, and it runs to its end (``restarts`` 1, from the checkpoint's epoch on)."""
     import os
     import signal
     import threading
@@ -146,8 +146,10 @@ def test_asha_stops_warm_trials_with_one_line_each_and_a_killed_actor_resumes(cl
     results = trial_results(exp)
     (first_id,) = [t for t, rows in results.items() if any(r.get("restarts", 0) >= 1 for r in rows)]
     assert table.loc[first_id, "status"] == "completed" and table.loc[first_id, "restarts"] == 1
-    epochs = [r["global_epoch"] for r in results[first_id] if "global_epoch" in r]
-    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 23)), epochs
+    # resumed from a checkpoint (not from epoch 1) and run to the end; Tune's result.json may lose
+    # the lines the killed actor's last results were in flight with, so only the resumed rows count
+    resumed = [r["global_epoch"] for r in results[first_id] if r.get("restarts", 0) >= 1]
+    assert resumed[0] > 1 and resumed == list(range(resumed[0], 23)), resumed
 
 
 def test_the_warm_cache_keeps_one_searchs_data_within_its_byte_budget():
@@ -179,7 +181,7 @@ def test_a_warm_search_killed_mid_trial_resumes_from_tunes_checkpoint(cluster, d
     to the cluster): SIGKILL the driver once its first trial finished and its second has a
     checkpoint in Tune's saved state; the same command again keeps the finished trial and the
     Optuna study, and the second trial resumes from ``ray.tune.get_checkpoint()`` (``restarts``
-    1, epoch 1 reported once) and runs to its end."""
+    1, from the checkpoint's epoch on) and runs to its end."""
     import os
     import signal
     import subprocess
@@ -238,8 +240,10 @@ def test_a_warm_search_killed_mid_trial_resumes_from_tunes_checkpoint(cluster, d
     assert table.loc[interrupted, "restarts"] >= 1 and table.loc[finished, "restarts"] == 0
     results = trial_results(exp)
     assert results[finished] == before  # the finished trial was not run again
-    epochs = [r["global_epoch"] for r in results[interrupted] if "global_epoch" in r]
-    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, planned + 1)), epochs
+    # resumed from its checkpoint, not from epoch 1, to the end (the killed driver may have lost
+    # result.json lines it had not written yet: only the resumed rows count)
+    resumed = [r["global_epoch"] for r in results[interrupted] if r.get("restarts", 0) >= 1]
+    assert resumed[0] > 1 and resumed == list(range(resumed[0], planned + 1)), resumed
     assert "Traceback" not in text
 
 
