@@ -68,25 +68,31 @@ class _Refused(pickle.UnpicklingError):
     """A pickle asked for a class or function outside the DEAP format."""
 
 
+def load_numpy_pickle(path: Path, release: str, unpickler: type[pickle.Unpickler] = _NumpyOnlyUnpickler):
+    """The object in a release's latin-1 pickle of numpy arrays (DEAP, FACED), unpickled without
+    running code; every failure is one InputFileError naming the file and the release."""
+    try:
+        with open(path, "rb") as f:
+            return unpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise InputFileError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(path, f"is a directory, expected a {release} subject file") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or short_reason(exc)})") from None
+    except _Refused as exc:
+        raise InputFileError(path, str(exc)) from None
+    except Exception as exc:  # a damaged pickle fails in many ways (EOF, bad opcodes, module names)
+        raise InputFileError(path, f"truncated or not a {release} pickle ({short_reason(exc)})") from None
+
+
 def read_deap_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read and check one DEAP pickle.
 
     Returns:
         data: (40, >=32, S) float array (microvolts, as stored), labels: (40, 4) float64.
     """
-    try:
-        with open(path, "rb") as f:
-            content = _NumpyOnlyUnpickler(f, encoding="latin1").load()
-    except FileNotFoundError:
-        raise InputFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(path, "is a directory, expected a DEAP subject file") from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror or short_reason(exc)})") from None
-    except _Refused as exc:
-        raise InputFileError(path, str(exc)) from None
-    except Exception as exc:  # a damaged pickle fails in many ways (EOF, bad opcodes, module names)
-        raise InputFileError(path, f"truncated or not a DEAP pickle ({short_reason(exc)})") from None
+    content = load_numpy_pickle(path, "DEAP")
     if not isinstance(content, dict) or "data" not in content or "labels" not in content:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise InputFileError(path, f"expected a dict with keys 'data' and 'labels', got {keys}")

@@ -37,8 +37,8 @@ import numpy as np
 
 from mercl.data.labels import release_label
 from mercl.data.sources import SourceOptions
-from mercl.data.sources._common import check_finite, pick_indices, resample, short_reason, subject_files
-from mercl.data.sources.deap import _NumpyOnlyUnpickler, _Refused
+from mercl.data.sources._common import check_finite, pick_indices, resample, subject_files
+from mercl.data.sources.deap import _NumpyOnlyUnpickler, _Refused, load_numpy_pickle
 from mercl.data.sources.seed_iv import refuse_baseline_correct
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError
@@ -69,19 +69,7 @@ class _FacedUnpickler(_NumpyOnlyUnpickler):
 
 def read_faced_file(path: Path) -> np.ndarray:
     """One subject's (28, 32, 7500) array, microvolts as stored."""
-    try:
-        with open(path, "rb") as f:
-            data = _FacedUnpickler(f, encoding="iso-8859-1").load()
-    except FileNotFoundError:
-        raise InputFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(path, "is a directory, expected a FACED subject file") from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror or short_reason(exc)})") from None
-    except _Refused as exc:
-        raise InputFileError(path, str(exc)) from None
-    except Exception as exc:  # a damaged pickle fails in many ways
-        raise InputFileError(path, f"truncated or not a FACED pickle ({short_reason(exc)})") from None
+    data = load_numpy_pickle(path, "FACED", _FacedUnpickler)
     if not isinstance(data, np.ndarray):
         raise InputFileError(path, f"expected one numpy array {SHAPE}, got {type(data).__name__}")
     real = np.issubdtype(data.dtype, np.number) and not np.issubdtype(data.dtype, np.complexfloating)
