@@ -400,12 +400,12 @@ def _faced_array(case: str):
                    "got float32 (28, 7500, 32)"),
     ("6000 samples (200 Hz)", "got float32 (28, 32, 6000)"),
     ("NaN", "trial 4 (clip 5): EEG holds 1 NaN/Inf value(s)"),
-    ("function", "refused to unpickle builtins.print (a FACED file holds one numpy array)"),
+    ("function", "refused to unpickle json.dumps (a FACED file holds one numpy array)"),
     ("baseline correct", "--baseline correct: the FACED release has no baseline segment to subtract"),
 ])  # fmt: skip
 def test_faced_damaged_inputs_are_one_line_errors(tmp_path, capsys, case, expect):
     path = write_faced(tmp_path / "raw" / "Processed_data" / "sub005.pkl",
-                       [print] if case == "function" else _faced_array(case))
+                       [json.dumps] if case == "function" else _faced_array(case))
     if case == "truncated":
         path.write_bytes(path.read_bytes()[:100_000])
     extra = ["--baseline", "correct"] if case == "baseline correct" else []
