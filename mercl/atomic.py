@@ -23,7 +23,7 @@ from typing import Any
 
 PRIVATE_MODE = 0o640
 TMP_MARK = ".tmp-"
-_TMP_NAME = re.compile(r"\.tmp-(\d+)\.([0-9a-f]+)\.([A-Za-z0-9.-]+)$")
+_TMP_NAME = re.compile(r"\.tmp-(\d+)\.([0-9a-f]+)\.([A-Za-z0-9.-]+?)(?:\.(?:png|edf|mp4))?$")
 
 
 def host_name() -> str:
@@ -31,11 +31,12 @@ def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 
 
-def tmp_path(path: Path) -> Path:
+def tmp_path(path: Path, suffix: str = "") -> Path:
     """The temporary name a file is written under before ``os.replace``:
-    ``<name>.tmp-<pid>.<8 random hex>.<host>``."""
+    ``<name>.tmp-<pid>.<8 random hex>.<host><suffix>`` (``suffix``: for writers that pick the
+    format from the extension, ``.png``, ``.edf`` or ``.mp4``)."""
     path = Path(path)
-    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}.{host_name()}")
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}.{host_name()}{suffix}")
 
 
 def tmp_owner(path: Path) -> tuple[int, str] | None:
@@ -100,12 +101,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None], suffix: str = "") -> None:
     """Call ``write(tmp)``, fsync ``tmp`` and rename it to ``path``; the temporary file never
     outlives a failure. ``tmp`` exists (empty, mode 0o640) when ``write`` is called."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
+    tmp = tmp_path(path, suffix)
     try:
         _create_private(tmp)
         write(tmp)

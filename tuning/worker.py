@@ -41,6 +41,8 @@ from typing import Any
 
 import torch
 
+from mercl.atomic import write_text
+
 CHECKPOINT_FILE = "train_state.pt"
 
 
@@ -191,10 +193,7 @@ def write_pid_file(pid_dir: str | None, trial_name: str, rank: int) -> None:
     if not pid_dir:
         return
     path = Path(pid_dir) / f"{trial_name}-rank{rank}.pid"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(str(os.getpid()))
-    os.replace(tmp, path)
+    write_text(path, str(os.getpid()))
 
 
 def load_resume_state(checkpoint) -> dict | None:

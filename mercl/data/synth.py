@@ -51,7 +51,6 @@ import csv
 import datetime
 import functools
 import io
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -61,6 +60,7 @@ import mne
 import numpy as np
 import scipy.signal
 
+from mercl.atomic import write_atomic, write_text
 from mercl.config import FieldProblem
 from mercl.errors import ConfigError, InputFileError
 
@@ -330,9 +330,8 @@ def write_clip(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | Non
         frames: (T, H, W, 3) uint8 RGB, H and W even.
         audio: (S,) float32 mono in [-1, 1], or None for a clip with no audio stream.
     """
-    path = Path(path)
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+
+    def write(tmp: Path) -> None:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             video = container.add_stream(video_codec(), rate=fps)
             video.width, video.height = frames.shape[2], frames.shape[1]
@@ -365,9 +364,8 @@ def write_clip(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | Non
             container.mux(video.encode(None))
             if sound is not None:
                 container.mux(sound.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(Path(path), write, suffix=".mp4")
 
 
 # ---------------------------------------------------------------- EEG
@@ -458,12 +456,8 @@ def write_edf(path: Path, eeg: np.ndarray, sfreq: float, ch_names: list[str]) ->
     """Write (C, S) volts as EDF through MNE's exporter (edfio), atomically."""
     raw = mne.io.RawArray(eeg, mne.create_info(list(ch_names), sfreq, "eeg"), verbose="error")
     raw.set_meas_date(MEAS_DATE)
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.edf")
-    try:
-        mne.export.export_raw(tmp, raw, fmt="edf", overwrite=True, verbose="error")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: mne.export.export_raw(tmp, raw, fmt="edf", overwrite=True, verbose="error"),
+                 suffix=".edf")
 
 
 # ---------------------------------------------------------------- tables and the whole study
@@ -475,9 +469,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buffer.getvalue())
 
 
 def _check_out(out: Path, force: bool) -> None:

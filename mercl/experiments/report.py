@@ -20,7 +20,6 @@ import base64
 import contextlib
 import html
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,11 @@ def _save(fig, path: Path) -> Path:
     """Atomic PNG write."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"),
+                            suffix=".png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
