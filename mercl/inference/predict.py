@@ -82,39 +82,12 @@ class RecordingFacts:
 
 
 def recording_facts(source: str, unit: Any) -> RecordingFacts | None:
-    """Rate and channels of one load unit, read from headers (or fixed by the source's format)."""
-    if source == "manifest":
-        import mne
+    """Rate and channels of one load unit, read from headers (or fixed by the release's format) by
+    the source's own ``recording_facts``; None for a source that offers none."""
+    from mercl.data.sources import source_module
 
-        from mercl.data.sources.manifest import open_recording
-
-        raw = open_recording(unit.eeg_path)
-        eeg = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True, exclude=[])]
-        return RecordingFacts(unit.eeg_path, float(raw.info["sfreq"]), eeg or list(raw.ch_names))
-    if source == "deap":
-        from mercl.data.sources import deap
-
-        return RecordingFacts(unit.path, deap.SFREQ, list(deap.DEAP_CHANNELS))
-    if source == "seed":
-        from mercl.data.sources import seed
-
-        sessions = getattr(unit, "sessions", None) or [None]
-        return RecordingFacts(sessions[0] or Path(unit.name), seed.SFREQ, list(seed.SEED_CHANNELS))
-    if source == "uea":
-        from mercl.data.sources import uea
-
-        name = uea.problem_name(unit.path)
-        info = uea.read_auxiliary(unit.path, name)
-        channels = info.get("channels") or uea.KNOWN_CHANNELS.get(name)
-        return RecordingFacts(unit.path, float(info["sfreq"]), list(channels) if channels else None)
-    import importlib
-
-    from mercl.data.sources import SOURCE_MODULES
-
-    module = importlib.import_module(f"mercl.data.sources.{SOURCE_MODULES[source]}")
-    if hasattr(module, "recording_facts"):  # the releases read as they ship: (file, rate, EEG channels)
-        return RecordingFacts(*module.recording_facts(unit))
-    return None
+    facts = getattr(source_module(source), "recording_facts", None)
+    return RecordingFacts(*facts(unit)) if facts is not None else None
 
 
 def _names(names: list[str], limit: int = 6) -> str:

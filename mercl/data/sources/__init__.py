@@ -70,15 +70,20 @@ class LoadUnit(Protocol):
     def load(self) -> list[Trial]: ...
 
 
-def discover(source: str, raw: Path, options: SourceOptions | None = None) -> list[LoadUnit]:
-    """The load units of ``raw`` read as ``source`` (one of SOURCE_NAMES)."""
+def source_module(source: str):
+    """The module of :mod:`mercl.data.sources` that reads ``source`` (one of SOURCE_NAMES). Besides
+    ``discover``, a module may offer ``recording_facts(unit) -> (file, EEG rate, channel names)``
+    from headers or the release's fixed format (``mercl predict`` checks recordings with it)."""
     import importlib
 
     from mercl.errors import MerclError
 
-    options = options or SourceOptions()
-    raw = Path(raw)
     if source not in SOURCE_MODULES:
         raise MerclError(f"unknown source '{source}' (choose from {', '.join(SOURCE_NAMES)})")
-    mod = importlib.import_module(f"mercl.data.sources.{SOURCE_MODULES[source]}")
-    return mod.discover(raw, options)
+    return importlib.import_module(f"mercl.data.sources.{SOURCE_MODULES[source]}")
+
+
+def discover(source: str, raw: Path, options: SourceOptions | None = None) -> list[LoadUnit]:
+    """The load units of ``raw`` read as ``source`` (one of SOURCE_NAMES)."""
+    module = source_module(source)
+    return module.discover(Path(raw), options or SourceOptions())

@@ -179,3 +179,8 @@ def discover(raw: Path, options: SourceOptions) -> list[DeapSubject]:
     units = [DeapSubject(path=path, subject=f"s{int(match.group(1)):02d}", options=options) for path, match in found]
     units.sort(key=lambda u: u.subject)
     return units
+
+
+def recording_facts(unit: DeapSubject) -> tuple[Path, float, list[str]]:
+    """(file, EEG rate, channel names) as fixed by the release, for ``mercl predict``'s checks."""
+    return unit.path, SFREQ, list(DEAP_CHANNELS)

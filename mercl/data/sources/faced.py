@@ -112,3 +112,8 @@ def discover(raw: Path, options: SourceOptions) -> list[FacedSubject]:
     found = subject_files(raw, SUBFOLDER, FILE_PATTERN, "FACED", "subNNN.pkl", "sub000.pkl")
     units = [FacedSubject(path=path, subject=f"sub{int(match.group(1)):03d}", options=options) for path, match in found]
     return units
+
+
+def recording_facts(unit: FacedSubject) -> tuple[Path, float, list[str]]:
+    """(file, EEG rate, channel names) as fixed by the release, for ``mercl predict``'s checks."""
+    return unit.path, SFREQ, list(FACED_CHANNELS)

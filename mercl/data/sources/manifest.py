@@ -375,3 +375,10 @@ def discover(raw: Path, options: SourceOptions) -> list[ManifestRecording]:
         ManifestRecording(unit_name=names[p], eeg_path=p, manifest=path, rows=g, options=options)
         for p, g in groups.items()
     ]
+
+
+def recording_facts(unit) -> tuple[Path, float, list[str]]:
+    """(recording, EEG rate, EEG channel names) from its header, for ``mercl predict``'s checks."""
+    raw = open_recording(unit.eeg_path)
+    eeg = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True, exclude=[])]
+    return unit.eeg_path, float(raw.info["sfreq"]), eeg or list(raw.ch_names)

@@ -180,3 +180,8 @@ def discover(raw: Path, options: SourceOptions) -> list[SeedSubject]:
         )
         for subject in sorted(sessions, key=int)
     ]
+
+
+def recording_facts(unit: SeedSubject) -> tuple[Path, float, list[str]]:
+    """(first session file, EEG rate, channel names) as fixed by the release, for ``mercl predict``."""
+    return (unit.sessions or [Path(unit.name)])[0], SFREQ, list(SEED_CHANNELS)

@@ -128,3 +128,8 @@ def discover(raw: Path, options: SourceOptions) -> list[SeedIvSubject]:
         raise InputFileError(raw, f"no SEED-IV files {{1,2,3}}/<subject>_<date>.mat here or in {SUBFOLDER}/")
     return [SeedIvSubject(subject, [subjects[subject][s] for s in sorted(subjects[subject])], options)
             for subject in sorted(subjects, key=int)]  # fmt: skip
+
+
+def recording_facts(unit: SeedIvSubject) -> tuple[Path, float, list[str]]:
+    """(first session file, EEG rate, channel names) as fixed by the release, for ``mercl predict``."""
+    return unit.files[0], SFREQ, list(SEED_IV_CHANNELS)

@@ -246,3 +246,11 @@ def discover(raw: Path, options: SourceOptions) -> list[UeaFile]:
     split = [p for p in files if _SPLIT_SUFFIX.search(p.stem)]
     files = split or files  # <Name>.ts beside <Name>_TRAIN/_TEST.ts is their union: skip it
     return [UeaFile(path=p, options=options) for p in files]
+
+
+def recording_facts(unit) -> tuple[Path, float, list[str] | None]:
+    """(file, EEG rate, channel names or None) from the auxiliary JSON, for ``mercl predict``'s checks."""
+    name = problem_name(unit.path)
+    info = read_auxiliary(unit.path, name)
+    channels = info.get("channels") or KNOWN_CHANNELS.get(name)
+    return unit.path, float(info["sfreq"]), list(channels) if channels else None
