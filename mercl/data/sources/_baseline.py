@@ -1,4 +1,5 @@
-"""``--baseline remove|correct`` for sources whose baseline is a segment of its own.
+"""``--baseline remove|correct`` for sources whose baseline is a segment of its own, and its
+refusal for releases that ship none (SEED-IV, SEED-V, FACED).
 
 DEAP cuts its 3 s out of the trial itself (:func:`mercl.data.sources.deap.trial_eeg`); DREAMER
 ships a separate baseline recording per clip, AMIGOS the first 5 s of each cell and MAHNOB the
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mercl.errors import InputFileError
+from mercl.errors import InputFileError, MerclError
 
 
 def handle_baseline(eeg: np.ndarray, baseline: np.ndarray | None, mode: str, path: Path, where: str) -> np.ndarray:
@@ -30,3 +31,9 @@ def handle_baseline(eeg: np.ndarray, baseline: np.ndarray | None, mode: str, pat
     if baseline is None or baseline.shape[-1] == 0:
         raise InputFileError(path, f"{where}: --baseline correct needs a baseline segment, this trial has none")
     return eeg - baseline.mean(axis=1, keepdims=True)
+
+
+def refuse_baseline_correct(source: str, options) -> None:
+    """These releases ship no baseline segment: ``--baseline correct`` has nothing to subtract."""
+    if options.baseline == "correct":
+        raise MerclError(f"--baseline correct: the {source} release has no baseline segment to subtract")

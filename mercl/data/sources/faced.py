@@ -37,9 +37,9 @@ import numpy as np
 
 from mercl.data.labels import release_label
 from mercl.data.sources import SourceOptions
+from mercl.data.sources._baseline import refuse_baseline_correct
 from mercl.data.sources._common import check_finite, pick_indices, resample, subject_files
 from mercl.data.sources.deap import _NumpyOnlyUnpickler, _Refused, load_numpy_pickle
-from mercl.data.sources.seed_iv import refuse_baseline_correct
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError
 

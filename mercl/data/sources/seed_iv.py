@@ -27,10 +27,11 @@ import numpy as np
 
 from mercl.data.labels import release_label
 from mercl.data.sources import SourceOptions
+from mercl.data.sources._baseline import refuse_baseline_correct
 from mercl.data.sources._common import check_finite, expect_dir, expect_file, pick_indices, resample
 from mercl.data.sources.seed import SEED_CHANNELS, numbered_keys, read_mat
 from mercl.data.trial import Trial
-from mercl.errors import InputFileError, MerclError
+from mercl.errors import InputFileError
 
 SFREQ = 200.0
 N_TRIALS = 24
@@ -44,12 +45,6 @@ SESSION_LABELS = {
     2: (2, 1, 3, 0, 0, 2, 0, 2, 3, 3, 2, 3, 2, 0, 1, 1, 2, 1, 0, 3, 0, 1, 3, 1),
     3: (1, 2, 2, 1, 3, 3, 3, 1, 1, 2, 1, 0, 2, 3, 3, 0, 2, 3, 0, 0, 2, 0, 1, 0),
 }
-
-
-def refuse_baseline_correct(source: str, options: SourceOptions) -> None:
-    """These releases ship no baseline segment: ``--baseline correct`` has nothing to subtract."""
-    if options.baseline == "correct":
-        raise MerclError(f"--baseline correct: the {source} release has no baseline segment to subtract")
 
 
 def numbered_trials(path: Path, content: dict, n_trials: int, n_channels: int) -> dict[int, np.ndarray]:

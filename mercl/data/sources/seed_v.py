@@ -33,6 +33,7 @@ import numpy as np
 
 from mercl.data.labels import release_label
 from mercl.data.sources import SourceOptions
+from mercl.data.sources._baseline import refuse_baseline_correct
 from mercl.data.sources._common import (
     check_finite,
     expect_dir,
@@ -41,7 +42,6 @@ from mercl.data.sources._common import (
     resample,
     short_reason,
 )
-from mercl.data.sources.seed_iv import refuse_baseline_correct
 from mercl.data.trial import Trial
 from mercl.errors import InputFileError
 
