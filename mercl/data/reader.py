@@ -159,14 +159,6 @@ def _read_column_into(path: Path, column: str, out: np.ndarray) -> None:
         raise InputFileError(path, f"its {column} column does not hold {len(out)} rows as its footer says")
 
 
-def _read_column(path: Path, column: str, n: int, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """One shard's fixed-size-list column as an (n, *shape) array of ``dtype``."""
-    out = np.empty((n, *shape), dtype)
-    _read_column_into(path, column, out)
-    pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
-    return out
-
-
 class ShardedArray:
     """A read-only (N, *shape) array whose rows live in Parquet shards, read one shard at a
     time as rows are indexed; the ``keep`` shards read last stay in memory.
@@ -193,7 +185,8 @@ class ShardedArray:
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        values = _read_column(self.paths[k], self.column, self.counts[k], self.shape[1:], self.dtype)
+        values = _fill([(self.paths[k], self.counts[k])], self.column, self.shape[1:], self.dtype)
+        pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
         self._cache[k] = values
         while len(self._cache) > self.keep:
             self._cache.popitem(last=False)
@@ -304,10 +297,8 @@ def load_dataset(path: str | Path, verify: bool = True, stream: bool = False) ->
     (4 s segments at 32 channels: 4.5 KB), per stimulus segment ``4 * T_a * n_mels +
     T_v * 3 * H * W`` bytes (20 Mel bands, four 224 px frames: 634 KB). The arrays are
     preallocated and filled a shard at a time, ``BATCH_BYTES`` of rows decoded at a time.
-    Measured (8 subjects x 8 clips x 60 s: 1,856 EEG rows, 232 clip segments, 155 MB of
-    arrays; ``bench/prepare.py --only memory``): 164 MB held, 235 MB at the peak of loading.
     With ``stream=True`` it holds the row columns, the presence flags and the last two shards
-    read of each array: 16 MB after loading that study, 75 MB after serving every row.
+    read of each array. Measured figures: docs/benchmarks.md (``bench/prepare.py --only memory``).
     """
     root, manifest = read_manifest(path)
     version = manifest.get("schema_version")
