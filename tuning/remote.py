@@ -49,10 +49,11 @@ def _node_id() -> str:
 
 
 def _dataset(source):
-    """A PreparedDataset from a path (loaded on this node) or as it came through the object store."""
-    from mercl.data.reader import PreparedDataset, load_dataset
+    """A PreparedDataset from a path (loaded on this node, once per worker process: Ray runs the
+    next fold's task in the same process) or as it came through the object store."""
+    from mercl.data.reader import PreparedDataset, load_dataset_once
 
-    return source if isinstance(source, PreparedDataset) else load_dataset(source, verify=False)
+    return source if isinstance(source, PreparedDataset) else load_dataset_once(source)
 
 
 def feature_cache_task(model, stimuli, batch_size: int = 64) -> tuple[dict[str, np.ndarray], str]:

@@ -319,6 +319,22 @@ def load_dataset(path: str | Path, verify: bool = True, stream: bool = False) ->
     return PreparedDataset(root, manifest, rows, eeg, stimuli, index)
 
 
+_IN_PROCESS: dict[Path, PreparedDataset] = {}  # load_dataset_once: the datasets this process holds
+
+
+def load_dataset_once(path: str | Path) -> PreparedDataset:
+    """:func:`load_dataset` (no checksum pass) held for this process: a worker that trains many
+    units or folds of one dataset (``mercl experiment``'s processes, the search's Ray tasks)
+    reads it once. The manifest is read on every call and a dataset whose shards changed (their
+    checksums in ``files``) is loaded again; the last dataset loaded is the only one kept."""
+    root, manifest = read_manifest(path)
+    held = _IN_PROCESS.get(root)
+    if held is None or held.manifest.get("files") != manifest.get("files"):
+        _IN_PROCESS.clear()
+        _IN_PROCESS[root] = held = load_dataset(root, verify=False)
+    return held
+
+
 @dataclass
 class ExtraStimulusTable:
     """Extra per-(stimulus, segment) arrays joined to EEG rows (e.g. cached backbone features).

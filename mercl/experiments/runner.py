@@ -38,7 +38,7 @@ from mercl.data.protocols import (
     resolve_protocol,
     shared_stimuli,
 )
-from mercl.data.reader import PreparedDataset, load_dataset
+from mercl.data.reader import PreparedDataset, load_dataset, load_dataset_once
 from mercl.errors import MerclError
 from mercl.training.config import TrainConfig
 from mercl.training.crossval import apply_ablations, modalities_for_dataset, variant_name
@@ -342,23 +342,24 @@ def compute_unit(prepared: PreparedDataset, features, unit: Unit, cv, seed: int)
     return unit_record(unit, prepared, fold, result, protocol_label(unit.protocol, cv.clip_shared))
 
 
-_LOADED: dict[str, dict] = {}  # per worker process: dataset path -> its dataset (and baseline features)
+_FEATURES: dict[str, object] = {}  # per worker process: the baselines' features of the dataset it holds
 
 
 def compute_unit_from_path(dataset: str, unit: Unit, cv, seed: int) -> dict:
-    """:func:`compute_unit` in a worker process (a Ray task or a local worker): the dataset and the
-    baselines' features (read from DATASET/cache) are loaded once per process, not per unit."""
-    loaded = _LOADED.setdefault(dataset, {})
-    if "prepared" not in loaded:
-        loaded["prepared"] = load_dataset(dataset, verify=False)
+    """:func:`compute_unit` in a worker process (a Ray task or a local worker): the dataset
+    (:func:`~mercl.data.reader.load_dataset_once`) and the baselines' features (read from
+    DATASET/cache) are loaded once per process, not per unit."""
+    prepared = load_dataset_once(dataset)
     features = None
     if unit.row.method in BASELINE_METHODS:
-        if "features" not in loaded:
+        key = dataset_content(prepared.manifest)
+        if key not in _FEATURES:
             from mercl.baselines import build_features
 
-            loaded["features"] = build_features(loaded["prepared"], progress=False)
-        features = loaded["features"]
-    return compute_unit(loaded["prepared"], features, unit, cv, seed)
+            _FEATURES.clear()
+            _FEATURES[key] = build_features(prepared, progress=False)
+        features = _FEATURES[key]
+    return compute_unit(prepared, features, unit, cv, seed)
 
 
 def build_shared_caches(units: list[Unit], prepared: PreparedDataset, show_progress: bool) -> None:
@@ -458,7 +459,7 @@ def _compute_unit_placed(dataset: str, unit: Unit, cv, seed: int) -> dict:
 def _build_shared_caches_placed(dataset: str, units: list[Unit]) -> dict:
     """:func:`build_shared_caches` in a Ray task (on a worker with the units' accelerator, not on
     the head that runs the driver); returns where it ran."""
-    build_shared_caches(units, load_dataset(dataset, verify=False), show_progress=False)
+    build_shared_caches(units, load_dataset_once(dataset), show_progress=False)
     return _placement()
 
 

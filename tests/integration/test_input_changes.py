@@ -23,7 +23,7 @@ from builders import CHANNELS, SFREQ, TRIAL_S, make_manifest_raw, small_config
 
 from mercl.cli import main as cli_main
 from mercl.data.prepare import PrepareResult, prepare
-from mercl.data.reader import load_dataset
+from mercl.data.reader import load_dataset, load_dataset_once
 from mercl.data.synth_sources import (
     deap_content,
     write_mp4,
@@ -280,6 +280,8 @@ def test_an_edited_input_rebuilds_exactly_its_shards(tmp_path, source, edit_name
     edit = edits[edit_name]
     study = make(tmp_path)
     first = study.prepare(tmp_path / "out")
+    held = load_dataset_once(first.dataset_dir)  # what a worker process of an earlier run holds
+    assert load_dataset_once(first.dataset_dir) is held
     before = _snapshot(first)
     edit.apply(study)
     after = study.prepare(tmp_path / "out")
@@ -291,7 +293,9 @@ def test_an_edited_input_rebuilds_exactly_its_shards(tmp_path, source, edit_name
     assert set(after.skipped) == set(first.manifest["files"]) - edit.rebuilt - edit.removed
     assert any(line.startswith(edit.message) for line in after.changes), after.changes
     assert after.manifest["content_digest"] != first.manifest["content_digest"]
-    load_dataset(after.dataset_dir)  # every shard the manifest lists checks out
+    fresh = load_dataset(after.dataset_dir)  # every shard the manifest lists checks out
+    reloaded = load_dataset_once(after.dataset_dir)  # the held copy is stale: read again
+    assert reloaded is not held and len(reloaded) == len(fresh) and np.array_equal(reloaded.eeg, fresh.eeg)
 
     again = study.prepare(tmp_path / "out")  # nothing changed since: everything reused
     assert again.built == [] and again.changes == []
