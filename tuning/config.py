@@ -234,6 +234,9 @@ class SearchConfig:
     name: str = "mercl-search"
     storage: str = "results/search"
     num_samples: int = 8
+    # wall-clock seconds for the trials (Tune's time_budget_s; 0: none): when they are spent, running
+    # trials stop where they are (status stopped_by_budget) and no new one starts; num_samples stays the cap
+    time_budget_s: float = 0.0
     metric: str = "val_metric"
     mode: Literal["max", "min"] = "max"
     train: str = "small"
@@ -257,6 +260,8 @@ class SearchConfig:
         if not self.storage:
             raise FieldProblem("storage", "is required")
         at_least(self, 1, "num_samples")
+        if not self.time_budget_s >= 0:  # also refuses NaN
+            raise FieldProblem("time_budget_s", f"must be >= 0 seconds (0: no budget), got {self.time_budget_s}")
         if not self.space:
             raise FieldProblem("space", "is empty: give at least one hyperparameter to search")
 

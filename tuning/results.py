@@ -38,6 +38,7 @@ STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped_early"
 STATUS_ERROR = "error"
 STATUS_UNFINISHED = "unfinished"
+STATUS_BUDGET = "stopped_by_budget"  # still training when the search's time budget was spent
 
 
 # ----------------------------------------------------------------------------- cloud storage
@@ -150,8 +151,10 @@ def trial_id_from_path(path) -> str:
 
 
 def trial_row(result, base: BaseModelShape, stopped: dict[str, int], metric: str, mode: str,
-              planned_epochs: int) -> dict[str, Any]:
-    """One row of the trial table from a Tune ``Result``."""
+              planned_epochs: int, budget: bool = False) -> dict[str, Any]:
+    """One row of the trial table from a Tune ``Result`` (``budget``: the search had a time budget,
+    so a trial whose training loop never returned (Tune's ``done``) before its last epoch was
+    stopped by it)."""
     metrics = result.metrics or {}
     config = result.config or {}
     trial_id = metrics.get("trial_id") or trial_id_from_path(result.path)
@@ -168,6 +171,8 @@ def trial_row(result, base: BaseModelShape, stopped: dict[str, int], metric: str
         status = STATUS_STOPPED
     elif len(history) == 0:
         status = STATUS_UNFINISHED
+    elif budget and not metrics.get("done", False) and epochs < planned_epochs:
+        status = STATUS_BUDGET  # (one cut after its last epoch, before Tune saw it return, ran to the end)
     else:
         status = STATUS_COMPLETED
     row = {"trial_id": trial_id, "status": status}
@@ -188,9 +193,9 @@ def trial_row(result, base: BaseModelShape, stopped: dict[str, int], metric: str
 
 
 def trial_table(results, base: BaseModelShape, stopped: dict[str, int], metric: str, mode: str,
-                planned_epochs: int) -> pd.DataFrame:
+                planned_epochs: int, budget: bool = False) -> pd.DataFrame:
     """One row per trial of a Tune ``ResultGrid``, ordered by trial id."""
-    rows = [trial_row(r, base, stopped, metric, mode, planned_epochs) for r in results]
+    rows = [trial_row(r, base, stopped, metric, mode, planned_epochs, budget) for r in results]
     frame = pd.DataFrame(rows)
     return frame.sort_values("trial_id").reset_index(drop=True) if len(frame) else frame
 
@@ -397,7 +402,8 @@ class SearchSummary:
         lines = ["", "## Search", "", f"- data: {self.data_text}",
                  f"- trials: {len(table)}: {counts.get(STATUS_COMPLETED, 0)} completed, "
                  f"**{counts.get(STATUS_STOPPED, 0)} stopped early by ASHA**, {counts.get(STATUS_ERROR, 0)} failed"
-                 + (f", {unfinished} unfinished" if unfinished else "")]
+                 + (f", {unfinished} unfinished" if unfinished else "")
+                 + (f", {counts[STATUS_BUDGET]} stopped by the time budget" if counts.get(STATUS_BUDGET) else "")]
         if self.study_trials is not None:
             held = "studies held by the per-fold searchers" if self.nested else "study held by the searcher"
             lines.append(f"- Optuna (TPE) {held}: {self.study_trials} trials")

@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", help="results folder; the search lands in <storage>/<name>")
     parser.add_argument("--name", help="experiment name (re-use it to resume an interrupted search)")
     parser.add_argument("--num-samples", type=int, help="number of trials")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="stop the trials after this many seconds (time_budget_s; num_samples stays the cap)")
     parser.add_argument("--dataset", help="prepared dataset dir (mercl prepare ... -o OUT)")
     parser.add_argument("--label", help="label scheme, e.g. valence2")
     parser.add_argument("--train", help="base training config: paper | small | tiny | a YAML file")
@@ -114,6 +116,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_set(args.set)
     named = {
         "storage": args.storage, "name": args.name, "num_samples": args.num_samples,
+        "time_budget_s": args.time_budget,
         "data.dataset": args.dataset, "data.label": args.label, "train": args.train,
         "resources.max_concurrent_trials": args.max_concurrent, "resources.num_workers": args.workers,
         "resources.gpus_per_worker": args.gpus_per_worker, "data.protocol": args.protocol,
@@ -320,7 +323,7 @@ def build_tuner(plan: SearchPlan, setup, searched: list[int], restore: bool, say
         tune_config=ray.tune.TuneConfig(num_samples=num_samples, search_alg=searcher, scheduler=scheduler,
                                         metric=None if scheduler else cfg.metric,
                                         mode=None if scheduler else cfg.mode, trial_name_creator=name_trial,
-                                        reuse_actors=warm),
+                                        reuse_actors=warm, time_budget_s=cfg.time_budget_s or None),
         run_config=ray.tune.RunConfig(
             name=cfg.name, storage_path=plan.location.rsplit("/", 1)[0], callbacks=callbacks,
             progress_reporter=reporter,
@@ -428,7 +431,8 @@ def execute_search(plan: SearchPlan, address: str | None = None, say=print) -> S
         write_text(plan.exp_dir / "search_config.yaml", dump_config(cfg))
         upload_outputs(plan.exp_dir, plan.location)
     tuner = build_tuner(plan, setup, list(data.folds), restore, say)
-    say(f"search {cfg.name}: {plan.folds.folds_text(len(data.folds))}{cfg.num_samples} trials x "
+    budget = f" (or until the time budget of {cfg.time_budget_s:g} s is spent)" if cfg.time_budget_s else ""
+    say(f"search {cfg.name}: {plan.folds.folds_text(len(data.folds))}{cfg.num_samples} trials{budget} x "
         f"{trial_shape_text(cfg.resources)}, protocol {data.protocol}, results in {plan.exp_dir}")
     fit_started = time.time()
     results = tuner.fit()
@@ -505,7 +509,8 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
 
     cfg, exp_dir = plan.cfg, plan.exp_dir
     placement = placement or Placement(exp_dir, "")
-    table = trial_table(results, plan.base_shape, asha_stopped(exp_dir), cfg.metric, cfg.mode, plan.planned_epochs)
+    table = trial_table(results, plan.base_shape, asha_stopped(exp_dir), cfg.metric, cfg.mode, plan.planned_epochs,
+                        budget=cfg.time_budget_s > 0)
     write_trial_tables(table, exp_dir)
     configs = {(r.metrics or {}).get("trial_id"): dict(r.config) for r in results}
     best, best_train, fold_bests = _write_best_configs(plan, table, configs, data.folds)

@@ -68,6 +68,8 @@ def run_main(args: list[str], capsys) -> tuple[int, str]:
         ("space.tcn_growth={choices: [0, 2]}", "space.tcn_growth.choices[0]"),
         ("data.protocol=clips", "data.protocol"),  # not a protocol
         ("data.protocol=stimulus", "data.protocol"),  # 4 clips cannot make 8 stimulus folds
+        ("time_budget_s=-5", "time_budget_s"),
+        ("time_budget_s=.nan", "time_budget_s"),
     ],
 )
 def test_bad_config_fails_before_anything_starts(setting, field, dataset, tmp_path, capsys):
@@ -121,9 +123,11 @@ def test_cli_overrides_reach_the_config():
     args = search.build_parser().parse_args(
         ["--name", "n1", "--num-samples", "5", "--storage", "/x", "--dataset", "/d", "--workers", "3",
          "--set", "scheduler.grace_period=3", "--set", "space.lr={low: 0.001, high: 0.01, log: true}",
+         "--time-budget", "600",
          "--set", "space.model.eeg.dropout={low: 0.1, high: 0.3}", "--no-crossval"])
     cfg = load_search_config(TEST_CONFIG, search.cli_overrides(args))
     assert (cfg.name, cfg.num_samples, cfg.storage, cfg.data.dataset) == ("n1", 5, "/x", "/d")
+    assert cfg.time_budget_s == 600
     assert cfg.resources.num_workers == 3 and cfg.scheduler.grace_period == 3 and not cfg.crossval.enabled
     assert cfg.space["lr"] == {"low": 0.001, "high": 0.01, "log": True}
     assert cfg.space["model.eeg.dropout"] == {"low": 0.1, "high": 0.3}

@@ -152,6 +152,30 @@ def test_asha_stops_warm_trials_with_one_line_each_and_a_killed_actor_resumes(cl
     assert resumed[0] > 1 and resumed == list(range(resumed[0], 23)), resumed
 
 
+def test_a_time_budget_ends_the_search_and_names_the_trial_it_cut(cluster, dataset, tmp_path):
+    """``time_budget_s``: Tune stops starting trials once the budget is spent and stops the running
+    one where it is; the trial table says which trials the budget cut (``stopped_by_budget``), the
+    finished ones stay ``completed``, and the search still ends with status 0 and its best config."""
+    import time
+
+    planned = 2 + 30
+    started = time.perf_counter()
+    exp, outcome = warm_search(dataset, tmp_path, "budget", [A, B, {**A, "lr": 0.003}],
+                               **{"num_samples": 500, "time_budget_s": 12.0, "train_overrides.finetune.epochs": 30})
+    took = time.perf_counter() - started
+    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
+    assert 2 <= len(table) < 500 and outcome.tuning_seconds < 12.0 + 20.0, (len(table), outcome.tuning_seconds)
+    cut = table[table["status"] == "stopped_by_budget"]
+    done = table[table["status"] == "completed"]
+    assert len(done) >= 1 and (done["epochs_run"] == planned).all()
+    assert len(cut) + len(done) == len(table), table[["trial_id", "status", "epochs_run"]]
+    assert len(cut) <= 1 and (cut["epochs_run"] < planned).all()  # one trial at a time: at most one cut
+    assert (exp / "best_config.yaml").is_file()
+    summary = (exp / "summary.md").read_text()
+    assert (f"{len(cut)} stopped by the time budget" in summary) == bool(len(cut)), summary
+    assert took < 120
+
+
 def test_the_warm_cache_keeps_one_searchs_data_within_its_byte_budget():
     """A warm actor keeps data only: per search (a new data key drops the old search's entries),
     least recently used entries first out past the byte budget, each entry made once."""
