@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from mercl.errors import ConfigError, InputFileError, MerclError
+from mercl.log_once import info_once
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def create_pretrained(name: str, what: str, field: str, **kwargs) -> nn.Module:
     finally:
         if forced_offline:
             hub_constants.HF_HUB_OFFLINE = False
-    log.info("%s: pretrained weights %s from the Hugging Face hub", what, name)
+    info_once(log, "%s: pretrained weights %s from the Hugging Face hub", what, name)
     return model
 
 
@@ -126,7 +127,7 @@ def load_local_weights(
     not fit the module.
     """
     if path is None:
-        log.info("%s: random init", what)
+        info_once(log, "%s: random init", what)
         return sorted(module.state_dict())
     path = Path(path).expanduser()
     if not path.is_file():
@@ -178,5 +179,5 @@ def load_local_weights(
             ", ".join(layers),
         )
     else:
-        log.info("%s: weights from %s", what, path)
+        info_once(log, "%s: weights from %s", what, path)
     return left_random

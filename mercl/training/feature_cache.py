@@ -31,6 +31,7 @@ import torch
 
 from mercl.data import shards
 from mercl.data.reader import PreparedDataset
+from mercl.log_once import info_once
 from mercl.models.cached_backbone import backbone_digest, frozen_backbones
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def ensure_feature_cache(
         return None
     path = cache_path(model, prepared)
     if path.is_file():
-        log.info("backbone features: using cache %s", path)
+        info_once(log, "backbone features: using cache %s", path)
         return path
     if compute is not None:
         return write_feature_table(prepared, compute(model, prepared), path)

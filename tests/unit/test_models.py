@@ -737,3 +737,18 @@ def test_vggish_weights_on_other_input_load_the_conv_stack_and_log_the_random_la
 def test_vggish_missing_file_says_where_the_release_is(tmp_path):
     with pytest.raises(InputFileError, match=r"vggish-10086976\.pth: no such weights file .*torchvggish's release: https://"):
         VggishSpatialEncoder(AudioEncoderConfig(weights=str(tmp_path / "vggish-10086976.pth")), n_mels=64)
+
+
+def test_a_per_unit_fact_is_said_once_per_process(caplog):
+    """Building a model per experiment unit: "random init" reaches the console (INFO) once, the
+    repeats go to DEBUG; another backbone is its own line."""
+    import logging
+
+    from mercl.models.weights import load_local_weights
+
+    caplog.set_level(logging.DEBUG, logger="mercl.models.weights")
+    for what in ("once-test backbone", "once-test backbone", "once-test other backbone"):
+        load_local_weights(nn.Linear(2, 2), None, what)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "once-test" in r.getMessage()]
+    assert said == [("INFO", "once-test backbone: random init"), ("DEBUG", "once-test backbone: random init"),
+                    ("INFO", "once-test other backbone: random init")]
