@@ -42,8 +42,18 @@ Older sections (flags):
    time of ``Tuner.fit`` and of the whole run (data preparation included: the nested search
    materialises train/validation datasets for every fold), and trials per hour.
 
+5. (``--budget-minutes M``) Search value at a fixed budget: a nested search (``--nested-folds``
+   outer folds, a study per fold, round robin) given M minutes of trials (``time_budget_s``;
+   the trial count is whatever fits) in the old trial shape (Ray Train, 2 workers, 1 at a time)
+   and in the new default (warm, 1 worker, 2 at a time); each fold's best config is then trained
+   on the fold's training side and scored on its test rows (the nested headline, mean +- std
+   over the folds). Beside them, on the same outer folds and epochs: the base config with no
+   search (the defaults' cross-validation), majority and clip-majority. Cheaper trials buy more
+   trials in the same budget; this shows whether that buys a better headline.
+
     python bench/search.py [--trials 8] [--label quadrant4] [--work out/bench-search] [--shapes ...]
         [--asha-savings] [--overhead [--overhead-seconds 60]] [--nested-trials 4] [--nested-folds 4]
+        [--budget-minutes 10 [--no-shapes]]
 """
 
 from __future__ import annotations
@@ -403,6 +413,89 @@ def trial_shapes(dataset: Path, work: Path, epochs: dict, args) -> None:
     report_shapes(rows, floor)
 
 
+BUDGET_SHAPES = ("train x2, 1 at a time", "inprocess x1, 2 at a time")  # the old default, the new one
+
+
+def outer_table(results) -> dict[str, tuple[float, float]]:
+    """{method: (mean, std) accuracy over the outer folds} of a crossval results table."""
+    return {method: (float(part["accuracy"].mean()), float(part["accuracy"].std(ddof=0)))
+            for method, part in results.groupby("method")}
+
+
+def budget_search(dataset: Path, work: Path, name: str, epochs: dict, budget_s: float, folds: int) -> dict:
+    """A nested search of the shape ``name`` with ``budget_s`` seconds of trials; its outer scores."""
+    import pandas as pd
+
+    from tuning.search import execute_search
+
+    slug = "bench-budget-" + "".join(c if c.isalnum() else "-" for c in name)
+    plan = plan_for(dataset, work, slug, {**epochs, **SHAPES[name], "num_samples": 10_000, "time_budget_s": budget_s,
+                                          "data.nested": True, "data.folds": folds, "crossval.enabled": True,
+                                          "final_model": False})
+    fresh(plan)
+    started = time.perf_counter()
+    outcome = execute_search(plan, say=quiet)
+    table = outcome.table
+    return {"name": name, "trials": len(table), "seconds": outcome.tuning_seconds,
+            "scoring": outcome.total_seconds - outcome.tuning_seconds, "whole": time.perf_counter() - started,
+            "completed": int((table["status"] == "completed").sum()), "epochs": int(table["epochs_run"].sum()),
+            "stopped": int((table["status"] == "stopped_early").sum()),
+            "cut": int((table["status"] == "stopped_by_budget").sum()),
+            "per_fold": table.groupby("fold").size().to_dict() if "fold" in table else {},
+            "scores": outer_table(pd.read_csv(plan.exp_dir / "crossval" / "results.csv"))}
+
+
+def defaults_crossval(dataset: Path, work: Path, epochs: dict, folds: int) -> dict:
+    """The base config, no search, on the nested searches' outer folds (same epochs, inner split, tasks)."""
+    from mercl.config import to_dict
+    from tuning.data import prepare_search_data
+    from tuning.outer import crossval_result
+    from tuning.remote import run_outer_folds
+
+    plan = plan_for(dataset, work, "bench-budget-defaults", {**epochs, "data.nested": True, "data.folds": folds})
+    data = prepare_search_data(plan.cfg.data, plan.base_cfg)
+    started = time.perf_counter()
+    configs = {fold: to_dict(plan.base_cfg) for fold in range(data.n_folds)}
+    outputs = run_outer_folds(str(data.dataset_dir), data.label, configs, data.protocol, data.n_folds,
+                              plan.cfg.resources, 0, quiet)
+    result = crossval_result(data, outputs, plan.base_cfg, None)
+    return {"seconds": time.perf_counter() - started, "scores": outer_table(result.results),
+            "protocol": data.protocol, "train": plan.cfg.train}
+
+
+def search_value(dataset: Path, work: Path, epochs: dict, args) -> None:
+    """Section 5: the nested headline each trial shape reaches in the same budget, beside no search."""
+    budget_s = 60 * args.budget_minutes
+    rows = []
+    for name in BUDGET_SHAPES:
+        rows.append(budget_search(dataset, work, name, epochs, budget_s, args.nested_folds))
+        print(f"  ran the budgeted nested search, {name}: {rows[-1]['trials']} trials", flush=True)
+    base = defaults_crossval(dataset, work, epochs, args.nested_folds)
+
+    def cell(scores: dict, method: str) -> str:
+        mean, std = scores.get(method, (float("nan"), float("nan")))
+        return f"{mean:.3f} +- {std:.3f}"
+
+    print(f"search value at a fixed budget: {args.budget_minutes:g} min of trials, nested search over "
+          f"{args.nested_folds} outer folds [{base['protocol']}; mean +- std of the outer folds' "
+          f"test accuracy, each fold scored by a search that never saw it]:")
+    print(f"  {'':42s} {'trials':>6s} {'done':>5s} {'ASHA':>5s} {'cut':>4s} {'epochs':>6s} {'per fold':>14s} "
+          f"{'trials s':>8s} {'scoring s':>9s} {'mercl':>15s} {'vs no search':>12s}")
+    none_mean = base["scores"]["mercl"][0]
+    blank = f"{'':6s} {'':5s} {'':5s} {'':4s} {'':6s} {'':>14s} {'':8s}"
+    for row in rows:
+        per_fold = "/".join(str(row["per_fold"][f]) for f in sorted(row["per_fold"]))
+        print(f"  {'nested search, ' + row['name']:42s} {row['trials']:6d} {row['completed']:5d} {row['stopped']:5d} "
+              f"{row['cut']:4d} {row['epochs']:6d} {per_fold:>14s} {row['seconds']:8.0f} {row['scoring']:9.0f} "
+              f"{cell(row['scores'], 'mercl'):>15s} {row['scores']['mercl'][0] - none_mean:+12.3f}")
+    print(f"  {'no search: the ' + base['train'] + ' defaults':42s} {blank} {base['seconds']:9.0f} "
+          f"{cell(base['scores'], 'mercl'):>15s}")
+    for method in ("majority", "clip-majority"):
+        print(f"  {method:42s} {blank} {'':9s} {cell(base['scores'], method):>15s}")
+    print("  (done / ASHA / cut: trials completed, stopped by ASHA, cut by the budget; trials s: Tuner.fit, "
+          "the budget; scoring s: the rest of the run: data, each fold's best config trained and tested, outputs)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per search (default 8)")
@@ -428,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(ROOT / "out" / "bench-search"), help="data and results folder")
     parser.add_argument("--nested-trials", type=int, default=0,
                         help="section 4: trials per fold of the 4-fold nested search (0: skip, the default)")
-    parser.add_argument("--nested-folds", type=int, default=4, help="outer folds of the nested case (4)")
+    parser.add_argument("--nested-folds", type=int, default=4, help="outer folds of the nested cases (4)")
+    parser.add_argument("--budget-minutes", type=float, default=0.0,
+                        help="section 5: minutes of trials per budgeted nested search (0: skip, the default)")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -467,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         report_searches(a, b, args, pre, fine)
     if args.overhead:
         overhead_section(dataset, work, args)
+    if args.budget_minutes:
+        search_value(dataset, work, epochs, args)
     ray.shutdown()
     if nested is not None:
         print("nested search vs one search of the same total trial count:")
