@@ -169,10 +169,10 @@ def trial_row(result, base: BaseModelShape, stopped: dict[str, int], metric: str
         status = STATUS_ERROR
     elif trial_id in stopped:
         status = STATUS_STOPPED
-    elif len(history) == 0:
-        status = STATUS_UNFINISHED
     elif budget and not metrics.get("done", False) and epochs < planned_epochs:
         status = STATUS_BUDGET  # (one cut after its last epoch, before Tune saw it return, ran to the end)
+    elif len(history) == 0:
+        status = STATUS_UNFINISHED
     else:
         status = STATUS_COMPLETED
     row = {"trial_id": trial_id, "status": status}

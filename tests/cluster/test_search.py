@@ -439,6 +439,31 @@ def test_plots_and_summary_from_a_trial_table(tmp_path):
     assert "**2 stopped early by ASHA**" in text and "Trial `t1`" in text
 
 
+def test_trials_the_time_budget_cut_read_stopped_by_budget():
+    """Tune's Result of a trial the budget stopped mid-run (never ``done``), of one it cut before its
+    first report (no result files: no metrics, no config), and of one that returned."""
+    from types import SimpleNamespace
+
+    from tuning.results import trial_table
+
+    def result(trial_id: str | None, epochs: int, done: bool, config=None):
+        frame = pd.DataFrame({"global_epoch": range(1, epochs + 1), "val_metric": np.linspace(0.5, 0.6, epochs),
+                              "stage": "finetune"})
+        metrics = {"trial_id": trial_id, "done": done} if trial_id else {}
+        return SimpleNamespace(metrics=metrics, config=config, error=None, metrics_dataframe=frame if epochs else None,
+                               path=f"/x/fold0_run_trial_{trial_id or 'a5945669'}_5_alpha=0.5")
+
+    base = BaseModelShape(width=32, heads=4, dilations=[1, 2])
+    results = [result("aaaa0001", 5, True, {"l1": 1.0}), result("aaaa0002", 3, False, {"l1": 0.5}),
+               result(None, 0, False), result("aaaa0004", 5, False, {"l1": 0.2})]
+    with_budget = trial_table(results, base, {}, "val_metric", "max", planned_epochs=5, budget=True)
+    assert with_budget.set_index("trial_id")["status"].to_dict() == {
+        "aaaa0001": "completed", "aaaa0002": "stopped_by_budget", "a5945669": "stopped_by_budget",
+        "aaaa0004": "completed"}  # the last one finished its last epoch before the budget cut it
+    without = trial_table(results, base, {}, "val_metric", "max", planned_epochs=5)
+    assert without.set_index("trial_id")["status"].to_dict()["a5945669"] == "unfinished"
+
+
 def test_tensorboard_hparams_are_plain_values_with_a_readable_schedule(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
