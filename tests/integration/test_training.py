@@ -11,7 +11,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -295,13 +294,13 @@ def test_tensorboard_has_every_loss_term_metrics_confusion_and_embeddings(demo_d
 # ----------------------------------------------------------------------------- DDP
 
 
-def _ddp_worker(rank: int, port: int, dataset: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, dataset: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120))
+    # a file rendezvous: a free TCP port picked beforehand can be taken before rank 0 binds it
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}", rank=rank,
+                            world_size=2, timeout=datetime.timedelta(seconds=120))
     try:
         prepared = load_dataset(dataset, verify=False)
         train, val = _split(prepared)
@@ -321,10 +320,7 @@ def test_ddp_ranks_stay_in_sync(demo_dataset, tmp_path):
     """Two gloo ranks train on their halves: weights stay identical, validation is global."""
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(demo_dataset), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(str(demo_dataset), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     _state_equal(r0["state"], r1["state"])
     assert [h["val_metric"] for h in r0["history"]] == [h["val_metric"] for h in r1["history"]]

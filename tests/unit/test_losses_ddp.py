@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -35,11 +34,12 @@ def _shard(rank: int) -> slice:
     return slice(start, start + SPLIT[rank])
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    # a file rendezvous, not a TCP port: a free port picked here could be taken (e.g. by a Ray
+    # process of an earlier test) before rank 0 binds it, and the ranks then abort
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}", rank=rank,
+                            world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     try:
         z, labels, valid = _global_batch()
         part = _shard(rank)
@@ -65,14 +65,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gathered_loss_and_gradients_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
 
     z, labels, valid = _global_batch()
     whole = {m: v.clone().requires_grad_(True) for m, v in z.items()}
