@@ -426,6 +426,7 @@ def budget_search(dataset: Path, work: Path, name: str, epochs: dict, budget_s: 
     """A nested search of the shape ``name`` with ``budget_s`` seconds of trials; its outer scores."""
     import pandas as pd
 
+    from tuning.results import STATUS_BUDGET, STATUS_COMPLETED, STATUS_STOPPED
     from tuning.search import execute_search
 
     slug = "bench-budget-" + "".join(c if c.isalnum() else "-" for c in name)
@@ -433,14 +434,13 @@ def budget_search(dataset: Path, work: Path, name: str, epochs: dict, budget_s: 
                                           "data.nested": True, "data.folds": folds, "crossval.enabled": True,
                                           "final_model": False})
     fresh(plan)
-    started = time.perf_counter()
     outcome = execute_search(plan, say=quiet)
     table = outcome.table
+    status = table["status"].value_counts()
     return {"name": name, "trials": len(table), "seconds": outcome.tuning_seconds,
-            "scoring": outcome.total_seconds - outcome.tuning_seconds, "whole": time.perf_counter() - started,
-            "completed": int((table["status"] == "completed").sum()), "epochs": int(table["epochs_run"].sum()),
-            "stopped": int((table["status"] == "stopped_early").sum()),
-            "cut": int((table["status"] == "stopped_by_budget").sum()),
+            "scoring": outcome.total_seconds - outcome.tuning_seconds,
+            "completed": int(status.get(STATUS_COMPLETED, 0)), "epochs": int(table["epochs_run"].sum()),
+            "stopped": int(status.get(STATUS_STOPPED, 0)), "cut": int(status.get(STATUS_BUDGET, 0)),
             "per_fold": table.groupby("fold").size().to_dict() if "fold" in table else {},
             "scores": outer_table(pd.read_csv(plan.exp_dir / "crossval" / "results.csv"))}
 

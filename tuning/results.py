@@ -150,6 +150,11 @@ def trial_id_from_path(path) -> str:
     return match.group(1) if match else Path(str(path)).name
 
 
+def result_trial_id(result) -> str:
+    """A Tune ``Result``'s trial id: the one it reported, else its folder's (it reported nothing)."""
+    return (result.metrics or {}).get("trial_id") or trial_id_from_path(result.path)
+
+
 def trial_row(result, base: BaseModelShape, stopped: dict[str, int], metric: str, mode: str,
               planned_epochs: int, budget: bool = False) -> dict[str, Any]:
     """One row of the trial table from a Tune ``Result`` (``budget``: the search had a time budget,
@@ -157,7 +162,7 @@ def trial_row(result, base: BaseModelShape, stopped: dict[str, int], metric: str
     stopped by it)."""
     metrics = result.metrics or {}
     config = result.config or {}
-    trial_id = metrics.get("trial_id") or trial_id_from_path(result.path)
+    trial_id = result_trial_id(result)
     history = _history(result)
     sign = 1.0 if mode == "max" else -1.0
     values = history[metric].astype(float) if metric in history else pd.Series(dtype=float)

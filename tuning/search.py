@@ -500,6 +500,7 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
     from tuning.results import (
         SearchSummary,
         asha_stopped,
+        result_trial_id,
         searcher_studies,
         study_from_table,
         trial_table,
@@ -513,7 +514,7 @@ def finish_search(plan: SearchPlan, results, data, say, placement: Placement | N
                         budget=cfg.time_budget_s > 0)
     write_trial_tables(table, exp_dir)
     # (a trial the time budget cut before its first report has no result files: no metrics, no config)
-    configs = {(r.metrics or {}).get("trial_id"): dict(r.config or {}) for r in results}
+    configs = {result_trial_id(r): dict(r.config or {}) for r in results}
     best, best_train, fold_bests = _write_best_configs(plan, table, configs, data.folds)
     hparam_names = [c for c in table.columns if c in plan.specs or c in ("dilations", "fold")]
     run_outer = cfg.crossval.enabled and best is not None and plan.folds.scores_outer(fold_bests)
