@@ -338,7 +338,11 @@ def headline_text(crossval, *, nested: bool, test_fold: int, n_folds: int) -> st
     """One line: accuracy on data no part of the search saw, beside both baselines, with the protocol."""
     if nested:
         parts = _scores(crossval)
-        where = f"nested search, mean ± std over {n_folds} outer folds, each scored by a search that never saw it"
+        scored = sorted(set(crossval.results["fold"]))
+        missing = [f for f in range(n_folds) if f not in scored]
+        over = f"{len(scored)} of {n_folds} outer folds (no finished trial in the search of fold " \
+               f"{', '.join(map(str, missing))})" if missing else f"{n_folds} outer folds"
+        where = f"nested search, mean ± std over {over}, each scored by a search that never saw it"
         cells = [f"{m} {p['accuracy'].mean():.3f} ± {p['accuracy'].std(ddof=0):.3f}" for m, p in parts.items()]
     else:
         parts = _scores(crossval, [test_fold])

@@ -395,6 +395,11 @@ def test_summary_leads_with_the_scores_no_search_saw(tmp_path):
                           "[stimulus; held-out test fold 1 of 2, never seen by the search]")
     nested_text = headline_text(crossval, nested=True, test_fold=0, n_folds=2)
     assert nested_text.startswith("mercl 0.650 ± 0.050, majority 0.450 ± 0.050, clip-majority 0.450 ± 0.050")
+    assert "over 2 outer folds, each scored" in nested_text
+    # a fold whose search finished no trial (e.g. within a time budget) has no outer score: the
+    # headline says over how many folds its mean is, not "over 3"
+    short = headline_text(crossval, nested=True, test_fold=0, n_folds=3)
+    assert "mean ± std over 2 of 3 outer folds (no finished trial in the search of fold 2)" in short
     text = SearchSummary(name="s", exp_dir=tmp_path, table=table, best=table.iloc[1], hparam_names=["lr", "fold"],
                          metric="val_metric", data_text="d", protocol_text="stimulus, 2 folds", crossval=crossval,
                          test_fold=0, plots={}, study_trials=2, tensorboard_cmd="tb", nested=True,
